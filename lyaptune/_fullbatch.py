@@ -13,7 +13,7 @@ from typing import Union
 import torch
 from torch import nn
 
-Data = Union[tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Data = Union[tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # noqa: UP007
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["Data", "LossFn", "iter_chunks", "full_loss", "full_loss_and_grad"]
@@ -63,8 +63,9 @@ def full_loss(
 
 def full_loss_and_grad(
     model: nn.Module, loss_fn: LossFn, data: Data, chunk_size: int | None = None
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Mean loss over all of ``data`` and its gradient w.r.t. the model's trainable parameters.
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Mean loss over all of ``data``, its gradient w.r.t. the trainable parameters, and the number of
+    correct predictions (a 0-d tensor), from one forward and backward pass.
 
     The gradient is accumulated in fresh tensors (``.grad`` is left untouched).
     """
@@ -75,12 +76,16 @@ def full_loss_and_grad(
     n_total = sum(sizes) if sizes is not None else data[0].shape[0]
     grads = [torch.zeros_like(p) for p in params]
     total = torch.zeros((), device=params[0].device if params else None)
+    correct = torch.zeros((), device=total.device, dtype=torch.long)
     for xb, yb in chunks if chunks is not None else iter_chunks(data, chunk_size):
         w = xb.shape[0] / n_total
-        loss = loss_fn(model(xb), yb) * w
+        out = model(xb)
+        loss = loss_fn(out, yb) * w
+        if out.dim() == 2:
+            correct = correct + (out.detach().argmax(dim=1) == yb).sum()
         gs = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(grads, gs):
             if g is not None:
                 acc.add_(g)
         total = total + loss.detach()
-    return total, grads
+    return total, grads, correct

@@ -22,6 +22,8 @@ from lyaptune.optim.schedules import (
     create_schedule,
     get_schedule_info,
     list_schedules,
+    register_schedule,
+    schedule_parameter_names,
 )
 
 __all__ = [
@@ -38,5 +40,7 @@ __all__ = [
     "list_optimizers",
     "list_schedules",
     "register_optimizer",
+    "register_schedule",
+    "schedule_parameter_names",
     "resolve_hyperparameters",
 ]

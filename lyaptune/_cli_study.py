@@ -1,0 +1,123 @@
+"""Study subcommands of the CLI: run, resume, status."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the study subcommands on the ``lyaptune`` parser."""
+    p = sub.add_parser("run", help="run a study spec (YAML): search every arm, then final seeds")
+    p.add_argument("spec", help="path of the study spec (YAML)")
+    p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (auto, ray://host:10001); default RAY_ADDRESS or a local Ray",
+    )
+    p.add_argument("--storage", default=None, help="local path or URI (s3://, gs://, NFS) for results")
+    p.add_argument("--max-concurrent", type=int, default=None, help="override the spec's max_concurrent")
+    p.add_argument("--smoke", action="store_true", help="2 trials per arm, 2 epochs, 1 final seed")
+    p.add_argument("--dry-run", action="store_true", help="validate and list arms and spaces; start nothing")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--address", default=None)
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("status", help="runs done / failed per arm and the best objective so far")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_status)
+
+
+def _describe_space(space: dict[str, Any]) -> str:
+    parts = []
+    for name, ps in space.items():
+        d = ps.to_dict() if hasattr(ps, "to_dict") else ps
+        if isinstance(d, dict) and "choices" in d:
+            parts.append(f"{name} in {d['choices']}")
+        elif isinstance(d, dict) and "low" in d:
+            parts.append(f"{name} in [{d['low']:g}, {d['high']:g}]{' log' if d.get('log') else ''}")
+        else:
+            parts.append(f"{name}={d}")
+    return ", ".join(parts)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lyaptune.errors import ConfigError
+    from lyaptune.study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.smoke:
+        spec = spec.smoke()
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.dry_run:
+        t = spec.task
+        print(
+            f"study {spec.name}: dataset={t.dataset} model={t.model} {dict(t.model_args)} epochs={t.epochs} "
+            f"batch_size={t.batch_size}; objective {spec.objective.metric} ({spec.objective.mode}, "
+            f"{spec.objective.at}); sampler {spec.search.sampler}; "
+            f"final seeds {list(spec.search.final_seeds)}"
+        )
+        for arm in spec.arms:
+            space = arm.resolved_space()
+            what = (
+                f"grid of {len(arm.grid_points())} points over {', '.join(arm.grid)}"
+                if arm.grid
+                else (_describe_space(space) if space else "no search (runs on the final seeds only)")
+            )
+            print(f"  {arm.name}: {arm.optimizer} + {arm.schedule}; budget {spec.budget(arm)}; {what}")
+        return 0
+    from lyaptune.study.runner import run_study
+
+    store = run_study(
+        spec, out=args.out, storage=args.storage, address=args.address, max_concurrent=args.max_concurrent
+    )
+    trials = store.trials()
+    bad = trials[trials["status"] == "errored"]
+    return 1 if len(bad) else 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from lyaptune.study.runner import resume_study
+
+    resume_study(args.run_dir, address=args.address, max_concurrent=args.max_concurrent)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from lyaptune.store import RunStore
+    from lyaptune.study.spec import StudySpec
+
+    store = RunStore(args.run_dir)
+    spec = StudySpec.from_dict(store.read_spec())
+    info = store.read_study_info()
+    trials = store.trials()
+    state = "finished" if info.get("finished") else "in progress or interrupted"
+    print(f"study {spec.name} ({state}; started {info.get('started', '?')})")
+    better_min = spec.objective.mode == "min"
+    for arm in spec.arms:
+        rows = trials[trials["arm"] == arm.name] if len(trials) else trials
+        search = rows[rows["phase"] == "search"] if len(rows) else rows
+        final = rows[rows["phase"] == "final"] if len(rows) else rows
+        counts = search["status"].value_counts().to_dict() if len(search) else {}
+        ok = search[search["status"] == "completed"] if len(search) else search
+        best = ""
+        if len(ok):
+            vals = ok["objective"].astype(float)
+            v = vals.min() if better_min else vals.max()
+            best = f"; best {spec.objective.metric} {v:.4g}" if math.isfinite(v) else ""
+        budget = spec.budget(arm) * len(spec.search.seeds)
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "completed")
+        print(
+            f"  {arm.name}: search {len(search)}/{budget}"
+            f"{f' ({fails})' if fails else ''}; final {len(final)}/{len(spec.search.final_seeds)}{best}"
+        )
+    return 0

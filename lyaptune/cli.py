@@ -1,0 +1,309 @@
+"""The ``lyaptune`` command line.
+
+Every user error (a :class:`lyaptune.errors.UserError` or a ``ValueError`` from validation) is printed
+as one line on stderr and exits with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from lyaptune.errors import ConfigError, UserError
+
+__all__ = ["main", "build_parser"]
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` with the value read as YAML (``1e-3`` -> float, ``[0.9, 0.99]`` -> list)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(ch in value for ch in ".eE") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "full":
+        return "full"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"batch size must be a positive integer or 'full', got {text!r}"
+        ) from None
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task")
+    g.add_argument("--dataset", default="digits", help="dataset registry name (default: digits, embedded)")
+    g.add_argument("--data-root", default=None, help="directory of dataset files (env LYAPTUNE_DATA_ROOT)")
+    g.add_argument("--download", action="store_true", help="let torchvision download missing files")
+    g.add_argument("--data-arg", action="append", type=_kv, default=[], metavar="K=V", help="dataset option")
+    g.add_argument("--model", default="fc", help="model registry name or timm:<name> (default: fc)")
+    g.add_argument("--depth", type=int, default=None, help="fc: number of hidden layers")
+    g.add_argument("--width", type=int, default=None, help="fc: hidden width h")
+    g.add_argument("--model-arg", action="append", type=_kv, default=[], metavar="K=V", help="model argument")
+    g.add_argument("--init", default=None, help="initialisation scheme (kaiming-uniform, xavier, ...)")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=_batch_size, default="full", help="an integer or 'full' (default)")
+    g.add_argument("--validation-fraction", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def _model_args(args: argparse.Namespace) -> dict[str, Any]:
+    out = dict(args.model_arg)
+    if args.depth is not None:
+        out["depth"] = args.depth
+    if args.width is not None:
+        out["width"] = args.width
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="lyaptune", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("trial", help="train one configuration and print one line per epoch")
+    _add_task_args(p)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the registry's)")
+    p.add_argument(
+        "--opt", action="append", type=_kv, default=[], metavar="K=V", help="optimizer hyperparameter"
+    )
+    p.add_argument("--schedule", default="constant")
+    p.add_argument("--sched", action="append", type=_kv, default=[], metavar="K=V", help="schedule parameter")
+    p.add_argument("--schedule-per", default="epoch", choices=["epoch", "step"])
+    p.add_argument(
+        "--lipschitz",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="K=V",
+        help="K_hat estimate setting for derived-constant (samples, weights, sigma, batch, ...)",
+    )
+    p.add_argument("--grad-noise", type=float, default=0.0)
+    p.set_defaults(func=_cmd_trial)
+
+    p = sub.add_parser("lipschitz", help="estimate K_hat (papers/003 Algorithm 2) and the derived step size")
+    _add_task_args(p)
+    p.add_argument("--samples", type=int, default=10, help="weight samples N (default 10)")
+    p.add_argument("--weights", default="normal", help="weight distribution W: normal, uniform, init")
+    p.add_argument("--sigma", type=float, default=None, help="std of W=normal (default: per model)")
+    p.add_argument("--a", type=float, default=None, help="half-width of W=uniform")
+    p.add_argument("--lipschitz-batch", type=_batch_size, default="full", help="'full' or a batch size")
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--multiplier", type=float, default=1.0)
+    p.set_defaults(func=_cmd_lipschitz)
+
+    p = sub.add_parser("list", help="list registered optimizers, schedules, datasets or models")
+    p.add_argument("what", choices=["optimizers", "schedules", "datasets", "models"])
+    p.set_defaults(func=_cmd_list)
+
+    from lyaptune import _cli_study
+
+    _cli_study.add_commands(sub)
+    return parser
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _cmd_trial(args: argparse.Namespace) -> int:
+    from lyaptune.train import RECORD_FIELDS, TrialConfig, run_trial
+
+    opt = dict(args.opt)
+    if args.lr is not None:
+        opt["lr"] = args.lr
+    config = TrialConfig(
+        dataset=args.dataset,
+        dataset_args=dict(args.data_arg),
+        data_root=args.data_root,
+        download=args.download,
+        validation_fraction=args.validation_fraction,
+        model=args.model,
+        model_args=_model_args(args),
+        init=args.init,
+        optimizer=args.optimizer,
+        optimizer_args=opt,
+        schedule=args.schedule,
+        schedule_args=dict(args.sched),
+        schedule_per=args.schedule_per,
+        lipschitz=dict(args.lipschitz),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        grad_noise=args.grad_noise,
+    )
+    cols = ["epoch", "train_loss", "grad_norm", "val_acc", "test_loss", "test_acc", "lr", "time_s"]
+
+    def show(rec: dict[str, Any]) -> None:
+        extra = {k: v for k, v in rec.items() if k not in RECORD_FIELDS}
+        items = [f"{k}={_fmt(rec[k])}" for k in cols if not (k.startswith("val") and math.isnan(rec[k]))]
+        items += [f"{k}={_fmt(v)}" for k, v in extra.items()]
+        print("  ".join(items), flush=True)
+
+    result = run_trial(config, on_epoch=show)
+    info = result.info
+    if "derived_lr" in info:
+        print(
+            f"derived step size: alpha={info['derived_lr']:.6g} (L(w0)={info['initial_loss']:.4g}, "
+            f"K_hat={info['k_hat']:.4g}, T={info['total_steps']})"
+        )
+    print(
+        f"status={result.status}  epochs={result.epochs_completed}  wall_s={result.wall_s:.2f}  "
+        f"params={info['num_params']}  device={info['device']}"
+        + (f"  ({result.message})" if result.message else "")
+    )
+    return 0 if result.status == "completed" else 1
+
+
+def _cmd_lipschitz(args: argparse.Namespace) -> int:
+    import torch
+    from torch.nn import functional as F
+
+    from lyaptune.data import load_dataset
+    from lyaptune.lipschitz import derived_step_size, estimate_lipschitz, initial_loss
+    from lyaptune.models import create_model, default_sigma
+    from lyaptune.train import resolve_device
+
+    device = resolve_device(args.device)
+    data = load_dataset(
+        args.dataset,
+        data_root=args.data_root,
+        download=args.download,
+        seed=0,
+        device=device,
+        **dict(args.data_arg),
+    )
+    if args.epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {args.epochs}")
+    margs = _model_args(args)
+
+    def build():
+        return create_model(
+            args.model,
+            input_shape=tuple(data.input_shape),
+            num_classes=data.num_classes,
+            init=args.init,
+            generator=torch.Generator().manual_seed(args.seed),
+            **margs,
+        ).to(device)
+
+    train = (data.train.x, data.train.y)
+    n = len(data.train)
+    bs = args.batch_size
+    steps_per_epoch = 1 if bs == "full" or bs >= n else math.ceil(n / bs)
+    total = args.epochs * steps_per_epoch
+    torch.manual_seed(args.seed)
+    l0 = initial_loss(build(), F.cross_entropy, train)
+    sigma = args.sigma if args.sigma is not None or args.weights != "normal" else default_sigma(args.model)
+    print(
+        f"dataset={args.dataset} (n={n})  model={args.model} {margs}  weights={args.weights}"
+        f"{f'(sigma={sigma})' if sigma is not None else ''}  samples={args.samples}  device={device}",
+        flush=True,
+    )
+
+    def progress(j: int, sn: Any) -> None:
+        print(
+            f"  sample {j + 1}/{args.samples}: |lambda_max|={sn.value:.6g} (eigenvalue {sn.eigenvalue:.6g}, "
+            f"{sn.iterations} iterations{'' if sn.converged else ', not converged'})",
+            flush=True,
+        )
+
+    est = estimate_lipschitz(
+        build,
+        F.cross_entropy,
+        train,
+        samples=args.samples,
+        weights=args.weights,
+        sigma=sigma,
+        a=args.a,
+        batch=args.lipschitz_batch,
+        seed=args.seed,
+        iters=args.iters,
+        tol=args.tol,
+        device=device,
+        progress=progress,
+    )
+    alpha = derived_step_size(l0, est.k_hat, total, multiplier=args.multiplier)
+    for j, reason in est.skipped:
+        print(f"  sample {j + 1} skipped: {reason}")
+    print(
+        f"K_hat={est.k_hat:.6g}  per-sample=[{', '.join(f'{v:.4g}' for v in est.values)}]  "
+        f"seconds={est.seconds:.2f}"
+    )
+    print(
+        f"L(w0)={l0:.6g}  T={total} ({args.epochs} epochs x {steps_per_epoch} steps)  "
+        f"alpha=sqrt(2 L(w0) / (K_hat T)){'' if args.multiplier == 1 else f' x {args.multiplier}'}={alpha:.6g}"
+    )
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "optimizers":
+        from lyaptune.optim import get_optimizer_info, list_optimizers
+
+        for name in list_optimizers():
+            print(f"{name:20s} {get_optimizer_info(name).description}")
+    elif args.what == "schedules":
+        from lyaptune.optim import get_schedule_info, list_schedules
+
+        for name in list_schedules():
+            print(f"{name:20s} {get_schedule_info(name).description}")
+    elif args.what == "datasets":
+        from lyaptune.data import get_dataset_info, list_datasets
+
+        for name in list_datasets():
+            print(f"{name:20s} {get_dataset_info(name).description}")
+    else:
+        from lyaptune.models import get_model_info, list_models
+
+        for name in list_models():
+            print(f"{name:20s} {get_model_info(name).description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lyaptune`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("lyaptune: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"lyaptune: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Run a study: every arm tuned with an equal Optuna budget through one Ray Tune experiment, then each
+arm's best configuration re-run on fresh seeds; everything stored as Parquet in the run directory.
+
+The same code runs on this machine's CPUs (a local Ray is started, dashboard off) and on a Ray cluster
+(``address="auto"``, ``ray://host:10001`` or ``RAY_ADDRESS``), with fractional GPUs per trial.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lyaptune.errors import UserError
+from lyaptune.store import RunStore
+from lyaptune.study.searcher import Job, StudyPlan
+from lyaptune.study.spec import StudySpec
+
+__all__ = ["run_study", "resume_study", "run_dir_for", "JOURNAL_FILE"]
+
+JOURNAL_FILE = "optuna.journal"
+
+# Tune's default CSV/JSON/TensorBoard loggers duplicate what the store keeps and cost time per result.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _has_scheme(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def run_dir_for(spec: StudySpec, out: str | os.PathLike, storage: str | None = None) -> str:
+    """``<storage or out>/<spec.name>`` (a local path or a pyarrow URI)."""
+    base = str(storage or out)
+    return base.rstrip("/") + "/" + spec.name
+
+
+def _versions() -> dict[str, Any]:
+    import optuna
+    import ray
+    import torch
+
+    import lyaptune
+
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parents[2],
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "lyaptune": lyaptune.__version__,
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "optuna": optuna.__version__,
+        "python": platform.python_version(),
+        "git_commit": commit,
+        "host": socket.gethostname(),
+        "cuda_devices": torch.cuda.device_count(),
+    }
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray"
+        raise UserError(f"cannot connect to Ray at {where!r}: {str(exc).splitlines()[0]}") from exc
+    return True
+
+
+class _Progress:
+    """Compact one-line progress per finished run (not Ray's full table)."""
+
+    def __init__(self, plan: StudyPlan, total: int, log: Callable[[str], None]) -> None:
+        self.plan, self.total, self.log, self.count = plan, total, log, 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, job: Job, status: str, value: float) -> None:
+        self.count += 1
+        parts = []
+        for name, p in self.plan.progress().items():
+            best = "" if p["best"] is None else f" best {p['best']:.4g}"
+            search = f"{p['search']}/{p['budget']}" if p["budget"] else "-"
+            parts.append(f"{name} {search} final {p['final']}/{p['finals']}{best}")
+        val = "" if not math.isfinite(value) else f" {value:.4g}"
+        self.log(
+            f"[{self.count}/{self.total} {time.perf_counter() - self.t0:6.1f}s] {job.trial_id} {status}{val}"
+            f"  | " + " | ".join(parts)
+        )
+
+
+def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
+    from ray.tune.search import Searcher
+
+    arms = {a.name: a for a in spec.arms}
+
+    class StudySearcher(Searcher):
+        """Ray Tune searcher adapter around :class:`StudyPlan` (Optuna decides the configurations)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.jobs: dict[str, Job] = {}
+            self.records: dict[str, dict[int, dict[str, Any]]] = {}
+            self.errors: dict[str, str] = {}
+
+        def suggest(self, trial_id: str):
+            job = plan.next_job()
+            if job == "FINISHED":
+                return Searcher.FINISHED
+            if job is None:
+                return None
+            self.jobs[trial_id] = job
+            return {"job": job.payload(spec, arms[job.arm])}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if "lyaptune_record" in result:
+                rec = json.loads(result["lyaptune_record"])
+                self.records.setdefault(trial_id, {})[int(rec["epoch"])] = rec
+            if "lyaptune_error" in result:
+                self.errors[trial_id] = result["lyaptune_error"]
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            job = self.jobs.pop(trial_id, None)
+            if job is None:
+                return
+            partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
+            message = self.errors.pop(trial_id, "")
+            if not error and result and result.get("lyaptune_final"):
+                p = json.loads(result["lyaptune_payload"])
+                info = {**p["info"], "resumed_from_epoch": p.get("resumed_from_epoch", 0)}
+                status, records, wall, message = p["status"], p["records"], p["wall_s"], p["message"]
+            elif error:
+                status, records, info, wall = "errored", partial, {}, math.nan
+                message = message or "the trial failed without a message (its worker was lost?)"
+            else:
+                status, records, info, wall = "stopped", partial, {}, math.nan
+                message = "stopped early by the ASHA scheduler"
+            value = plan.finish(job, status, records, info, wall, message)
+            progress(job, status, value)
+
+    return StudySearcher()
+
+
+def _total_runs(spec: StudySpec) -> int:
+    n_seeds = len(spec.search.seeds)
+    return sum(spec.budget(a) * n_seeds + len(spec.search.final_seeds) for a in spec.arms)
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    out: str | os.PathLike = "runs",
+    storage: str | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    resume: bool = False,
+    run_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> RunStore:
+    """Run (or resume) a study and return its store.
+
+    Args:
+      spec: the validated study.
+      out: parent directory of the run directory ``<out>/<spec.name>``.
+      storage: a local path or a pyarrow URI (s3://, gs://, an NFS path) used instead of ``out`` for the
+        run directory and Ray's ``storage_path``.
+      address: a Ray cluster address (``auto``, ``ray://host:10001``); default ``RAY_ADDRESS`` or a new
+        local Ray.
+      max_concurrent: overrides ``spec.max_concurrent``.
+      resume: continue an existing run directory: completed runs are kept and never run again, runs
+        left open by a killed driver are re-queued.
+      run_dir: the run directory to use (``resume``); default ``<out>/<spec.name>``.
+      log: where progress lines go.
+
+    Returns:
+      The :class:`lyaptune.store.RunStore` of the run directory.
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    root = run_dir or run_dir_for(spec, out, storage)
+    if resume:
+        store = RunStore(root)
+    else:
+        local = None if _has_scheme(root) else Path(root.removeprefix("file://"))
+        if local is not None and (local / "spec.yaml").exists():
+            raise UserError(
+                f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
+                "or choose another --out"
+            )
+        store = RunStore(root, create=True)
+        store.write_spec(spec.to_dict())
+        store.write_study_info(started=_now(), **_versions())
+    journal_dir = Path(root.removeprefix("file://")) if not _has_scheme(root) else Path(out) / spec.name
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log)
+    total = _total_runs(spec)
+    already = len(plan.done)
+    if resume:
+        log(f"resuming {root}: {already} of {total} runs already recorded")
+    progress = _Progress(plan, total, log)
+    progress.count = already
+
+    started_ray = _init_ray(address)
+    try:
+        import ray
+
+        if not resume:
+            store.write_study_info(ray_resources=ray.cluster_resources())
+        mode = spec.objective.mode
+        scheduler = None
+        if spec.search.scheduler == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="epoch",
+                max_t=spec.task.epochs,
+                grace_period=min(spec.search.grace_period, spec.task.epochs),
+                reduction_factor=spec.search.reduction_factor,
+            )
+        trainable = tune.with_resources(_trainable(), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+        storage_path = (
+            root if _has_scheme(root) else str(Path(root.removeprefix("file://")).resolve())
+        ) + "/ray"
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="objective",
+                mode=mode,
+                search_alg=_make_searcher(spec, plan, progress),
+                scheduler=scheduler,
+                num_samples=-1,
+                max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name="tune-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+        log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
+        tuner.fit()
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    store.write_study_info(finished=_now())
+    trials = store.trials()
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    log(
+        f"done: {len(trials)} runs ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
+        f"results in {root} (trials.parquet, epochs/, {JOURNAL_FILE})"
+    )
+    return store
+
+
+def _trainable():
+    from lyaptune.study.trainable import train_job
+
+    return train_job
+
+
+def resume_study(
+    run_dir: str,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    log: Callable[[str], None] = print,
+) -> RunStore:
+    """Continue a run directory from its saved spec; completed runs are never run again."""
+    store = RunStore(run_dir)
+    spec = StudySpec.from_dict(store.read_spec())
+    out = str(Path(run_dir).parent) if not _has_scheme(run_dir) else "runs"
+    return run_study(
+        spec, out=out, address=address, max_concurrent=max_concurrent, resume=True, run_dir=run_dir, log=log
+    )

@@ -1,0 +1,315 @@
+"""The study's search logic: one Optuna study per arm, equal budgets, then a final phase.
+
+:class:`StudyPlan` is framework-free (Optuna + the run store, no Ray): it decides which training run
+comes next, records finished runs in the store exactly once, and tells Optuna. :class:`StudySearcher`
+is the thin Ray Tune ``Searcher`` adapter around it.
+
+Each training run ("job") is one configuration on one seed and has a deterministic id
+``<arm>-search-<optuna number>-s<seed>`` or ``<arm>-final-s<seed>``, so a retried or resumed run
+replaces its own rows and never duplicates them. An Optuna trial's value is the mean objective over
+the search seeds. A diverged or errored run makes its Optuna trial FAIL (the sampler then ignores that
+configuration; documented in the README); a run stopped early by ASHA makes it PRUNED.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
+
+from lyaptune.store import RunStore, trial_row
+from lyaptune.study.spaces import make_sampler, suggest
+from lyaptune.study.spec import ArmSpec, StudySpec
+from lyaptune.train import TrialResult
+
+__all__ = ["Job", "StudyPlan", "objective_value", "journal_storage", "TERMINAL"]
+
+#: statuses of a finished run
+TERMINAL = ("completed", "diverged", "stopped", "errored")
+
+
+@dataclass
+class Job:
+    """One training run: a configuration of an arm on one seed."""
+
+    trial_id: str
+    arm: str
+    phase: str
+    seed: int
+    params: dict[str, Any]
+    number: int | None = None  # the Optuna trial number (search phase)
+
+    def payload(self, spec: StudySpec, arm: ArmSpec) -> dict[str, Any]:
+        """What the trainable needs (plain, picklable data)."""
+        return {
+            "trial_id": self.trial_id,
+            "arm": self.arm,
+            "phase": self.phase,
+            "seed": self.seed,
+            "trial_config": spec.trial_config(arm, self.params, self.seed).to_dict(),
+            "metric": spec.objective.metric,
+            "report_every_epoch": spec.search.scheduler == "asha",
+            "checkpoint_every": spec.checkpoint_every,
+        }
+
+
+def objective_value(records: list[Mapping[str, Any]], metric: str, mode: str, at: str) -> float:
+    """The objective of one run: ``metric`` at the final epoch, or its best over epochs (NaN if none)."""
+    values = [float(r[metric]) for r in records if metric in r]
+    if not values:
+        return math.nan
+    if at == "final":
+        return values[-1]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan
+    return min(finite) if mode == "min" else max(finite)
+
+
+def journal_storage(path: Path | str) -> JournalStorage:
+    """The Optuna journal of a run directory (``optuna-dashboard <path>`` opens it)."""
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+@dataclass
+class _ArmState:
+    spec: ArmSpec
+    study: optuna.Study | None
+    budget: int
+    asked: int = 0
+    # optuna number -> {seed: objective or None (failed) }, for trials whose seeds are not all done
+    open_trials: dict[int, dict[int, float | None]] = field(default_factory=dict)
+    open_status: dict[int, str] = field(default_factory=dict)
+    finals_queued: bool = False
+
+
+class StudyPlan:
+    """Decides the next job, records finished jobs, and keeps every arm's Optuna study up to date.
+
+    Args:
+      spec: the study.
+      store: the run directory's store (results are written there, exactly once per job).
+      journal: path of the Optuna journal file.
+      log: called with one-line progress messages.
+    """
+
+    def __init__(
+        self, spec: StudySpec, store: RunStore, journal: Path | str, log: Callable[[str], None] | None = None
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.log = log or (lambda msg: None)
+        self.lock = threading.RLock()
+        storage = journal_storage(journal)
+        direction = "minimize" if spec.objective.mode == "min" else "maximize"
+        self.arms: dict[str, _ArmState] = {}
+        done = store.trial_ids(statuses=TERMINAL)
+        self.done: set[str] = set(done)
+        self.queue: deque[Job] = deque()
+        self.running: dict[str, Job] = {}
+        self._rr = 0
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        for arm in spec.arms:
+            budget = spec.budget(arm)
+            study = None
+            if budget > 0:
+                study = optuna.create_study(
+                    study_name=f"{spec.name}/{arm.name}",
+                    storage=storage,
+                    sampler=make_sampler(spec.search, arm),
+                    direction=direction,
+                    load_if_exists=True,
+                )
+            state = _ArmState(spec=arm, study=study, budget=budget)
+            self.arms[arm.name] = state
+            if study is not None:
+                self._restore_arm(state)
+
+    # -- resume ------------------------------------------------------------------------------------
+    def _restore_arm(self, state: _ArmState) -> None:
+        """Rebuild an arm's progress from its journal and the store (after a restart)."""
+        study = state.study
+        trials = study.get_trials(deepcopy=False)
+        if not trials and state.spec.grid:
+            for point in state.spec.grid_points():
+                study.enqueue_trial(point, skip_if_exists=True)
+            trials = study.get_trials(deepcopy=False)
+        rows = self.store.trials()
+        for t in trials:
+            if t.state == TrialState.WAITING:
+                continue
+            state.asked += 1
+            if t.state != TrialState.RUNNING:
+                continue
+            # an Optuna trial left open by a killed driver: finish it from the store, re-run the rest
+            params = dict(t.user_attrs.get("params", t.params))
+            seeds: dict[int, float | None] = {}
+            for seed in self.spec.search.seeds:
+                job = self._search_job(state.spec, t.number, seed, params)
+                if job.trial_id in self.done:
+                    row = rows[rows["trial_id"] == job.trial_id].iloc[-1]
+                    ok = row["status"] == "completed"
+                    seeds[seed] = float(row["objective"]) if ok else None
+                    if not ok:
+                        state.open_status[t.number] = str(row["status"])
+                else:
+                    self.queue.append(job)
+            state.open_trials[t.number] = seeds
+            self._maybe_tell(state, t.number)
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def _search_job(self, arm: ArmSpec, number: int, seed: int, params: dict[str, Any]) -> Job:
+        return Job(f"{arm.name}-search-{number:04d}-s{seed}", arm.name, "search", seed, params, number)
+
+    def _ask(self, state: _ArmState) -> list[Job]:
+        trial = state.study.ask()
+        if state.spec.grid:
+            # an enqueued grid point: its values are the trial's fixed params
+            params = {k: trial.suggest_categorical(k, list(v)) for k, v in state.spec.grid.items()}
+        else:
+            params = suggest(trial, state.spec.resolved_space())
+        trial.set_user_attr("params", params)
+        state.asked += 1
+        state.open_trials[trial.number] = {}
+        return [self._search_job(state.spec, trial.number, s, params) for s in self.spec.search.seeds]
+
+    def _search_done(self, state: _ArmState) -> bool:
+        return state.asked >= state.budget and not state.open_trials
+
+    def _final_jobs(self, state: _ArmState) -> list[Job]:
+        params: dict[str, Any] = {}
+        if state.study is not None:
+            try:
+                best = state.study.best_trial
+            except ValueError:
+                self.log(f"{state.spec.name}: no search trial completed; no final runs")
+                return []
+            params = dict(best.user_attrs.get("params", best.params))
+        jobs = [
+            Job(f"{state.spec.name}-final-s{seed}", state.spec.name, "final", seed, params)
+            for seed in self.spec.search.final_seeds
+        ]
+        return [j for j in jobs if j.trial_id not in self.done]
+
+    def next_job(self) -> Job | None | str:
+        """The next job to run; ``None`` to wait for running jobs; ``"FINISHED"`` when all is done."""
+        with self.lock:
+            if self.queue:
+                return self._start(self.queue.popleft())
+            names = list(self.arms)
+            for i in range(len(names)):
+                state = self.arms[names[(self._rr + i) % len(names)]]
+                if state.study is not None and state.asked < state.budget:
+                    self._rr = (self._rr + i + 1) % len(names)
+                    jobs = self._ask(state)
+                    self.queue.extend(jobs[1:])
+                    return self._start(jobs[0])
+            for state in self.arms.values():
+                if not state.finals_queued and self._search_done(state):
+                    state.finals_queued = True
+                    self.queue.extend(self._final_jobs(state))
+            if self.queue:
+                return self._start(self.queue.popleft())
+            if not self.running and all(s.finals_queued for s in self.arms.values()):
+                return "FINISHED"
+            return None
+
+    def _start(self, job: Job) -> Job:
+        self.running[job.trial_id] = job
+        return job
+
+    # -- results -----------------------------------------------------------------------------------
+    def finish(
+        self,
+        job: Job,
+        status: str,
+        records: list[dict[str, Any]],
+        info: dict[str, Any],
+        wall_s: float,
+        message: str = "",
+    ) -> float:
+        """Record a finished job in the store (first) and in Optuna (second). Returns its objective."""
+        with self.lock:
+            self.running.pop(job.trial_id, None)
+            obj = self.spec.objective
+            value = (
+                objective_value(records, obj.metric, obj.mode, obj.at) if status == "completed" else math.nan
+            )
+            arm = self.arms[job.arm].spec
+            result = TrialResult(status=status, records=records, info=info, wall_s=wall_s, message=message)
+            row = trial_row(
+                study=self.spec.name,
+                arm=job.arm,
+                trial_id=job.trial_id,
+                phase=job.phase,
+                seed=job.seed,
+                config=self.spec.trial_config(arm, job.params, job.seed),
+                result=result,
+                status=status,
+                objective=value,
+                optuna_number=job.number,
+                params=job.params,
+                message=message,
+            )
+            self.store.record_trial(row, records)
+            self.done.add(job.trial_id)
+            if job.phase == "search":
+                state = self.arms[job.arm]
+                seeds = state.open_trials.setdefault(job.number, {})
+                ok = status == "completed" and math.isfinite(value)
+                seeds[job.seed] = value if ok else None
+                if not ok:
+                    state.open_status[job.number] = status
+                self._maybe_tell(state, job.number)
+            return value
+
+    def _maybe_tell(self, state: _ArmState, number: int) -> None:
+        seeds = state.open_trials.get(number, {})
+        if len(seeds) < len(self.spec.search.seeds):
+            return
+        status = state.open_status.pop(number, "completed")
+        values = list(seeds.values())
+        if status == "completed" and all(v is not None for v in values):
+            state.study.tell(number, sum(values) / len(values))
+        elif status == "stopped":
+            state.study.tell(number, state=TrialState.PRUNED)
+        else:
+            state.study.tell(number, state=TrialState.FAIL)
+        del state.open_trials[number]
+
+    # -- progress ----------------------------------------------------------------------------------
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Per arm: search trials told / budget, final runs done / planned, best value so far."""
+        out = {}
+        for name, st in self.arms.items():
+            best = None
+            if st.study is not None:
+                done = [t for t in st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+                if done:
+                    vals = [t.value for t in done]
+                    best = min(vals) if self.spec.objective.mode == "min" else max(vals)
+            told = st.asked - len(st.open_trials)
+            finals = sum(1 for s in self.spec.search.final_seeds if f"{name}-final-s{s}" in self.done)
+            out[name] = {
+                "search": told,
+                "budget": st.budget,
+                "final": finals,
+                "finals": len(self.spec.search.final_seeds),
+                "best": best,
+            }
+        return out
+
+
+def decode_payload(text: str) -> dict[str, Any]:
+    """Inverse of the trainable's JSON payload."""
+    return json.loads(text)

@@ -1,0 +1,112 @@
+"""Optuna search spaces and samplers for a study's arms.
+
+Spaces are *define-by-run*: :func:`suggest` only calls ``trial.suggest_*`` (the style of Ray's
+``optuna_define_by_run_example.py``), so an arm's space is exactly the sequence of suggestions Optuna
+records, and the same function works with Optuna's ask/tell and with Ray's ``OptunaSearch``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+
+from lyaptune.errors import ConfigError
+from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
+
+__all__ = ["define_by_run", "grid_search_space", "make_sampler", "suggest"]
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    """Ask ``trial`` for one value per searched dimension of ``space``.
+
+    A range becomes ``suggest_float`` (or ``suggest_int`` for ``type: int``) with its ``log`` and
+    ``step``; choices become ``suggest_categorical``; a fixed value is returned as it is, without a
+    suggestion.
+
+    Args:
+      trial: the Optuna trial (``study.ask()`` or the trial Ray's ``OptunaSearch`` passes).
+      space: name -> :class:`ParamSpec`, e.g. :meth:`ArmSpec.resolved_space`.
+
+    Returns:
+      name -> value, in the order of ``space``.
+    """
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if spec.kind == "fixed":
+            params[name] = spec.value
+        elif spec.kind == "choices":
+            params[name] = trial.suggest_categorical(name, list(spec.choices))
+        elif spec.type == "int":
+            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step or 1, log=spec.log)
+        else:
+            params[name] = trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
+    return params
+
+
+def define_by_run(space: Mapping[str, ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """A define-by-run function for Ray's ``OptunaSearch(space=...)``.
+
+    It suggests every searched dimension and returns only the fixed values (Ray adds a returned dict to
+    the trial's config as constants; the suggested values reach the config through Optuna).
+    """
+
+    def space_fn(trial: optuna.Trial) -> dict[str, Any]:
+        suggest(trial, space)
+        return {name: spec.value for name, spec in space.items() if spec.kind == "fixed"}
+
+    return space_fn
+
+
+def grid_search_space(arm: ArmSpec) -> dict[str, list[Any]]:
+    """The search space of Optuna's ``GridSampler`` for ``arm``: its grid, or its space's choices.
+
+    Raises:
+      ConfigError: the arm's space has a range (a grid needs a finite set of values per dimension).
+    """
+    out: dict[str, list[Any]] = {}
+    for name, spec in arm.resolved_space().items():
+        if spec.kind == "choices":
+            out[name] = list(spec.choices)
+        elif spec.kind == "range":
+            raise ConfigError(
+                f"arm '{arm.name}': space.{name} is a range; a grid sampler needs choices or a grid"
+            )
+    return out
+
+
+def make_sampler(search: SearchSpec, arm: ArmSpec) -> optuna.samplers.BaseSampler:
+    """The seeded Optuna sampler of one arm.
+
+    ``GridSampler`` for an arm with a ``grid`` or under ``sampler: grid``; otherwise the sampler
+    ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``), seeded with
+    ``search.sampler_seed``. Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw
+    categorical ones at random, without a warning per trial.
+
+    Raises:
+      ConfigError: ``cmaes`` without the ``cmaes`` package, or a grid over a range.
+    """
+    seed = search.sampler_seed
+    samplers = optuna.samplers
+    if arm.grid is not None or search.sampler == "grid":
+        return samplers.GridSampler(grid_search_space(arm), seed=seed)
+    if search.sampler == "tpe":
+        return samplers.TPESampler(seed=seed)
+    if search.sampler == "random":
+        return samplers.RandomSampler(seed=seed)
+    if search.sampler == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise ConfigError(
+                "search.sampler: 'cmaes' needs the cmaes package, which is not installed: pip install cmaes"
+            )
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if search.sampler == "gp":
+        return samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if search.sampler == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
+    raise ConfigError(f"search.sampler: unknown sampler {search.sampler!r}")

@@ -1,0 +1,1454 @@
+"""The study spec: a YAML file validated into frozen dataclasses before any compute is spent.
+
+A study compares *arms* (an optimizer x a step-size schedule, with a search space) on one *task*, tunes
+each arm with an equal Optuna budget on a validation *objective*, then re-runs every arm's best
+configuration on fresh seeds::
+
+    name: quickstart
+    task: {dataset: digits, model: fc, model_args: {depth: 2, width: 128}, epochs: 20, batch_size: full}
+    objective: {metric: val_loss, mode: min, at: final}
+    search: {sampler: tpe, trials_per_arm: 12, seeds: [0], final_seeds: [0, 1, 2], scheduler: none}
+    resources: {cpu: 1, gpu: 0}
+    max_concurrent: 2
+    arms:
+      - {name: derived, optimizer: adam, schedule: derived-constant, lipschitz: {samples: 5}}
+      - name: adam-exponential
+        optimizer: adam
+        schedule: exponential
+        space: {lr: {low: 1.0e-5, high: 1.0e-1, log: true}, gamma: {low: 0.8, high: 0.999}}
+      - {name: lyam, optimizer: lyam, space: default}
+
+Every validation error is a :class:`~lyaptune.errors.ConfigError` whose message starts with the path
+of the offending field (``arms[1].space.lr: low (0.1) > high (0.01)``), names the bad value and the
+valid choices. :meth:`StudySpec.to_dict` is the *resolved* spec (``space: default`` expanded, fixed
+values moved into ``optimizer_args`` / ``schedule_args``): written next to the results as
+``spec.yaml``, it loads back into an equal :class:`StudySpec`.
+
+Search-space entries (:class:`ParamSpec`), in YAML:
+
+- ``{low: 1.0e-5, high: 1.0e-1, log: true}``: a float range (``step`` optional; ``type: int`` for an
+  integer range);
+- ``{choices: [sign, tanh]}``: a categorical (values str / int / float / bool / null, as Optuna needs);
+- a plain value (``eps: 1.0e-8``, ``betas: [0.9, 0.99]``): fixed, not searched.
+
+Hyperparameter names are the optimizer's and schedule's own keyword names
+(:func:`lyaptune.optim.hyperparameter_names`, :func:`lyaptune.optim.schedules.schedule_parameter_names`);
+tuple hyperparameters are searched per component (``beta1``, ``beta2``, ``beta3``). A name both the
+optimizer and the schedule take is written ``optimizer.<name>`` or ``schedule.<name>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import math
+import numbers
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from lyaptune._registry import unknown_choice
+from lyaptune.errors import ConfigError
+
+__all__ = [
+    "ArmSpec",
+    "FrozenMap",
+    "METRICS",
+    "ObjectiveSpec",
+    "ParamSpec",
+    "ResourcesSpec",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "SearchSpec",
+    "StudySpec",
+    "TaskSpec",
+    "load_spec",
+]
+
+METRICS: tuple[str, ...] = ("val_loss", "val_acc", "train_loss", "grad_norm", "train_acc")
+"""Metrics a study may tune on (never a test metric)."""
+
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
+"""Optuna samplers by spec name."""
+
+SCHEDULERS: tuple[str, ...] = ("none", "asha")
+"""Trial schedulers (early stopping) by spec name."""
+
+MODES: tuple[str, ...] = ("min", "max")
+AT: tuple[str, ...] = ("final", "best")
+SCHEDULE_PERS: tuple[str, ...] = ("epoch", "step")
+LIPSCHITZ_KEYS: tuple[str, ...] = (
+    "samples",
+    "weights",
+    "sigma",
+    "a",
+    "batch",
+    "num_batches",
+    "iters",
+    "tol",
+    "method",
+    "multiplier",
+)
+LIPSCHITZ_WEIGHTS: tuple[str, ...] = ("normal", "init", "uniform")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_QUALIFIERS = ("optimizer", "schedule")
+_SCI_STRING = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors with a field path.
+
+
+class _FieldError(ConfigError):
+    """A :class:`ConfigError` that knows the path of the field it is about, so a parent can rebase it."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}" if path else detail)
+        self.path = path
+        self.detail = detail
+
+    def rebase(self, root: str, new_root: str) -> _FieldError:
+        """The same error with the leading ``root`` of its path replaced by ``new_root``."""
+        path = self.path
+        if root and (path == root or path.startswith((root + ".", root + "["))):
+            path = new_root + path[len(root) :]
+        elif not root:
+            path = _join(new_root, path)
+        return _FieldError(path, self.detail)
+
+
+def _join(path: str, key: str) -> str:
+    if not path:
+        return key
+    return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
+
+
+def _wrap(path: str, exc: BaseException) -> _FieldError:
+    return _FieldError(path, str(exc))
+
+
+def _rebased(cls: type, path: str, build: Any) -> Any:
+    """Call ``build()``; errors under ``cls._ROOT`` are reported under ``path`` instead."""
+    try:
+        return build()
+    except _FieldError as exc:
+        raise exc.rebase(cls._ROOT, path) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Immutable, picklable containers.
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only mapping that pickles with the standard library (unlike ``MappingProxyType``).
+
+    Values are frozen recursively: mappings become :class:`FrozenMap`, lists become tuples.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", {k: _freeze(v) for k, v in (data or {}).items()})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._data,))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, FrozenMap):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Plain YAML/JSON types: mappings -> dict, tuples -> list."""
+    if isinstance(value, ParamSpec):
+        return value.to_yaml()
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Small validators; each raises a _FieldError naming the path and the value.
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _string_hint(value: Any) -> str:
+    if isinstance(value, str) and _SCI_STRING.match(value.strip()):
+        return f" (YAML 1.1 reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
+    return ""
+
+
+def _number(path: str, value: Any, what: str = "a number") -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise _FieldError(path, f"must be {what}, got {value!r}{_string_hint(value)}")
+    return value
+
+
+def _positive(path: str, value: Any) -> float:
+    x = _number(path, value, "a positive number")
+    if x <= 0:
+        raise _FieldError(path, f"must be a positive number, got {value!r}")
+    return x
+
+
+def _integer(path: str, value: Any, minimum: int | None = None) -> int:
+    bound = f" >= {minimum}" if minimum is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _FieldError(path, f"must be an integer{bound}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise _FieldError(path, f"must be an integer{bound}, got {value!r}")
+    return int(value)
+
+
+def _flag(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _FieldError(path, f"must be true or false, got {value!r}")
+    return value
+
+
+def _choice(path: str, value: Any, choices: Sequence[str], kind: str) -> str:
+    if value not in choices:
+        raise _wrap(path, unknown_choice(kind, value, list(choices)))
+    return value
+
+
+def _mapping(path: str, value: Any, what: str = "a mapping") -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _FieldError(path, f"must be {what}, got {type(value).__name__} {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _FieldError(path, f"keys must be strings, got {key!r}")
+    return value
+
+
+def _seed_list(path: str, value: Any, *, allow_empty: bool) -> tuple[int, ...]:
+    what = "a list of integers" if allow_empty else "a non-empty list of integers"
+    if not isinstance(value, (list, tuple)) or (not allow_empty and not value):
+        raise _FieldError(path, f"must be {what}, got {value!r}")
+    seeds = tuple(_integer(f"{path}[{i}]", s) for i, s in enumerate(value))
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise _FieldError(path, f"seeds must be distinct, {dupes} repeated in {list(seeds)}")
+    return seeds
+
+
+def _check_keys(path: str, data: Mapping[str, Any], known: Sequence[str], kind: str) -> None:
+    for key in data:
+        if key not in known:
+            raise _wrap(_join(path, str(key)), unknown_choice(f"{kind} key", key, list(known)))
+
+
+def _require(path: str, data: Mapping[str, Any], key: str, hint: str) -> None:
+    if key not in data or data[key] is None:
+        raise _FieldError(_join(path, key), f"required ({hint})")
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _categorical_ok(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+# --------------------------------------------------------------------------------------------------
+# Optional registries: datasets and models are validated when their modules import.
+
+
+def _dataset_names() -> list[str] | None:
+    try:
+        from lyaptune.data import list_datasets
+    except ImportError:
+        return None
+    return list_datasets()
+
+
+def _check_model(path: str, model: str, model_args: Mapping[str, Any]) -> None:
+    try:
+        from lyaptune.models import get_model_info
+    except ImportError:
+        return
+    try:
+        info = get_model_info(model)
+    except ConfigError as exc:
+        raise _wrap(path + ".model", exc) from None
+    accepted = list(getattr(info, "args", {}) or {})
+    if accepted:
+        for key in model_args:
+            if key not in accepted:
+                raise _wrap(
+                    f"{path}.model_args.{key}", unknown_choice(f"argument of model '{model}':", key, accepted)
+                )
+
+
+def _check_init(path: str, init: str) -> None:
+    try:
+        from lyaptune.models import parse_init
+    except ImportError:
+        return
+    try:
+        parse_init(init)
+    except ConfigError as exc:
+        raise _wrap(path, exc) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The task.
+
+_DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """What every trial of the study trains: the task fields of :class:`lyaptune.train.TrialConfig`.
+
+    Attributes:
+      dataset, dataset_args: dataset registry name and its options (``label_noise``, ``poison``, ...).
+      data_root, download: where dataset files live; whether torchvision may download them.
+      model, model_args, init: model registry name (or ``timm:<name>``), its arguments, an init scheme.
+      epochs: epochs per trial (>= 1); batch_size: a positive integer or ``"full"``.
+      validation_fraction: share of the training set held out for tuning (default 0.1 in studies).
+      data_seed: seed of subsets and the validation split (fixed across training seeds).
+      device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+      grad_noise: std of Gaussian noise added to every gradient entry.
+      eval_chunk_size: chunk size of full-dataset passes (None = one pass).
+    """
+
+    _ROOT: ClassVar[str] = "task"
+
+    dataset: str
+    dataset_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    data_root: str | None = None
+    download: bool = False
+    model: str
+    model_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    init: str | None = None
+    epochs: int
+    batch_size: int | str = "full"
+    validation_fraction: float = 0.1
+    data_seed: int = 0
+    device: str = "auto"
+    grad_noise: float = 0.0
+    eval_chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        for name in ("dataset_args", "model_args"):
+            object.__setattr__(self, name, FrozenMap(_mapping(f"{p}.{name}", getattr(self, name))))
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise _FieldError(f"{p}.dataset", f"must be a dataset name, got {self.dataset!r}")
+        names = _dataset_names()
+        if names is not None:
+            _choice(f"{p}.dataset", self.dataset, names, "dataset")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise _FieldError(f"{p}.data_root", f"must be a path (string), got {self.data_root!r}")
+        _flag(f"{p}.download", self.download)
+        if not isinstance(self.model, str) or not self.model:
+            raise _FieldError(f"{p}.model", f"must be a model name, got {self.model!r}")
+        _check_model(p, self.model, self.model_args)
+        if self.init is not None:
+            if not isinstance(self.init, str):
+                raise _FieldError(f"{p}.init", f"must be an init scheme name, got {self.init!r}")
+            _check_init(f"{p}.init", self.init)
+        _integer(f"{p}.epochs", self.epochs, 1)
+        bs = self.batch_size
+        if isinstance(bs, str) and bs == "full":
+            pass
+        elif isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
+            raise _FieldError(f"{p}.batch_size", f"must be a positive integer or 'full', got {bs!r}")
+        vf = _number(f"{p}.validation_fraction", self.validation_fraction, "a number in [0, 1)")
+        if not 0.0 <= vf < 1.0:
+            raise _FieldError(f"{p}.validation_fraction", f"must be a number in [0, 1), got {vf!r}")
+        _integer(f"{p}.data_seed", self.data_seed, 0)
+        if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
+            raise _FieldError(
+                f"{p}.device", f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}"
+            )
+        gn = _number(f"{p}.grad_noise", self.grad_noise, "a number >= 0")
+        if gn < 0:
+            raise _FieldError(f"{p}.grad_noise", f"must be a number >= 0, got {gn!r}")
+        if self.eval_chunk_size is not None:
+            _integer(f"{p}.eval_chunk_size", self.eval_chunk_size, 1)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "task") -> TaskSpec:
+        """Build from a YAML mapping, rejecting unknown keys (with the closest known one)."""
+        data = _mapping(path, data)
+        _check_keys(path, data, _field_names(cls), "task")
+        _require(path, data, "dataset", "a dataset name, e.g. digits")
+        _require(path, data, "model", "a model name, e.g. fc")
+        _require(path, data, "epochs", "an integer >= 1")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (YAML friendly)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> TaskSpec:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# The objective, the search, the resources.
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveSpec:
+    """What the search optimises: a per-epoch metric, its direction, and which epoch counts.
+
+    Attributes:
+      metric: one of :data:`METRICS`; test metrics are rejected (tuning never looks at test).
+      mode: ``min`` or ``max``; default ``max`` for accuracies, else ``min``.
+      at: ``final`` (the last epoch's value) or ``best`` (the best value over epochs).
+    """
+
+    _ROOT: ClassVar[str] = "objective"
+
+    metric: str = "val_loss"
+    mode: str | None = None
+    at: str = "final"
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if isinstance(self.metric, str) and self.metric.startswith("test"):
+            raise _FieldError(
+                f"{p}.metric",
+                f"{self.metric!r} is a test metric; tuning never looks at test data, "
+                f"tune on validation instead (choices: {', '.join(METRICS)})",
+            )
+        _choice(f"{p}.metric", self.metric, METRICS, "objective metric")
+        natural = "max" if self.metric.endswith("_acc") else "min"
+        if self.mode is None:
+            object.__setattr__(self, "mode", natural)
+        _choice(f"{p}.mode", self.mode, MODES, "mode")
+        if self.mode != natural:
+            raise _FieldError(
+                f"{p}.mode",
+                f"{self.mode!r} with metric {self.metric!r} would select the worst configuration; "
+                f"use {natural!r} (or leave mode out)",
+            )
+        _choice(f"{p}.at", self.at, AT, "objective 'at'")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "objective") -> ObjectiveSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        data = _mapping(path, data)
+        _check_keys(path, data, _field_names(cls), "objective")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (mode resolved)."""
+        return {"metric": self.metric, "mode": self.mode, "at": self.at}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpec:
+    """How each arm is tuned.
+
+    Attributes:
+      sampler: Optuna sampler, one of :data:`SAMPLERS` (``grid`` enumerates a grid or all-choices space).
+      sampler_seed: seed of every arm's sampler.
+      trials_per_arm: search trials per searched arm (grid arms run their grid instead).
+      seeds: training seeds of every search trial; the objective is the mean over them.
+      final_seeds: seeds the best configuration of each arm is re-run on (may be empty).
+      scheduler: ``none`` or ``asha`` (early stopping on the objective's metric).
+      grace_period, reduction_factor: ASHA's minimum epochs before stopping and its halving rate.
+    """
+
+    _ROOT: ClassVar[str] = "search"
+
+    sampler: str = "tpe"
+    sampler_seed: int = 0
+    trials_per_arm: int = 20
+    seeds: tuple[int, ...] = (0,)
+    final_seeds: tuple[int, ...] = (0, 1, 2)
+    scheduler: str = "none"
+    grace_period: int = 1
+    reduction_factor: float = 3
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        _choice(f"{p}.sampler", self.sampler, SAMPLERS, "sampler")
+        if self.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            raise _FieldError(
+                f"{p}.sampler",
+                "'cmaes' needs the cmaes package, which is not installed: pip install cmaes "
+                "(or use sampler: tpe, gp, random or qmc)",
+            )
+        _integer(f"{p}.sampler_seed", self.sampler_seed, 0)
+        _integer(f"{p}.trials_per_arm", self.trials_per_arm, 1)
+        object.__setattr__(self, "seeds", _seed_list(f"{p}.seeds", self.seeds, allow_empty=False))
+        object.__setattr__(
+            self, "final_seeds", _seed_list(f"{p}.final_seeds", self.final_seeds, allow_empty=True)
+        )
+        _choice(f"{p}.scheduler", self.scheduler, SCHEDULERS, "scheduler")
+        _integer(f"{p}.grace_period", self.grace_period, 1)
+        rf = _number(f"{p}.reduction_factor", self.reduction_factor, "a number > 1")
+        if rf <= 1:
+            raise _FieldError(f"{p}.reduction_factor", f"must be a number > 1, got {rf!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "search") -> SearchSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        data = _mapping(path, data)
+        _check_keys(path, data, _field_names(cls), "search")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourcesSpec:
+    """Ray resources reserved per trial.
+
+    Attributes:
+      cpu: CPUs per trial (> 0, fractions allowed).
+      gpu: GPUs per trial (>= 0; fractions pack several trials on one GPU; above 1, whole numbers).
+    """
+
+    _ROOT: ClassVar[str] = "resources"
+
+    cpu: float = 1
+    gpu: float = 0
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        _positive(f"{p}.cpu", self.cpu)
+        gpu = _number(f"{p}.gpu", self.gpu, "a number >= 0")
+        if gpu < 0:
+            raise _FieldError(f"{p}.gpu", f"must be a number >= 0, got {gpu!r}")
+        if gpu > 1 and gpu != int(gpu):
+            raise _FieldError(f"{p}.gpu", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "resources") -> ResourcesSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        data = _mapping(path, data)
+        _check_keys(path, data, _field_names(cls), "resources")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy."""
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+# --------------------------------------------------------------------------------------------------
+# One search dimension.
+
+_PARAM_KEYS = ("low", "high", "log", "step", "type", "choices")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamSpec:
+    """One search dimension: a range, a set of choices, or a fixed value.
+
+    Attributes:
+      kind: ``range`` (``low``, ``high``, ``log``, ``step``, ``type``), ``choices`` or ``fixed`` (``value``).
+      low, high: range bounds, ``low <= high``; with ``log`` both must be > 0.
+      log: sample on a log scale.
+      step: optional discretisation step (> 0; not with ``log`` for floats).
+      type: ``float`` (default) or ``int``.
+      choices: the categorical values (str, int, float, bool or None: what Optuna stores).
+      value: the fixed value (a scalar or a list of scalars).
+
+    Use :meth:`range`, :meth:`categorical`, :meth:`fixed` or :meth:`parse` (YAML forms) to build one.
+    """
+
+    _ROOT: ClassVar[str] = "param"
+
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    type: str = "float"
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        _choice(f"{p}.kind", self.kind, ("range", "choices", "fixed"), "parameter kind")
+        if self.kind == "range":
+            self._check_range(p)
+        elif self.kind == "choices":
+            self._check_choices(p)
+        else:
+            object.__setattr__(self, "value", _freeze(self.value))
+            self._check_fixed(p)
+
+    def _check_range(self, p: str) -> None:
+        _choice(f"{p}.type", self.type, ("float", "int"), "parameter type")
+        _flag(f"{p}.log", self.log)
+        if self.type == "int":
+            low = _integer(f"{p}.low", self.low)
+            high = _integer(f"{p}.high", self.high)
+            step = None if self.step is None else _integer(f"{p}.step", self.step, 1)
+            if self.log and step not in (None, 1):
+                raise _FieldError(f"{p}.step", f"must be 1 (or absent) with log: true, got {step!r}")
+        else:
+            low = float(_number(f"{p}.low", self.low))
+            high = float(_number(f"{p}.high", self.high))
+            step = None if self.step is None else float(_positive(f"{p}.step", self.step))
+            if self.log and step is not None:
+                raise _FieldError(f"{p}.step", f"cannot be combined with log: true (got step {step!r})")
+        if low > high:
+            raise _FieldError(p, f"low ({self.low}) > high ({self.high})")
+        if self.log and low <= 0:
+            raise _FieldError(f"{p}.low", f"must be > 0 with log: true, got {self.low!r}")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+        object.__setattr__(self, "step", step)
+
+    def _check_choices(self, p: str) -> None:
+        if not isinstance(self.choices, (list, tuple)) or len(self.choices) == 0:
+            raise _FieldError(f"{p}.choices", f"must be a non-empty list, got {self.choices!r}")
+        for i, c in enumerate(self.choices):
+            if not _categorical_ok(c):
+                raise _FieldError(
+                    f"{p}.choices[{i}]",
+                    f"must be a string, number, boolean or null (Optuna's categorical values), got {c!r}; "
+                    "search a tuple hyperparameter per component (beta1, beta2, ...)",
+                )
+        keys = [(type(c).__name__, c) for c in self.choices]
+        if len(set(keys)) != len(keys):
+            raise _FieldError(f"{p}.choices", f"must be distinct, got {list(self.choices)!r}")
+        object.__setattr__(self, "choices", tuple(self.choices))
+
+    def _check_fixed(self, p: str) -> None:
+        values = self.value if isinstance(self.value, tuple) else (self.value,)
+        for v in values:
+            if not _categorical_ok(v):
+                raise _FieldError(
+                    p, f"a fixed value must be a scalar or a list of scalars, got {self.value!r}"
+                )
+
+    # -- constructors -----------------------------------------------------------------------------
+    @classmethod
+    def range(
+        cls, low: float, high: float, *, log: bool = False, step: float | None = None, type: str = "float"
+    ) -> ParamSpec:
+        """A float (or ``type="int"``) range ``[low, high]``."""
+        return cls(kind="range", low=low, high=high, log=log, step=step, type=type)
+
+    @classmethod
+    def categorical(cls, choices: Sequence[Any]) -> ParamSpec:
+        """A categorical over ``choices``."""
+        return cls(kind="choices", choices=tuple(choices))
+
+    @classmethod
+    def fixed(cls, value: Any) -> ParamSpec:
+        """A fixed value (not searched)."""
+        return cls(kind="fixed", value=value)
+
+    @classmethod
+    def parse(cls, obj: Any, path: str = "param") -> ParamSpec:
+        """Parse a YAML form: ``{low, high[, log, step, type]}``, ``{choices: [...]}`` or a plain value."""
+        if isinstance(obj, ParamSpec):
+            return obj
+        if isinstance(obj, Mapping):
+            _check_keys(path, obj, _PARAM_KEYS, "search-space")
+            if "choices" in obj:
+                extra = [k for k in obj if k != "choices"]
+                if extra:
+                    raise _FieldError(_join(path, extra[0]), "a choices entry takes no other keys")
+                return _rebased(cls, path, lambda: cls(kind="choices", choices=obj["choices"]))
+            for key in ("low", "high"):
+                if key not in obj:
+                    raise _FieldError(
+                        _join(path, key),
+                        "required: a range is {low, high[, log, step, type]}, or use {choices: [...]}",
+                    )
+            return _rebased(cls, path, lambda: cls(kind="range", **obj))
+        return _rebased(cls, path, lambda: cls(kind="fixed", value=obj))
+
+    # -- views --------------------------------------------------------------------------------------
+    @property
+    def is_searched(self) -> bool:
+        """Whether the sampler chooses this value (a range or choices)."""
+        return self.kind != "fixed"
+
+    def to_yaml(self) -> Any:
+        """The YAML form :meth:`parse` reads back into an equal spec."""
+        if self.kind == "choices":
+            return {"choices": list(self.choices)}
+        if self.kind == "fixed":
+            return _thaw(self.value)
+        out: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            out["step"] = self.step
+        if self.type != "float":
+            out["type"] = self.type
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Registries of optimizers and schedules.
+
+
+def _optimizer_names(name: str) -> list[str]:
+    from lyaptune.optim import hyperparameter_names
+
+    return list(hyperparameter_names(name))
+
+
+def _schedule_info(name: str) -> Any:
+    from lyaptune.optim import get_schedule_info
+
+    return get_schedule_info(name)
+
+
+def _schedule_names(name: str) -> list[str]:
+    try:
+        from lyaptune.optim.schedules import schedule_parameter_names
+    except ImportError:
+        info = _schedule_info(name)
+        return list(dict.fromkeys([*info.defaults, *info.space]))
+    return list(schedule_parameter_names(name))
+
+
+def _optimizer_space(name: str) -> Mapping[str, Mapping[str, Any]]:
+    from lyaptune.optim import get_optimizer_info
+
+    return get_optimizer_info(name).space
+
+
+def _tuple_params(name: str) -> Mapping[str, tuple[str, ...]]:
+    from lyaptune.optim import get_optimizer_info
+
+    return get_optimizer_info(name).tuple_params
+
+
+# --------------------------------------------------------------------------------------------------
+# One arm.
+
+_ARM_KEYS = (
+    "name",
+    "optimizer",
+    "optimizer_args",
+    "schedule",
+    "schedule_args",
+    "schedule_per",
+    "lipschitz",
+    "space",
+    "grid",
+    "task",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmSpec:
+    """One arm: an optimizer x a schedule, fixed hyperparameters, and what is searched.
+
+    After construction ``space`` is always a mapping name -> searched :class:`ParamSpec` (``"default"``
+    expanded from the registries; fixed entries moved into ``optimizer_args`` / ``schedule_args``), so
+    :meth:`StudySpec.to_dict` writes the resolved arm.
+
+    Attributes:
+      name: unique within the study, ``[A-Za-z0-9_.-]+``.
+      optimizer, optimizer_args: registry name and fixed hyperparameters.
+      schedule, schedule_args, schedule_per: schedule name (default ``constant``), its fixed
+        parameters, and whether it advances per ``epoch`` or per ``step``.
+      lipschitz: settings of the K_hat estimate (keys :data:`LIPSCHITZ_KEYS`), only for a schedule
+        that needs it (``derived-constant``); ``multiplier`` moves to ``schedule_args``.
+      space: ``None`` (nothing searched), ``"default"`` (the optimizer's and the schedule's registry
+        ranges, minus fixed names and minus ``lr`` for a derived step size) or name -> range.
+      grid: name -> list of values; the arm runs their cartesian product (a sensitivity sweep).
+      task: overrides of the study's :class:`TaskSpec` fields for this arm (replaced, not merged).
+    """
+
+    _ROOT: ClassVar[str] = "arm"
+
+    name: str
+    optimizer: str
+    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    schedule: str = "constant"
+    schedule_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    schedule_per: str = "epoch"
+    lipschitz: Mapping[str, Any] = field(default_factory=FrozenMap)
+    space: Mapping[str, ParamSpec] | str | None = None
+    grid: Mapping[str, tuple[Any, ...]] | None = None
+    task: Mapping[str, Any] = field(default_factory=FrozenMap)
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
+            raise _FieldError(
+                f"{p}.name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}"
+            )
+        from lyaptune.optim import list_optimizers, list_schedules
+
+        _choice(f"{p}.optimizer", self.optimizer, list_optimizers(), "optimizer")
+        _choice(f"{p}.schedule", self.schedule, list_schedules(), "schedule")
+        _choice(f"{p}.schedule_per", self.schedule_per, SCHEDULE_PERS, "schedule_per")
+        opt_args = dict(_mapping(f"{p}.optimizer_args", self.optimizer_args))
+        sched_args = dict(_mapping(f"{p}.schedule_args", self.schedule_args))
+        lipschitz = dict(_mapping(f"{p}.lipschitz", self.lipschitz))
+        task = _mapping(f"{p}.task", self.task)
+        _check_keys(f"{p}.task", task, _field_names(TaskSpec), "task")
+
+        for key in opt_args:
+            self._route_fixed(f"{p}.optimizer_args.{key}", key, "optimizer")
+        for key in sched_args:
+            self._route_fixed(f"{p}.schedule_args.{key}", key, "schedule")
+
+        if lipschitz:
+            if not self.needs_lipschitz:
+                raise _FieldError(
+                    f"{p}.lipschitz",
+                    f"only for a schedule that needs the Lipschitz estimate (derived-constant); "
+                    f"arm '{self.name}' uses schedule '{self.schedule}'",
+                )
+            _check_lipschitz(f"{p}.lipschitz", lipschitz)
+            if "multiplier" in lipschitz:
+                if "multiplier" in sched_args:
+                    raise _FieldError(
+                        f"{p}.lipschitz.multiplier", "also given in schedule_args; give it once"
+                    )
+                sched_args["multiplier"] = lipschitz.pop("multiplier")
+
+        space = self._resolve_space(p, opt_args, sched_args)
+        grid = self._resolve_grid(p, opt_args, sched_args)
+        if space and grid is not None:
+            raise _FieldError(p, f"arm '{self.name}' has both a space and a grid; give one of them")
+
+        object.__setattr__(self, "optimizer_args", FrozenMap(opt_args))
+        object.__setattr__(self, "schedule_args", FrozenMap(sched_args))
+        object.__setattr__(self, "lipschitz", FrozenMap(lipschitz))
+        object.__setattr__(self, "space", FrozenMap(space))
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "task", FrozenMap(task))
+
+    # -- names -----------------------------------------------------------------------------------
+    @property
+    def needs_lipschitz(self) -> bool:
+        """Whether the schedule takes the derived step size (so ``lr`` is computed, not tuned)."""
+        return bool(_schedule_info(self.schedule).needs_lipschitz)
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        opt = _optimizer_names(self.optimizer)
+        sched = _schedule_names(self.schedule)
+        if self.needs_lipschitz:
+            sched = [n for n in sched if n != "lr"]
+        return opt, sched
+
+    def _derived_lr_error(self, path: str) -> _FieldError:
+        return _FieldError(
+            path,
+            f"arm '{self.name}': schedule '{self.schedule}' computes lr from the Lipschitz estimate, "
+            "so lr can be neither fixed nor searched (scale it with schedule_args.multiplier)",
+        )
+
+    def _unknown(self, path: str, key: str, valid: list[str], kind: str) -> _FieldError:
+        return _wrap(path, unknown_choice(f"{kind} of arm '{self.name}':", key, valid))
+
+    def _route_fixed(self, path: str, key: str, target: str) -> None:
+        opt, sched = self._names()
+        if self.needs_lipschitz and key == "lr":
+            raise self._derived_lr_error(path)
+        valid = opt if target == "optimizer" else sched
+        if key not in valid:
+            label = (
+                f"hyperparameter (optimizer '{self.optimizer}')"
+                if target == "optimizer"
+                else f"parameter (schedule '{self.schedule}')"
+            )
+            raise self._unknown(path, key, valid, label)
+
+    def route(self, key: str, path: str | None = None) -> tuple[str, str]:
+        """Where a searched name goes: ``("optimizer" | "schedule", bare name)``.
+
+        ``optimizer.<name>`` and ``schedule.<name>`` are explicit; a bare name goes where it is known and
+        must be qualified when both take it.
+
+        Raises:
+          ConfigError: an unknown or ambiguous name (with the arm, the name and the valid names).
+        """
+        path = path or f"{self._ROOT}.space.{key}"
+        opt, sched = self._names()
+        qualifier, _, bare = key.partition(".")
+        if bare and qualifier in _QUALIFIERS:
+            target, name = qualifier, bare
+            valid = opt if target == "optimizer" else sched
+            if self.needs_lipschitz and name == "lr":
+                raise self._derived_lr_error(path)
+            if name not in valid:
+                raise self._unknown(path, name, valid, f"{target} hyperparameter")
+            return target, name
+        if self.needs_lipschitz and key == "lr":
+            raise self._derived_lr_error(path)
+        if key in opt and key in sched:
+            raise _FieldError(
+                path,
+                f"arm '{self.name}': {key!r} is a hyperparameter of optimizer '{self.optimizer}' and of "
+                f"schedule '{self.schedule}'; write optimizer.{key} or schedule.{key}",
+            )
+        if key in opt:
+            return "optimizer", key
+        if key in sched:
+            return "schedule", key
+        valid = opt + [n for n in sched if n not in opt]
+        raise self._unknown(
+            path, key, valid, f"hyperparameter (optimizer '{self.optimizer}', schedule '{self.schedule}')"
+        )
+
+    def _check_not_fixed(
+        self, path: str, target: str, name: str, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]
+    ) -> None:
+        fixed = opt_args if target == "optimizer" else sched_args
+        if name in fixed:
+            raise _FieldError(path, f"also fixed in {target}_args ({fixed[name]!r}); remove one of them")
+
+    # -- space and grid -----------------------------------------------------------------------------
+    def _default_space(self, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]) -> dict[str, Any]:
+        opt, sched = self._names()
+        fixed_opt = set(opt_args)
+        for tname, comps in _tuple_params(self.optimizer).items():
+            if tname in opt_args:
+                fixed_opt.update(comps)
+        entries: list[tuple[str, str, Mapping[str, Any]]] = []
+        for name, rng in _optimizer_space(self.optimizer).items():
+            if name in fixed_opt or (self.needs_lipschitz and name == "lr"):
+                continue
+            entries.append(("optimizer", name, rng))
+        for name, rng in _schedule_info(self.schedule).space.items():
+            if name in sched_args or name == "lr":
+                continue
+            entries.append(("schedule", name, rng))
+        out: dict[str, Any] = {}
+        for target, name, rng in entries:
+            ambiguous = name in opt and name in sched
+            out[f"{target}.{name}" if ambiguous else name] = dict(rng)
+        return out
+
+    def _resolve_space(
+        self, p: str, opt_args: dict[str, Any], sched_args: dict[str, Any]
+    ) -> dict[str, ParamSpec]:
+        raw = self.space
+        if raw is None:
+            return {}
+        if isinstance(raw, str):
+            if raw != "default":
+                raise _FieldError(f"{p}.space", f"must be 'default' or a mapping name -> range, got {raw!r}")
+            raw = self._default_space(opt_args, sched_args)
+        raw = _mapping(f"{p}.space", raw, "'default' or a mapping name -> range")
+        out: dict[str, ParamSpec] = {}
+        seen: dict[tuple[str, str], str] = {}
+        for key, obj in raw.items():
+            path = f"{p}.space.{key}"
+            target, name = self.route(key, path)
+            self._check_not_fixed(path, target, name, opt_args, sched_args)
+            if (target, name) in seen:
+                raise _FieldError(path, f"the same hyperparameter as space.{seen[(target, name)]}")
+            seen[(target, name)] = key
+            spec = ParamSpec.parse(obj, path)
+            if spec.is_searched:
+                out[key] = spec
+            else:
+                (opt_args if target == "optimizer" else sched_args)[name] = _thaw(spec.value)
+        return out
+
+    def _resolve_grid(
+        self, p: str, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]
+    ) -> FrozenMap | None:
+        if self.grid is None:
+            return None
+        raw = _mapping(f"{p}.grid", self.grid, "a mapping name -> list of values")
+        if not raw:
+            raise _FieldError(f"{p}.grid", "must name at least one hyperparameter")
+        out: dict[str, tuple[Any, ...]] = {}
+        seen: dict[tuple[str, str], str] = {}
+        for key, values in raw.items():
+            path = f"{p}.grid.{key}"
+            target, name = self.route(key, path)
+            self._check_not_fixed(path, target, name, opt_args, sched_args)
+            if (target, name) in seen:
+                raise _FieldError(path, f"the same hyperparameter as grid.{seen[(target, name)]}")
+            seen[(target, name)] = key
+            if not isinstance(values, (list, tuple)) or not values:
+                raise _FieldError(path, f"must be a non-empty list of values, got {values!r}")
+            out[key] = ParamSpec.parse({"choices": list(values)}, path).choices
+        return FrozenMap(out)
+
+    # -- public views -----------------------------------------------------------------------------
+    def resolved_space(self) -> dict[str, ParamSpec]:
+        """What the sampler chooses: the space, or for a grid arm each grid list as choices."""
+        if self.grid is not None:
+            return {k: ParamSpec.categorical(v) for k, v in self.grid.items()}
+        return dict(self.space)
+
+    @property
+    def is_searched(self) -> bool:
+        """Whether anything is searched (a space or a grid); otherwise the arm runs once per seed."""
+        return bool(self.space) or self.grid is not None
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether the arm has an explicit ``grid``."""
+        return self.grid is not None
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """The cartesian product of the grid (or of an all-choices space), in a fixed order.
+
+        Keys in the order given, the last one varying fastest (``itertools.product``).
+
+        Raises:
+          ConfigError: the space has a range, so it is not a grid.
+        """
+        space = self.resolved_space()
+        for key, spec in space.items():
+            if spec.kind != "choices":
+                raise ConfigError(
+                    f"arm '{self.name}': space.{key} is a range, not a grid; "
+                    "use choices or a grid to enumerate it"
+                )
+        keys = list(space)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k].choices for k in keys))]
+
+    def split_params(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Route sampled values: ``(optimizer_args, schedule_args)``, the fixed args overridden by them.
+
+        Nothing is folded (``beta1`` stays ``beta1``; the optimizer registry folds it into ``betas``).
+        """
+        opt = dict(_thaw(self.optimizer_args))
+        sched = dict(_thaw(self.schedule_args))
+        for key, value in params.items():
+            target, name = self.route(key, f"params.{key}")
+            (opt if target == "optimizer" else sched)[name] = value
+        return opt, sched
+
+    def task_for(self, task: TaskSpec) -> TaskSpec:
+        """The study's task with this arm's overrides applied."""
+        if not self.task:
+            return task
+        return _rebased(TaskSpec, f"{self._ROOT}.task", lambda: dataclasses.replace(task, **_thaw(self.task)))
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "arm") -> ArmSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        data = _mapping(path, data)
+        _check_keys(path, data, _ARM_KEYS, "arm")
+        _require(path, data, "name", "a name matching [A-Za-z0-9_.-]+")
+        if "optimizer" not in data or data["optimizer"] is None:
+            from lyaptune.optim import list_optimizers
+
+            raise _FieldError(
+                f"{path}.optimizer", f"required (an optimizer name; choices: {', '.join(list_optimizers())})"
+            )
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved arm as plain YAML types (empty optional entries left out)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "optimizer": self.optimizer,
+            "optimizer_args": _thaw(self.optimizer_args),
+            "schedule": self.schedule,
+            "schedule_args": _thaw(self.schedule_args),
+            "schedule_per": self.schedule_per,
+            "space": {k: v.to_yaml() for k, v in self.space.items()},
+        }
+        if self.lipschitz:
+            out["lipschitz"] = _thaw(self.lipschitz)
+        if self.grid is not None:
+            out["grid"] = _thaw(self.grid)
+        if self.task:
+            out["task"] = _thaw(self.task)
+        return out
+
+
+def _check_lipschitz(p: str, opts: Mapping[str, Any]) -> None:
+    _check_keys(p, opts, LIPSCHITZ_KEYS, "lipschitz")
+    for key in ("samples", "num_batches", "iters"):
+        if key in opts:
+            _integer(f"{p}.{key}", opts[key], 1)
+    if "weights" in opts:
+        _choice(f"{p}.weights", opts["weights"], LIPSCHITZ_WEIGHTS, "Lipschitz weight distribution")
+    for key in ("a", "tol", "multiplier"):
+        if key in opts:
+            _positive(f"{p}.{key}", opts[key])
+    if opts.get("sigma") is not None:
+        _positive(f"{p}.sigma", opts["sigma"])
+    if opts.get("weights") == "uniform" and "a" not in opts:
+        raise _FieldError(f"{p}.a", "required with weights: uniform (the half-width of U(-a, a))")
+    if "batch" in opts:
+        b = opts["batch"]
+        if not (b == "full" or (isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1)):
+            raise _FieldError(f"{p}.batch", f"must be a positive integer or 'full', got {b!r}")
+    if "method" in opts and (not isinstance(opts["method"], str) or not opts["method"]):
+        raise _FieldError(f"{p}.method", f"must be a method name, got {opts['method']!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Probing the registries with the spec's values, so bad values fail before any compute.
+
+
+def _probe_optimizer(path: str, arm: ArmSpec, opt_args: Mapping[str, Any], what: str) -> Any:
+    import torch
+
+    from lyaptune.optim import create_optimizer
+
+    args = dict(opt_args)
+    if arm.needs_lipschitz:
+        args["lr"] = 1e-3  # placeholder for the derived step size
+    try:
+        return create_optimizer(arm.optimizer, [torch.zeros(1, requires_grad=True)], **args)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise _FieldError(path, f"{what} rejected by optimizer '{arm.optimizer}': {exc}") from None
+
+
+def _probe_schedule(
+    path: str,
+    arm: ArmSpec,
+    opt_args: Mapping[str, Any],
+    sched_args: Mapping[str, Any],
+    epochs: int,
+    what: str,
+) -> None:
+    from lyaptune.optim import create_schedule
+
+    optimizer = _probe_optimizer(path, arm, opt_args, "optimizer_args")
+    args = dict(sched_args)
+    if arm.needs_lipschitz:
+        args["lr"] = 1e-3
+    try:
+        create_schedule(
+            arm.schedule, optimizer, epochs=epochs, steps_per_epoch=1, per=arm.schedule_per, **args
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise _FieldError(path, f"{what} rejected by schedule '{arm.schedule}': {exc}") from None
+
+
+def _probe_arm(p: str, arm: ArmSpec, epochs: int) -> None:
+    """Build the arm's optimizer and schedule with the fixed values, then with each searched bound/choice."""
+    opt, sched = dict(_thaw(arm.optimizer_args)), dict(_thaw(arm.schedule_args))
+    _probe_optimizer(f"{p}.optimizer_args", arm, opt, "optimizer_args")
+    _probe_schedule(f"{p}.schedule_args", arm, opt, sched, epochs, "schedule_args")
+    field_name = "grid" if arm.grid is not None else "space"
+    for key, spec in arm.resolved_space().items():
+        target, name = arm.route(key)
+        values = spec.choices if spec.kind == "choices" else (spec.low, spec.high)
+        for value in values:
+            what = f"value {value!r}" if spec.kind == "choices" else f"bound {value!r}"
+            path = f"{p}.{field_name}.{key}"
+            if target == "optimizer":
+                _probe_optimizer(path, arm, {**opt, name: value}, what)
+            else:
+                _probe_schedule(path, arm, opt, {**sched, name: value}, epochs, what)
+
+
+# --------------------------------------------------------------------------------------------------
+# The study.
+
+_STUDY_KEYS = (
+    "name",
+    "task",
+    "objective",
+    "search",
+    "resources",
+    "max_concurrent",
+    "arms",
+    "checkpoint_every",
+    "max_failures",
+)
+
+
+def _cut_to_two(lists: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    """The smallest product-shaped sub-grid holding the first two points of ``product(*lists)``."""
+    out = {k: tuple(v[:1]) for k, v in lists.items()}
+    for key in reversed(list(lists)):
+        if len(lists[key]) >= 2:
+            out[key] = tuple(lists[key][:2])
+            break
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudySpec:
+    """A whole study: the task, the objective, how to search, and the arms.
+
+    Attributes:
+      name: the study's name (the run directory ``<out>/<name>/``), ``[A-Za-z0-9_.-]+``.
+      task, objective, search, resources: see :class:`TaskSpec`, :class:`ObjectiveSpec`,
+        :class:`SearchSpec`, :class:`ResourcesSpec`.
+      max_concurrent: trials running at once (>= 1).
+      arms: the arms compared (non-empty, unique names).
+      checkpoint_every: epochs between trial checkpoints (0 = none).
+      max_failures: retries of a trial that raised (>= 0).
+    """
+
+    _ROOT: ClassVar[str] = ""
+
+    name: str
+    task: TaskSpec
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    max_concurrent: int = 2
+    arms: tuple[ArmSpec, ...]
+    checkpoint_every: int = 0
+    max_failures: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
+            raise _FieldError("name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}")
+        for key, cls in (
+            ("task", TaskSpec),
+            ("objective", ObjectiveSpec),
+            ("search", SearchSpec),
+            ("resources", ResourcesSpec),
+        ):
+            if not isinstance(getattr(self, key), cls):
+                raise _FieldError(key, f"must be a {cls.__name__}, got {getattr(self, key)!r}")
+        _integer("max_concurrent", self.max_concurrent, 1)
+        _integer("checkpoint_every", self.checkpoint_every, 0)
+        _integer("max_failures", self.max_failures, 0)
+        if not isinstance(self.arms, (list, tuple)) or not self.arms:
+            raise _FieldError("arms", f"must be a non-empty list, got {self.arms!r}")
+        object.__setattr__(self, "arms", tuple(self.arms))
+        seen: dict[str, int] = {}
+        for i, arm in enumerate(self.arms):
+            if not isinstance(arm, ArmSpec):
+                raise _FieldError(f"arms[{i}]", f"must be an ArmSpec, got {arm!r}")
+            if arm.name in seen:
+                raise _FieldError(
+                    f"arms[{i}].name", f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}])"
+                )
+            seen[arm.name] = i
+        for i, arm in enumerate(self.arms):
+            self._check_arm(i, arm)
+        if self.task.device.startswith("cuda") and self.resources.gpu == 0:
+            raise _FieldError(
+                "task.device",
+                f"{self.task.device!r} needs resources.gpu > 0 (Ray hides the GPUs from trials that reserve "
+                "none); use device: auto",
+            )
+
+    def _check_arm(self, i: int, arm: ArmSpec) -> None:
+        p = f"arms[{i}]"
+        task = _rebased(ArmSpec, p, lambda: arm.task_for(self.task))
+        if task.validation_fraction == 0 and self.objective.metric.startswith("val_"):
+            where = (
+                f"{p}.task.validation_fraction"
+                if "validation_fraction" in arm.task
+                else "task.validation_fraction"
+            )
+            raise _FieldError(
+                where, f"objective {self.objective.metric!r} needs a validation split, got 0 (use e.g. 0.1)"
+            )
+        if self.search.sampler == "grid" and arm.is_searched and arm.grid is None:
+            for key, spec in arm.space.items():
+                if spec.kind != "choices":
+                    raise _FieldError(
+                        f"{p}.space.{key}",
+                        f"sampler 'grid' enumerates choices, but arm '{arm.name}' searches {key!r} over a "
+                        "range; give choices, a grid, or another sampler",
+                    )
+        _probe_arm(p, arm, task.epochs)
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def arm(self, name: str) -> ArmSpec:
+        """The arm called ``name``."""
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise unknown_choice("arm", name, [a.name for a in self.arms])
+
+    def _arm(self, arm: ArmSpec | str) -> ArmSpec:
+        return self.arm(arm) if isinstance(arm, str) else arm
+
+    def is_grid(self, arm: ArmSpec | str) -> bool:
+        """Whether ``arm`` enumerates a grid (its own ``grid``, or a searched arm under ``sampler: grid``)."""
+        arm = self._arm(arm)
+        return arm.grid is not None or (self.search.sampler == "grid" and arm.is_searched)
+
+    def budget(self, arm: ArmSpec | str) -> int:
+        """Search trials of ``arm``: its grid size, ``trials_per_arm`` if searched, else 0."""
+        arm = self._arm(arm)
+        if self.is_grid(arm):
+            return len(arm.grid_points())
+        return self.search.trials_per_arm if arm.is_searched else 0
+
+    def trial_config(self, arm: ArmSpec | str, params: Mapping[str, Any], seed: int) -> Any:
+        """The :class:`lyaptune.train.TrialConfig` of ``arm`` with sampled ``params`` on ``seed``."""
+        from lyaptune.train import TrialConfig
+
+        arm = self._arm(arm)
+        task = arm.task_for(self.task)
+        opt, sched = arm.split_params(params)
+        return TrialConfig(
+            **task.to_dict(),
+            optimizer=arm.optimizer,
+            optimizer_args=opt,
+            schedule=arm.schedule,
+            schedule_args=sched,
+            schedule_per=arm.schedule_per,
+            lipschitz=_thaw(arm.lipschitz),
+            seed=int(seed),
+        )
+
+    # -- transforms -------------------------------------------------------------------------------
+    def smoke(self) -> StudySpec:
+        """A miniature of this study for CI: 2 trials per arm, 2 epochs, 1 seed.
+
+        Grid arms keep their first 2 grid points; search and final seeds are cut to their first one
+        (final: ``[0]`` when none); arm epoch overrides become 2; Lipschitz samples at most 2.
+        """
+        arms = []
+        for arm in self.arms:
+            changes: dict[str, Any] = {}
+            if arm.grid is not None:
+                changes["grid"] = _cut_to_two(arm.grid)
+            elif self.is_grid(arm):
+                cut = _cut_to_two({k: s.choices for k, s in arm.space.items()})
+                changes["space"] = {k: {"choices": list(v)} for k, v in cut.items()}
+            if "epochs" in arm.task:
+                changes["task"] = {**arm.task, "epochs": 2}
+            if arm.needs_lipschitz:
+                changes["lipschitz"] = {**arm.lipschitz, "samples": min(arm.lipschitz.get("samples", 2), 2)}
+            arms.append(dataclasses.replace(arm, **changes) if changes else arm)
+        search = dataclasses.replace(
+            self.search,
+            trials_per_arm=2,
+            seeds=self.search.seeds[:1],
+            final_seeds=self.search.final_seeds[:1] or (0,),
+        )
+        return dataclasses.replace(self, task=self.task.replace(epochs=2), search=search, arms=tuple(arms))
+
+    # -- (de)serialisation --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> StudySpec:
+        """Validate a parsed YAML mapping into a :class:`StudySpec`.
+
+        Raises:
+          ConfigError: the first problem found, its message starting with the field path.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a study spec must be a mapping of keys (name, task, arms, ...), got {data!r}")
+        _check_keys("", data, _STUDY_KEYS, "study")
+        _require("", data, "name", "the study's name, [A-Za-z0-9_.-]+")
+        _require("", data, "task", "a mapping with dataset, model, epochs, ...")
+        kwargs: dict[str, Any] = {
+            k: v for k, v in data.items() if k not in ("task", "objective", "search", "resources", "arms")
+        }
+        kwargs["task"] = TaskSpec.from_dict(data["task"], "task")
+        for key, sub in (("objective", ObjectiveSpec), ("search", SearchSpec), ("resources", ResourcesSpec)):
+            if data.get(key) is not None:
+                kwargs[key] = sub.from_dict(data[key], key)
+        arms = data.get("arms")
+        if not isinstance(arms, (list, tuple)) or not arms:
+            raise _FieldError("arms", f"must be a non-empty list, got {arms!r}")
+        kwargs["arms"] = tuple(ArmSpec.from_dict(a, f"arms[{i}]") for i, a in enumerate(arms))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain YAML types; :meth:`from_dict` of it gives an equal spec."""
+        return {
+            "name": self.name,
+            "task": self.task.to_dict(),
+            "objective": self.objective.to_dict(),
+            "search": self.search.to_dict(),
+            "resources": self.resources.to_dict(),
+            "max_concurrent": self.max_concurrent,
+            "checkpoint_every": self.checkpoint_every,
+            "max_failures": self.max_failures,
+            "arms": [a.to_dict() for a in self.arms],
+        }
+
+    def to_yaml(self) -> str:
+        """:meth:`to_dict` as YAML text (what ``spec.yaml`` holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading.
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-5`` as a float (YAML 1.2) and rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec from a YAML file.
+
+    The file is read with a ``yaml.SafeLoader`` (no Python objects are built from it) that also reads
+    ``1e-5`` as a number and rejects duplicate keys.
+
+    Raises:
+      ConfigError: a missing or unreadable file, a YAML syntax error (with line and column), a file
+        that is not a mapping, or any invalid field (message starting with the field path).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the spec file ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: a study spec must be a YAML mapping (name, task, arms, ...), got {type(data).__name__}"
+        )
+    return StudySpec.from_dict(data)

@@ -1,0 +1,98 @@
+"""The Ray Tune trainable: a thin adapter from a job payload to :func:`lyaptune.train.run_trial`.
+
+Reports to Tune only what Tune needs: one final report with the whole result as a JSON payload
+(the driver writes it to the store), plus, where the spec asks for them, a report per epoch for the
+ASHA scheduler and a checkpoint every ``checkpoint_every`` epochs. Datasets are cached per worker
+process by :func:`lyaptune.data.load_dataset`, so a reused actor does not load them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import traceback
+from typing import Any
+
+import torch
+from ray import tune
+
+from lyaptune.train import TrialConfig, run_trial
+
+__all__ = ["train_job", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "trial.pt"
+
+
+def _load_checkpoint() -> dict[str, Any] | None:
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
+
+
+def train_job(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable running one job (``config["job"]``, see ``StudyPlan``)."""
+    job = config["job"]
+    trial_config = TrialConfig.from_dict(job["trial_config"])
+    metric = job["metric"]
+    every = int(job["checkpoint_every"] or 0)
+    per_epoch = bool(job["report_every_epoch"])
+    base = {"lyaptune_trial_id": job["trial_id"]}
+    state = _load_checkpoint()
+
+    def on_epoch(rec: dict[str, Any]) -> None:
+        if per_epoch and not (every and rec["epoch"] % every == 0):
+            tune.report(
+                {
+                    **base,
+                    "objective": rec.get(metric),
+                    "epoch": rec["epoch"],
+                    "lyaptune_record": json.dumps(rec),
+                }
+            )
+
+    last: dict[str, Any] = {}
+
+    def on_checkpoint(trial_state: dict[str, Any]) -> None:
+        rec = trial_state["records"][-1]
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(trial_state, os.path.join(d, CHECKPOINT_FILE))
+            tune.report(
+                {
+                    **base,
+                    "objective": rec.get(metric),
+                    "epoch": rec["epoch"],
+                    "lyaptune_record": json.dumps(rec),
+                },
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
+        last["epoch"] = rec["epoch"]
+
+    try:
+        result = run_trial(
+            trial_config, on_epoch, resume_from=state, on_checkpoint=on_checkpoint, checkpoint_every=every
+        )
+    except Exception as exc:  # reported so the driver keeps the message, then re-raised for Tune's retries
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
+        raise
+    payload = {
+        "status": result.status,
+        "records": result.records,
+        "info": result.info,
+        "wall_s": result.wall_s,
+        "message": result.message,
+        "resumed_from_epoch": int(state["epoch"]) if state else 0,
+    }
+    final = result.records[-1] if result.records else {}
+    tune.report(
+        {
+            **base,
+            "objective": final.get(metric),
+            "epoch": final.get("epoch", 0),
+            "lyaptune_final": True,
+            "lyaptune_payload": json.dumps(payload),
+        }
+    )

@@ -1,0 +1,198 @@
+"""The trial engine, checked against hand computations with autograd."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lyaptune.data import load_dataset
+from lyaptune.errors import ConfigError
+from lyaptune.models import create_model
+from lyaptune.train import RECORD_FIELDS, TrialConfig, _Trial, run_trial
+
+SYN = {"n_train": 96, "n_test": 40, "input_shape": (1, 4, 4), "num_classes": 3}
+
+
+def _config(**kw):
+    base = dict(
+        dataset="synthetic",
+        dataset_args=SYN,
+        validation_fraction=0.25,
+        model="fc",
+        model_args={"depth": 1, "width": 8},
+        optimizer="sgd",
+        optimizer_args={"lr": 0.5},
+        epochs=3,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrialConfig(**base)
+
+
+def _hand_run(config, epochs):
+    """Full-batch SGD written out by hand: records (train_loss, grad_norm, val_loss, test_acc) per epoch."""
+    data = load_dataset(
+        config.dataset,
+        validation_fraction=config.validation_fraction,
+        seed=config.data_seed,
+        **dict(config.dataset_args),
+    )
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model,
+        input_shape=tuple(data.input_shape),
+        num_classes=data.num_classes,
+        generator=torch.Generator().manual_seed(config.seed),
+        **dict(config.model_args),
+    )
+    params = list(model.parameters())
+    lr = config.optimizer_args["lr"]
+    x, y = data.train.x, data.train.y
+
+    def loss_grad():
+        loss = F.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, params)
+        return loss.item(), grads
+
+    out = []
+    for _ in range(epochs):
+        _, g = loss_grad()
+        with torch.no_grad():
+            for p, gi in zip(params, g):
+                p -= lr * gi
+        loss, g = loss_grad()
+        norm = math.sqrt(sum(float((gi.double() ** 2).sum()) for gi in g))
+        with torch.no_grad():
+            val = F.cross_entropy(model(data.val.x), data.val.y).item()
+            acc = (model(data.test.x).argmax(1) == data.test.y).double().mean().item()
+        out.append((loss, norm, val, acc))
+    return out
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_records_match_hand_computed_full_batch_sgd(fused):
+    config = _config()
+    trial = _Trial(config)
+    assert trial.fused_eval  # fc has no batch-norm or dropout
+    trial.fused_eval = fused
+    status, _ = trial.run()
+    assert status == "completed"
+    hand = _hand_run(config, 3)
+    assert [r["epoch"] for r in trial.records] == [1, 2, 3]
+    for rec, (loss, norm, val, acc) in zip(trial.records, hand):
+        assert set(RECORD_FIELDS) <= set(rec)
+        assert rec["train_loss"] == pytest.approx(loss, rel=1e-5)
+        assert rec["grad_norm"] == pytest.approx(norm, rel=1e-4)
+        assert rec["val_loss"] == pytest.approx(val, rel=1e-5)
+        assert rec["test_acc"] == pytest.approx(acc, abs=1e-9)
+        assert rec["lr"] == 0.5
+    drifts = [r["lyapunov_drift"] for r in trial.records]
+    losses = [trial.info["initial_loss"]] + [r["train_loss"] for r in trial.records]
+    assert drifts == pytest.approx([b - a for a, b in zip(losses, losses[1:])], rel=1e-6)
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    a = run_trial(_config(batch_size=16, epochs=2))
+    b = run_trial(_config(batch_size=16, epochs=2))
+    c = run_trial(_config(batch_size=16, epochs=2, seed=1))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time_s"} for r in rs]  # noqa: E731
+    assert strip(a.records) == strip(b.records)
+    assert strip(a.records) != strip(c.records)
+    assert a.records[-1]["step"] == 2 * math.ceil(72 / 16)
+
+
+def test_huge_learning_rate_diverges_without_raising():
+    result = run_trial(_config(optimizer_args={"lr": 1e12}, epochs=20))
+    assert result.status == "diverged"
+    assert 1 <= result.epochs_completed < 20
+    last = result.records[-1]
+    assert not (math.isfinite(last["train_loss"]) and math.isfinite(last["grad_norm"]))
+    assert all(math.isfinite(r["train_loss"]) for r in result.records[:-1])
+
+
+def test_schedule_rate_is_recorded_per_epoch():
+    result = run_trial(
+        _config(
+            optimizer="adam",
+            optimizer_args={"lr": 0.01},
+            schedule="exponential",
+            schedule_args={"gamma": 0.5},
+            epochs=3,
+        )
+    )
+    assert [r["lr"] for r in result.records] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_grad_noise_changes_the_trajectory_deterministically():
+    a = run_trial(_config(grad_noise=0.1, epochs=2))
+    b = run_trial(_config(grad_noise=0.1, epochs=2))
+    c = run_trial(_config(epochs=2))
+    assert a.records[-1]["train_loss"] == b.records[-1]["train_loss"] != c.records[-1]["train_loss"]
+
+
+def test_checkpoint_resume_continues_the_same_trajectory():
+    full = run_trial(_config(optimizer="adam", optimizer_args={"lr": 0.01}, batch_size=32, epochs=4))
+    saved = []
+    run_trial(
+        _config(optimizer="adam", optimizer_args={"lr": 0.01}, batch_size=32, epochs=4),
+        on_checkpoint=saved.append,
+        checkpoint_every=2,
+    )
+    assert [s["epoch"] for s in saved] == [2, 4]
+    resumed = run_trial(
+        _config(optimizer="adam", optimizer_args={"lr": 0.01}, batch_size=32, epochs=4), resume_from=saved[0]
+    )
+    assert [r["epoch"] for r in resumed.records] == [1, 2, 3, 4]
+    for a, b in zip(full.records, resumed.records):
+        assert a["train_loss"] == b["train_loss"] and a["grad_norm"] == b["grad_norm"]
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("epochs", 0, "epochs must be a positive integer, got 0"),
+        ("epochs", -3, "got -3"),
+        ("batch_size", 0, "batch_size must be a positive integer or 'full', got 0"),
+        ("batch_size", "half", "got 'half'"),
+        ("validation_fraction", 1.0, "validation_fraction"),
+        ("device", "tpu", "device must be one of"),
+    ],
+)
+def test_bad_config_values(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        _config(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field,value,kind",
+    [
+        ("dataset", "digitz", "dataset"),
+        ("model", "fcc", "model"),
+        ("optimizer", "adamm", "optimizer"),
+        ("schedule", "cosin", "schedule"),
+    ],
+)
+def test_unknown_names_name_the_choices(field, value, kind):
+    with pytest.raises(ConfigError, match=rf"unknown {kind} '{value}'.*did you mean"):
+        run_trial(_config(**{field: value}))
+
+
+@pytest.mark.slow
+def test_mini_mnist_fc3x1000_reaches_90_percent(mnist_root):
+    """Issue 2: FC 3x1000, full-batch Adam lr 1e-3, >= 90% test accuracy within 50 epochs."""
+    result = run_trial(
+        TrialConfig(
+            dataset="mini-mnist",
+            data_root=str(mnist_root),
+            model="fc",
+            model_args={"depth": 3, "width": 1000},
+            optimizer="adam",
+            optimizer_args={"lr": 1e-3},
+            epochs=50,
+            device="cpu",
+        )
+    )
+    assert result.status == "completed"
+    assert result.records[-1]["epoch"] == 50
+    assert result.records[-1]["test_acc"] >= 0.90
