@@ -13,14 +13,14 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lyaptune._frozen import freeze, thaw
 from lyaptune._fullbatch import full_loss, full_loss_and_grad
 from lyaptune.errors import ConfigError
 
@@ -45,8 +45,6 @@ RECORD_FIELDS = (
 _BATCH_CHOICES = "a positive integer or 'full'"
 
 
-def _freeze(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(d or {}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +94,7 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         for name in ("dataset_args", "model_args", "optimizer_args", "schedule_args", "lipschitz"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
+            object.__setattr__(self, name, freeze(getattr(self, name)))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
         bs = self.batch_size
@@ -118,10 +116,7 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy (JSON/YAML friendly)."""
-        out = {}
-        for k, v in asdict(self).items():
-            out[k] = dict(v) if isinstance(v, Mapping) else v
-        return out
+        return {f.name: thaw(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
