@@ -45,8 +45,6 @@ RECORD_FIELDS = (
 _BATCH_CHOICES = "a positive integer or 'full'"
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class TrialConfig:
     """Everything one training run needs; frozen, so it pickles cleanly to Ray workers.
@@ -159,6 +157,45 @@ class TrialResult:
     def final(self) -> dict[str, Any]:
         """The last epoch's record (empty if none)."""
         return self.records[-1] if self.records else {}
+
+
+def make_record(
+    *,
+    epoch: int,
+    lr: float,
+    values: tuple[float, ...],
+    prev_loss: float,
+    step: int,
+    elapsed: float,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """One epoch's record from its measured ``values`` = (train_loss, train_acc, grad_norm, val_loss,
+    val_acc, test_loss, test_acc), with the Lyapunov drift and the optimizer's diagnostics."""
+    tl, ta, gn, vl, va, sl, sa = values
+    rec = {
+        "epoch": epoch,
+        "train_loss": tl,
+        "train_acc": ta,
+        "grad_norm": gn,
+        "val_loss": vl,
+        "val_acc": va,
+        "test_loss": sl,
+        "test_acc": sa,
+        "lr": lr,
+        "lyapunov_drift": tl - prev_loss,
+        "step": step,
+        "time_s": elapsed,
+    }
+    diag = getattr(optimizer, "diagnostics", None)
+    if callable(diag):
+        rec.update({k: float(v) for k, v in diag().items()})
+    return rec
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The first parameter group's step size (a float even when the optimizer keeps a tensor)."""
+    lr = optimizer.param_groups[0]["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -378,25 +415,17 @@ class _Trial:
         nan = torch.tensor(float("nan"), dtype=torch.float64)
         vals = [*measured, *(val or (nan, nan)), *(test or (nan, nan))]
         # one host synchronisation per epoch
-        tl, ta, gn, vl, va, sl, sa = torch.stack([v.detach().double().cpu() for v in vals]).tolist()
-        rec = {
-            "epoch": epoch,
-            "train_loss": tl,
-            "train_acc": ta,
-            "grad_norm": gn,
-            "val_loss": vl,
-            "val_acc": va,
-            "test_loss": sl,
-            "test_acc": sa,
-            "lr": lr,
-            "lyapunov_drift": tl - self.prev_loss,
-            "step": epoch * self.steps_per_epoch,
-            "time_s": elapsed,
-        }
-        diag = getattr(self.optimizer, "diagnostics", None)
-        if callable(diag):
-            rec.update({k: float(v) for k, v in diag().items()})
-        self.prev_loss = tl
+        values = tuple(torch.stack([v.detach().double().cpu() for v in vals]).tolist())
+        rec = make_record(
+            epoch=epoch,
+            lr=lr,
+            values=values,
+            prev_loss=self.prev_loss,
+            step=epoch * self.steps_per_epoch,
+            elapsed=elapsed,
+            optimizer=self.optimizer,
+        )
+        self.prev_loss = rec["train_loss"]
         return rec
 
     def _emit(self, pending, measured, on_epoch) -> tuple[str, str] | None:
@@ -418,8 +447,7 @@ class _Trial:
         pending: tuple[float, int, float] | None = None  # an epoch awaiting its measurement
         t0 = time.perf_counter() - self.elapsed
         while self.epoch < c.epochs:
-            lr = self.optimizer.param_groups[0]["lr"]
-            lr = float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+            lr = current_lr(self.optimizer)
             status = self._train_epoch(pending, on_epoch)
             if status:
                 return status
