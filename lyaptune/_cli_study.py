@@ -37,16 +37,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _describe_space(space: dict[str, Any]) -> str:
-    parts = []
-    for name, ps in space.items():
-        d = ps.to_dict() if hasattr(ps, "to_dict") else ps
-        if isinstance(d, dict) and "choices" in d:
-            parts.append(f"{name} in {d['choices']}")
-        elif isinstance(d, dict) and "low" in d:
-            parts.append(f"{name} in [{d['low']:g}, {d['high']:g}]{' log' if d.get('log') else ''}")
-        else:
-            parts.append(f"{name}={d}")
-    return ", ".join(parts)
+    return ", ".join(f"{name} in {ps}" for name, ps in space.items())
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ __all__ = ["Registry", "unknown_choice"]
 def unknown_choice(kind: str, value: object, choices: list[str]) -> ConfigError:
     """Build the one-line error for an unknown name, with the closest match and all choices."""
     close = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
     return ConfigError(f"unknown {kind} {value!r}{hint} choices: {', '.join(choices)}")
 
 

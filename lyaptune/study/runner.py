@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform
@@ -28,9 +29,10 @@ __all__ = ["run_study", "resume_study", "run_dir_for", "JOURNAL_FILE"]
 
 JOURNAL_FILE = "optuna.journal"
 
-# Tune's default CSV/JSON/TensorBoard loggers duplicate what the store keeps and cost time per result.
+# Tune's default CSV/JSON/TensorBoard loggers duplicate what the store keeps and cost time per result;
+# without them Tune's ResultGrid (unused: the store is the result) warns that it found no metrics.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def _now() -> str:
@@ -124,13 +126,21 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
     arms = {a.name: a for a in spec.arms}
 
     class StudySearcher(Searcher):
-        """Ray Tune searcher adapter around :class:`StudyPlan` (Optuna decides the configurations)."""
+        """Ray Tune searcher adapter around :class:`StudyPlan` (Optuna decides the configurations).
+
+        It lives in the driver only; Tune pickles searchers for its experiment state, so the plan (an
+        Optuna storage and a lock) is left out of the pickled state: lyaptune resumes from its own store
+        and journal, not from Tune's searcher snapshot.
+        """
 
         def __init__(self) -> None:
             super().__init__()
             self.jobs: dict[str, Job] = {}
             self.records: dict[str, dict[int, dict[str, Any]]] = {}
             self.errors: dict[str, str] = {}
+
+        def __reduce__(self):
+            return (Searcher, ())
 
         def suggest(self, trial_id: str):
             job = plan.next_job()
@@ -259,6 +269,8 @@ def run_study(
                 num_samples=-1,
                 max_concurrent_trials=max_concurrent or spec.max_concurrent,
                 reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
                 name="tune-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
@@ -283,6 +295,11 @@ def run_study(
         f"results in {root} (trials.parquet, epochs/, {JOURNAL_FILE})"
     )
     return store
+
+
+def _trial_name(trial: Any) -> str:
+    job = trial.config.get("job", {})
+    return f"{job.get('trial_id', 'trial')}-{trial.trial_id}"
 
 
 def _trainable():

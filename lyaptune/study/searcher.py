@@ -56,11 +56,20 @@ class Job:
             "arm": self.arm,
             "phase": self.phase,
             "seed": self.seed,
-            "trial_config": spec.trial_config(arm, self.params, self.seed).to_dict(),
+            "trial_config": _absolute_data_root(spec.trial_config(arm, self.params, self.seed).to_dict()),
             "metric": spec.objective.metric,
             "report_every_epoch": spec.search.scheduler == "asha",
             "checkpoint_every": spec.checkpoint_every,
         }
+
+
+def _absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``data_root`` on the driver: Ray workers run in other working directories."""
+    from lyaptune.data import default_data_root
+
+    root = config.get("data_root")
+    config["data_root"] = str(Path(root).expanduser().resolve()) if root else str(default_data_root())
+    return config
 
 
 def objective_value(records: list[Mapping[str, Any]], metric: str, mode: str, at: str) -> float:

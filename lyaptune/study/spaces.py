@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -17,7 +17,7 @@ import optuna
 from lyaptune.errors import ConfigError
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
 
-__all__ = ["define_by_run", "grid_search_space", "make_sampler", "suggest"]
+__all__ = ["AskTellGridSampler", "define_by_run", "grid_search_space", "make_sampler", "suggest"]
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
@@ -78,10 +78,31 @@ def grid_search_space(arm: ArmSpec) -> dict[str, list[Any]]:
     return out
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's ``GridSampler`` that also works with ask/tell.
+
+    Optuna's version stops the study from ``after_trial`` once the grid is exhausted, and
+    ``Study.stop()`` raises ``RuntimeError`` outside ``study.optimize`` (ask/tell, Ray's ``OptunaSearch``):
+    the last ``tell`` of every grid arm would fail. Here the stop happens only inside ``optimize``; with
+    ask/tell the study's budget (the grid size) ends the search.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        local = getattr(study, "_thread_local", None)
+        if getattr(local, "in_optimize_loop", False):
+            super().after_trial(study, trial, state, values)
+
+
 def make_sampler(search: SearchSpec, arm: ArmSpec) -> optuna.samplers.BaseSampler:
     """The seeded Optuna sampler of one arm.
 
-    ``GridSampler`` for an arm with a ``grid`` or under ``sampler: grid``; otherwise the sampler
+    :class:`AskTellGridSampler` for an arm with a ``grid`` or under ``sampler: grid``; otherwise the sampler
     ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``), seeded with
     ``search.sampler_seed``. Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw
     categorical ones at random, without a warning per trial.
@@ -92,7 +113,7 @@ def make_sampler(search: SearchSpec, arm: ArmSpec) -> optuna.samplers.BaseSample
     seed = search.sampler_seed
     samplers = optuna.samplers
     if arm.grid is not None or search.sampler == "grid":
-        return samplers.GridSampler(grid_search_space(arm), seed=seed)
+        return AskTellGridSampler(grid_search_space(arm), seed=seed)
     if search.sampler == "tpe":
         return samplers.TPESampler(seed=seed)
     if search.sampler == "random":

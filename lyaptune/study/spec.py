@@ -45,19 +45,19 @@ import itertools
 import math
 import numbers
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
+from lyaptune._frozen import FrozenDict
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError
 
 __all__ = [
     "ArmSpec",
-    "FrozenMap",
     "METRICS",
     "ObjectiveSpec",
     "ParamSpec",
@@ -142,44 +142,17 @@ def _rebased(cls: type, path: str, build: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
-# Immutable, picklable containers.
+# Immutable, picklable values.
 
 
-class FrozenMap(Mapping[str, Any]):
-    """A read-only mapping that pickles with the standard library (unlike ``MappingProxyType``).
-
-    Values are frozen recursively: mappings become :class:`FrozenMap`, lists become tuples.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        object.__setattr__(self, "_data", {k: _freeze(v) for k, v in (data or {}).items()})
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("FrozenMap is immutable")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenMap, (self._data,))
+def _frozen(data: Mapping[str, Any] | None) -> FrozenDict:
+    """A read-only, picklable copy of ``data``: nested mappings frozen, lists turned into tuples."""
+    return FrozenDict({k: _freeze(v) for k, v in (data or {}).items()})
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, FrozenMap):
-        return value
     if isinstance(value, Mapping):
-        return FrozenMap(value)
+        return _frozen(value)
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     return value
@@ -351,11 +324,11 @@ class TaskSpec:
     _ROOT: ClassVar[str] = "task"
 
     dataset: str
-    dataset_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    dataset_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     data_root: str | None = None
     download: bool = False
     model: str
-    model_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    model_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     init: str | None = None
     epochs: int
     batch_size: int | str = "full"
@@ -368,7 +341,7 @@ class TaskSpec:
     def __post_init__(self) -> None:
         p = self._ROOT
         for name in ("dataset_args", "model_args"):
-            object.__setattr__(self, name, FrozenMap(_mapping(f"{p}.{name}", getattr(self, name))))
+            object.__setattr__(self, name, _frozen(_mapping(f"{p}.{name}", getattr(self, name))))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise _FieldError(f"{p}.dataset", f"must be a dataset name, got {self.dataset!r}")
         names = _dataset_names()
@@ -462,7 +435,7 @@ class ObjectiveSpec:
                 f"{self.mode!r} with metric {self.metric!r} would select the worst configuration; "
                 f"use {natural!r} (or leave mode out)",
             )
-        _choice(f"{p}.at", self.at, AT, "objective 'at'")
+        _choice(f"{p}.at", self.at, AT, "'at' value")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "objective") -> ObjectiveSpec:
@@ -704,6 +677,21 @@ class ParamSpec:
         """Whether the sampler chooses this value (a range or choices)."""
         return self.kind != "fixed"
 
+    def __str__(self) -> str:
+        """Compact form for listings: ``[1e-05, 0.1] log``, ``{sign, tanh}``, ``= 0.9``."""
+        if self.kind == "choices":
+            return "{" + ", ".join(str(c) for c in self.choices) + "}"
+        if self.kind == "fixed":
+            return f"= {_thaw(self.value)!r}"
+        text = f"[{self.low:g}, {self.high:g}]"
+        if self.log:
+            text += " log"
+        if self.step is not None:
+            text += f" step {self.step:g}"
+        if self.type == "int":
+            text += " int"
+        return text
+
     def to_yaml(self) -> Any:
         """The YAML form :meth:`parse` reads back into an equal spec."""
         if self.kind == "choices":
@@ -797,14 +785,14 @@ class ArmSpec:
 
     name: str
     optimizer: str
-    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     schedule: str = "constant"
-    schedule_args: Mapping[str, Any] = field(default_factory=FrozenMap)
+    schedule_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     schedule_per: str = "epoch"
-    lipschitz: Mapping[str, Any] = field(default_factory=FrozenMap)
+    lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
     space: Mapping[str, ParamSpec] | str | None = None
     grid: Mapping[str, tuple[Any, ...]] | None = None
-    task: Mapping[str, Any] = field(default_factory=FrozenMap)
+    task: Mapping[str, Any] = field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:
         p = self._ROOT
@@ -848,12 +836,12 @@ class ArmSpec:
         if space and grid is not None:
             raise _FieldError(p, f"arm '{self.name}' has both a space and a grid; give one of them")
 
-        object.__setattr__(self, "optimizer_args", FrozenMap(opt_args))
-        object.__setattr__(self, "schedule_args", FrozenMap(sched_args))
-        object.__setattr__(self, "lipschitz", FrozenMap(lipschitz))
-        object.__setattr__(self, "space", FrozenMap(space))
+        object.__setattr__(self, "optimizer_args", _frozen(opt_args))
+        object.__setattr__(self, "schedule_args", _frozen(sched_args))
+        object.__setattr__(self, "lipschitz", _frozen(lipschitz))
+        object.__setattr__(self, "space", _frozen(space))
         object.__setattr__(self, "grid", grid)
-        object.__setattr__(self, "task", FrozenMap(task))
+        object.__setattr__(self, "task", _frozen(task))
 
     # -- names -----------------------------------------------------------------------------------
     @property
@@ -986,7 +974,7 @@ class ArmSpec:
 
     def _resolve_grid(
         self, p: str, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]
-    ) -> FrozenMap | None:
+    ) -> FrozenDict | None:
         if self.grid is None:
             return None
         raw = _mapping(f"{p}.grid", self.grid, "a mapping name -> list of values")
@@ -1004,7 +992,7 @@ class ArmSpec:
             if not isinstance(values, (list, tuple)) or not values:
                 raise _FieldError(path, f"must be a non-empty list of values, got {values!r}")
             out[key] = ParamSpec.parse({"choices": list(values)}, path).choices
-        return FrozenMap(out)
+        return _frozen(out)
 
     # -- public views -----------------------------------------------------------------------------
     def resolved_space(self) -> dict[str, ParamSpec]:
@@ -1130,7 +1118,8 @@ def _probe_optimizer(path: str, arm: ArmSpec, opt_args: Mapping[str, Any], what:
     try:
         return create_optimizer(arm.optimizer, [torch.zeros(1, requires_grad=True)], **args)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise _FieldError(path, f"{what} rejected by optimizer '{arm.optimizer}': {exc}") from None
+        by = "" if f"'{arm.optimizer}'" in str(exc) else f" by optimizer '{arm.optimizer}'"
+        raise _FieldError(path, f"{what} rejected{by}: {exc}") from None
 
 
 def _probe_schedule(
@@ -1152,7 +1141,8 @@ def _probe_schedule(
             arm.schedule, optimizer, epochs=epochs, steps_per_epoch=1, per=arm.schedule_per, **args
         )
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise _FieldError(path, f"{what} rejected by schedule '{arm.schedule}': {exc}") from None
+        by = "" if f"'{arm.schedule}'" in str(exc) else f" by schedule '{arm.schedule}'"
+        raise _FieldError(path, f"{what} rejected{by}: {exc}") from None
 
 
 def _probe_arm(p: str, arm: ArmSpec, epochs: int) -> None:
@@ -1406,6 +1396,8 @@ class _SpecLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden; not a duplicate
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str) and key in seen:
                 mark = key_node.start_mark

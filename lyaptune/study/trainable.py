@@ -78,10 +78,16 @@ def train_job(config: dict[str, Any]) -> None:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
         tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
         raise
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+    except Exception:  # outside a Ray worker (tests call the adapter directly)
+        node = None
     payload = {
         "status": result.status,
         "records": result.records,
-        "info": result.info,
+        "info": {**result.info, "node_id": node, "pid": os.getpid()},
         "wall_s": result.wall_s,
         "message": result.message,
         "resumed_from_epoch": int(state["epoch"]) if state else 0,

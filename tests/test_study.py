@@ -1,0 +1,230 @@
+"""The study runner end to end: a real local Ray, real Optuna journal, real Parquet, the real CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from lyaptune.store import RunStore
+from lyaptune.study import load_spec, run_study
+from lyaptune.study.searcher import journal_storage
+
+SPEC = {
+    "name": "tiny",
+    "task": {
+        "dataset": "synthetic",
+        "dataset_args": {"n_train": 200, "n_test": 80, "input_shape": [1, 4, 4], "num_classes": 3},
+        "model": "fc",
+        "model_args": {"depth": 1, "width": 12},
+        "epochs": 3,
+        "batch_size": "full",
+        "validation_fraction": 0.2,
+        "device": "cpu",
+    },
+    "objective": {"metric": "val_loss", "mode": "min", "at": "final"},
+    "search": {"sampler": "tpe", "trials_per_arm": 3, "seeds": [0], "final_seeds": [0, 1]},
+    "resources": {"cpu": 1, "gpu": 0},
+    "max_concurrent": 2,
+    "arms": [
+        {"name": "derived", "optimizer": "adam", "schedule": "derived-constant", "lipschitz": {"samples": 2}},
+        {
+            "name": "adam-exponential",
+            "optimizer": "adam",
+            "schedule": "exponential",
+            "space": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "gamma": {"low": 0.8, "high": 0.999}},
+        },
+        {"name": "lyam", "optimizer": "lyam", "space": "default"},
+    ],
+}
+SEARCHED = ("adam-exponential", "lyam")
+
+
+def write_spec(tmp_path, **changes):
+    spec = {**SPEC, **changes}
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cli(*args, timeout=600, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", *args], capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def check_complete(run_dir: Path, spec_dict=SPEC):
+    """The guarantees of a finished run directory."""
+    store = RunStore(run_dir)
+    trials = store.trials()
+    n_final = len(spec_dict["search"]["final_seeds"])
+    budget = spec_dict["search"]["trials_per_arm"]
+    assert trials["trial_id"].is_unique
+    for arm in SEARCHED:
+        rows = trials[trials["arm"] == arm]
+        assert (rows["phase"] == "search").sum() == budget
+        assert (rows["phase"] == "final").sum() == n_final
+    assert len(trials) == budget * len(SEARCHED) + n_final * len(spec_dict["arms"])
+    assert set(trials["status"]) == {"completed"}
+    epochs = store.epochs()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    counts = epochs.groupby("trial_id").size()
+    assert (counts == spec_dict["task"]["epochs"]).all() and len(counts) == len(trials)
+    # one Optuna study per searched arm, each with exactly the budget, best == trials.parquet's best
+    storage = journal_storage(run_dir / "optuna.journal")
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == sorted(f"{spec_dict['name']}/{a}" for a in SEARCHED)
+    for arm in SEARCHED:
+        study = optuna.load_study(study_name=f"{spec_dict['name']}/{arm}", storage=storage)
+        assert len(study.trials) == budget
+        search = trials[(trials["arm"] == arm) & (trials["phase"] == "search")]
+        best_row = search.loc[search["objective"].idxmin()]
+        assert int(best_row["optuna_number"]) == study.best_trial.number
+        assert best_row["objective"] == pytest.approx(study.best_value)
+        final = trials[(trials["arm"] == arm) & (trials["phase"] == "final")]
+        for name, value in study.best_trial.params.items():
+            assert (final[f"param_{name}"] == value).all()
+    return store
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    import ray
+
+    tmp = tmp_path_factory.mktemp("study")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spec = load_spec(write_spec(tmp))
+        store = run_study(spec, out=tmp / "runs", log=lambda m: None)
+    finally:
+        ray.shutdown()
+    return Path(store.path), spec
+
+
+def test_three_arm_study_completes_with_every_row_once(finished_run):
+    run_dir, _ = finished_run
+    store = check_complete(run_dir)
+    trials = store.trials()
+    derived = trials[trials["arm"] == "derived"]
+    assert (derived["phase"] == "final").all() and derived["k_hat"].notna().all()
+    assert (derived["derived_lr"] > 0).all()
+    epochs = store.epochs("derived")
+    # the derived arm trains at exactly its derived rate
+    for _, row in derived.iterrows():
+        lrs = epochs[epochs["trial_id"] == row["trial_id"]]["lr"]
+        assert lrs.tolist() == pytest.approx([row["derived_lr"]] * len(lrs))
+    assert (run_dir / "spec.yaml").exists() and "ray" in store.read_study_info()
+
+
+def test_resume_of_a_finished_run_changes_nothing(finished_run):
+    run_dir, _ = finished_run
+    before = pd.read_parquet(run_dir / "trials.parquet")
+    r = cli("resume", str(run_dir))
+    assert r.returncode == 0, r.stderr
+    after = pd.read_parquet(run_dir / "trials.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_status_command(finished_run):
+    run_dir, _ = finished_run
+    r = cli("status", str(run_dir))
+    assert r.returncode == 0, r.stderr
+    assert "adam-exponential: search 3/3; final 2/2" in r.stdout
+    assert "derived: search 0/0; final 2/2" in r.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path):
+    spec_path = write_spec(
+        tmp_path,
+        search={**SPEC["search"], "trials_per_arm": 4},
+        task={**SPEC["task"], "epochs": 8},
+        max_concurrent=1,
+    )
+    out = tmp_path / "runs"
+    run_dir = out / "tiny"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(spec_path), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    n_before = 0
+    while time.time() < deadline:
+        if (run_dir / "trials.parquet").exists():
+            n_before = len(pd.read_parquet(run_dir / "trials.parquet"))
+            if n_before >= 4:
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    before = pd.read_parquet(run_dir / "trials.parquet")
+    assert 4 <= len(before) < 4 * 2 + 2 * 3
+    r = cli("resume", str(run_dir))
+    assert r.returncode == 0, r.stderr
+    spec = yaml.safe_load(spec_path.read_text())
+    store = check_complete(run_dir, spec)
+    after = store.trials().set_index("trial_id")
+    # runs completed before the kill were never run again
+    for _, row in before.iterrows():
+        assert after.loc[row["trial_id"], "updated_at"] == row["updated_at"]
+
+
+@pytest.mark.slow
+def test_study_runs_across_two_nodes(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        spec = load_spec(
+            write_spec(tmp_path, search={**SPEC["search"], "trials_per_arm": 2}, arms=SPEC["arms"][1:])
+        )
+        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    trials = store.trials()
+    nodes = {__import__("json").loads(s)["node_id"] for s in trials["info_json"]}
+    assert len(nodes) == 2, nodes
+    assert set(trials["status"]) == {"completed"}
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"arms": []}, "arms"),
+        ({"arms": [{"name": "x", "optimizer": "lyamm"}]}, "unknown optimizer 'lyamm'"),
+        ({"search": {**SPEC["search"], "trials_per_arm": -1}}, "search.trials_per_arm"),
+        ({"arms": [{"name": "x", "optimizer": "adam", "space": {"lr": {"low": 0.1, "high": 0.01}}}]}, "low"),
+        ({"arms": [{"name": "x", "optimizer": "adam", "space": {"lrr": {"low": 0.1, "high": 1}}}]}, "lrr"),
+        ({"serach": {}}, "serach"),
+    ],
+)
+def test_spec_errors_exit_before_ray_starts(tmp_path, change, needle):
+    path = write_spec(tmp_path, **change)
+    t0 = time.time()
+    r = cli("run", str(path), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and needle in err, err
+    assert not (tmp_path / "runs").exists()
+    assert time.time() - t0 < 60
+
+
+def test_dry_run_lists_arms_without_ray(tmp_path):
+    r = cli("run", str(write_spec(tmp_path)), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "lyam: lyam + constant; budget 3" in r.stdout and "lr in [0.0001, 1] log" in r.stdout
+    assert "derived: adam + derived-constant; budget 0; no search" in r.stdout
