@@ -256,7 +256,8 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     )
     print(
         f"L(w0)={l0:.6g}  T={total} ({args.epochs} epochs x {steps_per_epoch} steps)  "
-        f"alpha=sqrt(2 L(w0) / (K_hat T)){'' if args.multiplier == 1 else f' x {args.multiplier}'}={alpha:.6g}"
+        f"alpha=sqrt(2 L(w0) / (K_hat T)){'' if args.multiplier == 1 else f' x {args.multiplier}'}"
+        f"={alpha:.6g}"
     )
     return 0
 
