@@ -59,6 +59,25 @@ def cli(*args, timeout=600, **kw):
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
 def check_complete(run_dir: Path, spec_dict=SPEC):
     """The guarantees of a finished run directory."""
     store = RunStore(run_dir)
@@ -163,9 +182,15 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
             if n_before >= 4:
                 break
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    # SIGKILL the driver and everything it started (its local Ray included)
+    family = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
     before = pd.read_parquet(run_dir / "trials.parquet")
     assert 4 <= len(before) < 4 * 2 + 2 * 3
     r = cli("resume", str(run_dir))
@@ -228,3 +253,34 @@ def test_dry_run_lists_arms_without_ray(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "lyam: lyam + constant; budget 3" in r.stdout and "lr in [0.0001, 1] log" in r.stdout
     assert "derived: adam + derived-constant; budget 0; no search" in r.stdout
+
+
+def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
+    import json
+
+    import ray
+
+    from lyaptune.train import run_trial
+
+    arms = [
+        {"name": "adam-grid", "optimizer": "adam", "grid": {"lr": [1e-3, 1e-2, 3e-2], "beta2": [0.99, 0.999]}}
+    ]
+    spec = load_spec(
+        write_spec(tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [0]})
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
+    finally:
+        ray.shutdown()
+    trials = store.trials()
+    search = trials[trials["phase"] == "search"]
+    assert len(search) == 6 and set(search["status"]) == {"completed"}
+    assert {json.loads(s)["population_size"] for s in search["info_json"]} == {6}
+    points = {(r.param_lr, r.param_beta2) for r in search.itertuples()}
+    assert points == {(a, b) for a in (1e-3, 1e-2, 3e-2) for b in (0.99, 0.999)}
+    row = search[(search["param_lr"] == 1e-2) & (search["param_beta2"] == 0.99)].iloc[0]
+    alone = run_trial(spec.trial_config("adam-grid", {"lr": 1e-2, "beta2": 0.99}, 0))
+    assert row["final_train_loss"] == pytest.approx(alone.records[-1]["train_loss"], rel=1e-4)
+    epochs = store.epochs("adam-grid")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 7 * 3

@@ -164,6 +164,15 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
                 return
             partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
             message = self.errors.pop(trial_id, "")
+            if job.members is not None:
+                results = None
+                if not error and result and result.get("lyaptune_final"):
+                    results = json.loads(result["lyaptune_payload"])["results"]
+                else:
+                    message = message or "the population failed without a message (its worker was lost?)"
+                for member, status, value in plan.finish_population(job, results, message):
+                    progress(member, status, value)
+                return
             if not error and result and result.get("lyaptune_final"):
                 p = json.loads(result["lyaptune_payload"])
                 info = {**p["info"], "resumed_from_epoch": p.get("resumed_from_epoch", 0)}

@@ -27,6 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from lyaptune.errors import ConfigError
 from lyaptune.store import RunStore, trial_row
 from lyaptune.study.spaces import make_sampler, suggest
 from lyaptune.study.spec import ArmSpec, StudySpec
@@ -48,9 +49,12 @@ class Job:
     seed: int
     params: dict[str, Any]
     number: int | None = None  # the Optuna trial number (search phase)
+    members: list[Job] | None = None  # a population: these jobs trained together in one process
 
     def payload(self, spec: StudySpec, arm: ArmSpec) -> dict[str, Any]:
         """What the trainable needs (plain, picklable data)."""
+        if self.members is not None:
+            return {"trial_id": self.trial_id, "population": [m.payload(spec, arm) for m in self.members]}
         return {
             "trial_id": self.trial_id,
             "arm": self.arm,
@@ -100,6 +104,7 @@ class _ArmState:
     open_trials: dict[int, dict[int, float | None]] = field(default_factory=dict)
     open_status: dict[int, str] = field(default_factory=dict)
     finals_queued: bool = False
+    population: bool = False
 
 
 class StudyPlan:
@@ -139,10 +144,25 @@ class StudyPlan:
                     direction=direction,
                     load_if_exists=True,
                 )
-            state = _ArmState(spec=arm, study=study, budget=budget)
+            state = _ArmState(spec=arm, study=study, budget=budget, population=self._use_population(arm))
             self.arms[arm.name] = state
             if study is not None:
                 self._restore_arm(state)
+
+    def _use_population(self, arm: ArmSpec) -> bool:
+        """Whether the grid points of ``arm`` train as vmapped populations (spec ``population``)."""
+        if self.spec.population == "off" or not self.spec.is_grid(arm):
+            return False
+        from lyaptune.population import population_incompatibility
+
+        points = arm.grid_points() if arm.grid is not None else [{}]
+        configs = [self.spec.trial_config(arm, p, s) for p in points[:2] for s in self.spec.search.seeds]
+        reason = population_incompatibility(configs)
+        if reason and self.spec.population == "on":
+            raise ConfigError(f"population: 'on' but arm '{arm.name}' cannot train as a population: {reason}")
+        if not reason:
+            self.log(f"{arm.name}: its {len(points)} grid points train as vmapped populations")
+        return reason is None
 
     # -- resume ------------------------------------------------------------------------------------
     def _restore_arm(self, state: _ArmState) -> None:
@@ -221,6 +241,12 @@ class StudyPlan:
                 if state.study is not None and state.asked < state.budget:
                     self._rr = (self._rr + i + 1) % len(names)
                     jobs = self._ask(state)
+                    if state.population:
+                        while state.asked < state.budget and len(jobs) < self.spec.population_size:
+                            jobs.extend(self._ask(state))
+                        first = jobs[0]
+                        bundle_id = f"{first.arm}-population-{first.number:04d}-{jobs[-1].number:04d}"
+                        return self._start(Job(bundle_id, first.arm, "search", -1, {}, None, jobs))
                     self.queue.extend(jobs[1:])
                     return self._start(jobs[0])
             for state in self.arms.values():
@@ -281,6 +307,19 @@ class StudyPlan:
                     state.open_status[job.number] = status
                 self._maybe_tell(state, job.number)
             return value
+
+    def finish_population(self, bundle: Job, results: list[dict[str, Any]] | None, message: str = "") -> None:
+        """Record every member of a population job (all ``errored`` when ``results`` is None)."""
+        with self.lock:
+            self.running.pop(bundle.trial_id, None)
+            for i, job in enumerate(bundle.members or []):
+                self.running[job.trial_id] = job
+                if results is None:
+                    value = self.finish(job, "errored", [], {}, math.nan, message)
+                else:
+                    r = results[i]
+                    value = self.finish(job, r["status"], r["records"], r["info"], r["wall_s"], r["message"])
+                yield job, (results[i]["status"] if results is not None else "errored"), value
 
     def _maybe_tell(self, state: _ArmState, number: int) -> None:
         seeds = state.open_trials.get(number, {})

@@ -1176,7 +1176,10 @@ _STUDY_KEYS = (
     "arms",
     "checkpoint_every",
     "max_failures",
+    "population",
+    "population_size",
 )
+POPULATION_MODES = ("auto", "on", "off")
 
 
 def _cut_to_two(lists: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
@@ -1201,6 +1204,10 @@ class StudySpec:
       arms: the arms compared (non-empty, unique names).
       checkpoint_every: epochs between trial checkpoints (0 = none).
       max_failures: retries of a trial that raised (>= 0).
+      population: ``auto`` (default) trains the configurations of a grid arm together as one vmapped
+        population (:mod:`lyaptune.population`) when the model is small and training is full-batch;
+        ``on`` requires it (an error where ineligible); ``off`` never.
+      population_size: most members trained in one population (>= 1).
     """
 
     _ROOT: ClassVar[str] = ""
@@ -1214,8 +1221,15 @@ class StudySpec:
     arms: tuple[ArmSpec, ...]
     checkpoint_every: int = 0
     max_failures: int = 1
+    population: str = "auto"
+    population_size: int = 64
 
     def __post_init__(self) -> None:
+        if self.population not in POPULATION_MODES:
+            raise _FieldError(
+                "population", f"must be one of {', '.join(POPULATION_MODES)}, got {self.population!r}"
+            )
+        _integer("population_size", self.population_size, 1)
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
             raise _FieldError("name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}")
         for key, cls in (
@@ -1378,6 +1392,8 @@ class StudySpec:
             "max_concurrent": self.max_concurrent,
             "checkpoint_every": self.checkpoint_every,
             "max_failures": self.max_failures,
+            "population": self.population,
+            "population_size": self.population_size,
             "arms": [a.to_dict() for a in self.arms],
         }
 

@@ -32,9 +32,58 @@ def _load_checkpoint() -> dict[str, Any] | None:
         return torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
 
 
+def _where() -> dict[str, Any]:
+    """The Ray node and process a run trained on (recorded in the run's info)."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+    except Exception:  # outside a Ray worker
+        node = None
+    return {"node_id": node, "pid": os.getpid()}
+
+
+def _train_population(job: dict[str, Any]) -> None:
+    """Train the member jobs of a population together (:func:`lyaptune.population.run_population`)."""
+    from lyaptune.population import run_population
+
+    base = {"lyaptune_trial_id": job["trial_id"]}
+    configs = [TrialConfig.from_dict(m["trial_config"]) for m in job["population"]]
+    try:
+        results = run_population(configs)
+    except Exception as exc:
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
+        raise
+    where = _where()
+    payload = {
+        "results": [
+            {
+                "status": r.status,
+                "records": r.records,
+                "info": {**r.info, **where},
+                "wall_s": r.wall_s,
+                "message": r.message,
+            }
+            for r in results
+        ]
+    }
+    tune.report(
+        {
+            **base,
+            "objective": None,
+            "epoch": configs[0].epochs,
+            "lyaptune_final": True,
+            "lyaptune_payload": json.dumps(payload),
+        }
+    )
+
+
 def train_job(config: dict[str, Any]) -> None:
     """Ray Tune function trainable running one job (``config["job"]``, see ``StudyPlan``)."""
     job = config["job"]
+    if "population" in job:
+        return _train_population(job)
     trial_config = TrialConfig.from_dict(job["trial_config"])
     metric = job["metric"]
     every = int(job["checkpoint_every"] or 0)
@@ -78,16 +127,10 @@ def train_job(config: dict[str, Any]) -> None:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
         tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
         raise
-    try:
-        import ray
-
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:  # outside a Ray worker (tests call the adapter directly)
-        node = None
     payload = {
         "status": result.status,
         "records": result.records,
-        "info": {**result.info, "node_id": node, "pid": os.getpid()},
+        "info": {**result.info, **_where()},
         "wall_s": result.wall_s,
         "message": result.message,
         "resumed_from_epoch": int(state["epoch"]) if state else 0,
