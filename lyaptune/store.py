@@ -399,7 +399,7 @@ def _upsert(table: pa.Table, pos: int | None, row: Mapping[str, Any]) -> pa.Tabl
     new = _trials_table([row])
     parts = [table, new] if pos is None else [table.slice(0, pos), new, table.slice(pos + 1)]
     try:
-        merged = pa.concat_tables(parts, promote_options="default")
+        merged = pa.concat_tables(parts, promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         rows = table.to_pylist()
         if pos is None:
@@ -802,7 +802,7 @@ class RunStore:
         else:
             tables = []
         base = _EPOCH_BASE_SCHEMA.insert(0, pa.field(_ARM_KEY, pa.string()))
-        table = pa.concat_tables([base.empty_table(), *tables], promote_options="default")
+        table = pa.concat_tables([base.empty_table(), *tables], promote_options="permissive")
         table = table.select(_order_epoch_columns(table.column_names))
         if known is not None:
             table = table.filter(

@@ -1,0 +1,128 @@
+"""Analysis subcommands of the CLI: report, compare."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lyaptune.errors import UserError
+
+__all__ = ["add_commands"]
+
+
+def _add_collapse_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--collapse-loss",
+        type=float,
+        default=0.05,
+        metavar="REL",
+        help="a run is collapsed if its final train loss is within REL of L(w0) (default 0.05)",
+    )
+    p.add_argument(
+        "--collapse-acc",
+        type=float,
+        default=2.0,
+        metavar="POINTS",
+        help="... or its test accuracy within POINTS percentage points of chance (default 2)",
+    )
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the analysis subcommands (``report``, ``compare``) on the ``lyaptune`` parser."""
+    p = sub.add_parser("report", help="write a study's report (Markdown / HTML, figures, tables)")
+    p.add_argument("run_dir", help="the run directory (a local path or a pyarrow URI)")
+    p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
+    p.add_argument("--format", default="md,html", help="comma-separated formats: md, html (default md,html)")
+    p.add_argument(
+        "--reference",
+        default="derived",
+        help="the arm to compare against (default: the derived-constant arm; 'none' for none)",
+    )
+    p.add_argument("--no-importance", action="store_true", help="skip PED-ANOVA / fANOVA importances")
+    _add_collapse_args(p)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="print the comparison table of one or several runs")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (several: one combined table)"
+    )
+    p.add_argument(
+        "--reference",
+        default="derived",
+        help="the arm to compare against (default: the derived-constant arm; 'none' for none)",
+    )
+    p.add_argument("--csv", default=None, metavar="FILE", help="also write the full table as CSV")
+    p.add_argument("--markdown", action="store_true", help="print Markdown tables instead of plain text")
+    _add_collapse_args(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _thresholds(args: argparse.Namespace):
+    from lyaptune.analysis import CollapseThresholds
+
+    return CollapseThresholds(loss_rel=args.collapse_loss, acc_points=args.collapse_acc)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lyaptune.analysis import load_study, write_report
+    from lyaptune.analysis.report import REPORT_FORMATS
+
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    for f in formats:
+        if f not in REPORT_FORMATS:
+            raise UserError(f"--format: unknown report format {f!r}; choices: {', '.join(REPORT_FORMATS)}")
+    if not formats:
+        raise UserError(f"--format: give at least one of {', '.join(REPORT_FORMATS)}")
+    thresholds = _thresholds(args)
+    out = args.out
+    if out is None:
+        if "://" in args.run_dir and not args.run_dir.startswith("file://"):
+            raise UserError(f"--out is required for a run directory at a URI ({args.run_dir})")
+        out = os.path.join(args.run_dir.removeprefix("file://"), "report")
+    study = load_study(args.run_dir)
+    reference = None if args.reference == "none" else args.reference
+    files = write_report(
+        study,
+        out,
+        formats,
+        reference=reference,
+        thresholds=thresholds,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        importance=not args.no_importance,
+    )
+    main = [str(p) for p in files if p.name.startswith("report.")]
+    print(f"report of {study.name}: {len(files)} files in {out}" + (f" ({', '.join(main)})" if main else ""))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lyaptune.analysis import compare, load_study
+    from lyaptune.analysis.report import format_compare_tables, render_markdown_table, render_text_table
+
+    thresholds = _thresholds(args)
+    studies = [load_study(d, epochs=False) for d in args.run_dirs]
+    reference = None if args.reference == "none" else args.reference
+    table = compare(studies, reference, thresholds=thresholds, n_resamples=args.resamples, seed=args.seed)
+    render = render_markdown_table if args.markdown else render_text_table
+    tabs = format_compare_tables(table)
+    titles = {
+        "outcomes": "final-seed runs",
+        "differences": "difference to the reference (arm - reference)",
+        "cost": "tuning cost and rank",
+    }
+    for key, (head, rows) in tabs.items():
+        if key == "differences" and reference is None:
+            continue
+        print(f"\n{titles[key]}:" if key != "outcomes" else f"{titles[key]}:")
+        print(render(head, rows))
+    print(f"\ncollapsed: {thresholds.describe()}; collapsed arms are not ranked.")
+    if args.csv:
+        try:
+            table.to_csv(args.csv, index=False)
+        except OSError as err:
+            raise UserError(f"--csv: cannot write {args.csv}: {err.strerror or err}") from err
+        print(f"full table: {args.csv}")
+    return 0

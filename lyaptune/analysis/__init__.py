@@ -1,0 +1,93 @@
+"""Analysis of stored studies: comparison tables, budget curves, sensitivity, figures and reports.
+
+Functions take a :class:`Study` (or DataFrames) and return DataFrames or matplotlib Figures; reading
+happens in :func:`load_study` and writing in :func:`write_report`.
+
+Example::
+
+    from lyaptune.analysis import load_study, compare, budget_curve, write_report
+
+    study = load_study("runs/quickstart")
+    table = compare(study, reference="derived")
+    curve = budget_curve(study, "adam-exponential")
+    write_report(study, "runs/quickstart/report")
+"""
+
+from lyaptune.analysis.budget import (
+    FAILED_POLICIES,
+    MatchingBudget,
+    budget_curve,
+    expected_best,
+    matching_budget,
+    matching_budgets,
+    search_trial_values,
+)
+from lyaptune.analysis.collapse import CollapseThresholds, classify_collapse, num_classes_of
+from lyaptune.analysis.compare import (
+    DEFAULT_METRICS,
+    METRIC_SENSE,
+    bootstrap_ci,
+    compare,
+    paired_test,
+    resolve_reference,
+)
+from lyaptune.analysis.figures import (
+    budget_figure,
+    collapsed_counts,
+    curve_bands,
+    divergence_figure,
+    grid_response_figure,
+    importance_figure,
+    save_figure,
+    slices_figure,
+    study_curves_figure,
+    training_curves_figure,
+)
+from lyaptune.analysis.load import Study, load_study
+from lyaptune.analysis.report import REPORT_FORMATS, format_compare_tables, write_report
+from lyaptune.analysis.sensitivity import (
+    Sensitivity,
+    divergence_vs_lr_khat,
+    param_importance,
+    sensitivity,
+    study_k_hat,
+)
+
+__all__ = [
+    "CollapseThresholds",
+    "DEFAULT_METRICS",
+    "FAILED_POLICIES",
+    "METRIC_SENSE",
+    "MatchingBudget",
+    "REPORT_FORMATS",
+    "Sensitivity",
+    "Study",
+    "bootstrap_ci",
+    "budget_curve",
+    "budget_figure",
+    "classify_collapse",
+    "collapsed_counts",
+    "compare",
+    "curve_bands",
+    "divergence_figure",
+    "divergence_vs_lr_khat",
+    "expected_best",
+    "format_compare_tables",
+    "grid_response_figure",
+    "importance_figure",
+    "load_study",
+    "matching_budget",
+    "matching_budgets",
+    "num_classes_of",
+    "paired_test",
+    "param_importance",
+    "resolve_reference",
+    "save_figure",
+    "search_trial_values",
+    "sensitivity",
+    "slices_figure",
+    "study_curves_figure",
+    "study_k_hat",
+    "training_curves_figure",
+    "write_report",
+]

@@ -1,0 +1,720 @@
+"""The study report: spec summary, comparison tables, figures, budget curves, sensitivity and notes.
+
+:func:`write_report` is the writing edge of :mod:`lyaptune.analysis`: it calls the pure functions,
+renders one list of blocks to Markdown and to a self-contained HTML page (inline CSS, no scripts,
+images linked relatively so the directory can be opened from disk or moved as a whole), and writes
+the tables as CSV and the settings and headline numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lyaptune.analysis.budget import budget_curve, matching_budgets
+from lyaptune.analysis.collapse import CollapseThresholds, classify_collapse
+from lyaptune.analysis.compare import DEFAULT_METRICS, METRIC_LABELS, compare, compare_json, resolve_reference
+from lyaptune.analysis.figures import (
+    arm_colors,
+    budget_figure,
+    divergence_figure,
+    grid_response_figure,
+    importance_figure,
+    save_figure,
+    slices_figure,
+    training_curves_figure,
+)
+from lyaptune.analysis.load import Study
+from lyaptune.analysis.sensitivity import divergence_vs_lr_khat, sensitivity, study_k_hat
+from lyaptune.errors import ConfigError, UserError
+
+__all__ = [
+    "REPORT_FORMATS",
+    "write_report",
+    "format_compare_tables",
+    "render_markdown_table",
+    "render_text_table",
+]
+
+#: Report formats :func:`write_report` can write.
+REPORT_FORMATS: tuple[str, ...] = ("md", "html")
+FIGURES_DIR = "figures"
+
+Block = tuple[Any, ...]
+
+
+# -- formatting -------------------------------------------------------------------------------------
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+    if not math.isfinite(f):
+        return "-"
+    return f"{f:.{digits}g}"
+
+
+def _fmt_metric(m: str, v: Any) -> str:
+    if m.endswith("_acc"):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return "-"
+        return "-" if not math.isfinite(f) else f"{100 * f:.2f}%"
+    return _num(v)
+
+
+def _fmt_p(p: Any) -> str:
+    try:
+        f = float(p)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if not math.isfinite(f) else (f"{f:.2g}" if f >= 1e-3 else f"{f:.1e}")
+
+
+def format_compare_tables(
+    table: pd.DataFrame, metrics: Sequence[str] | None = None
+) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The comparison table as three display tables of strings: outcomes, differences, cost and rank.
+
+    Args:
+      table: the output of :func:`~lyaptune.analysis.compare.compare`.
+      metrics: metrics to show (default those it was computed for).
+
+    Returns:
+      ``{"outcomes": (header, rows), "differences": (...), "cost": (...)}``; accuracies are shown in
+      percent, intervals as ``[low, high]``.
+    """
+    metrics = list(metrics or table.attrs.get("metrics") or DEFAULT_METRICS)
+    multi = table["study"].nunique() > 1 if len(table) else False
+    keys = ["study", "arm"] if multi else ["arm"]
+    if multi and table["dataset"].nunique() > 1:
+        keys = ["study", "dataset", "arm"]
+    conf = float(table.attrs.get("confidence", 0.95))
+
+    def key_cells(r: pd.Series) -> list[str]:
+        cells = [str(r[k]) for k in keys]
+        if r.get("is_reference"):
+            cells[-1] += " (ref)"
+        if r.get("n_collapsed", 0) > 0:
+            cells[-1] += f" [collapsed {r['n_collapsed']}/{r['n_completed']}]"
+        return cells
+
+    head = (
+        keys
+        + ["runs", "collapsed", "diverged"]
+        + [f"{METRIC_LABELS.get(m, m)}: mean +- sd [{conf:.0%} CI]" for m in metrics]
+    )
+    outcomes = []
+    for _, r in table.iterrows():
+        row = key_cells(r) + [
+            f"{r['n_completed']}/{r['n_final']}",
+            str(r["n_collapsed"]),
+            str(r["n_diverged"]),
+        ]
+        for m in metrics:
+            if r[f"{m}_n"] == 0:
+                row.append("-")
+                continue
+            cell = _fmt_metric(m, r[f"{m}_mean"])
+            if r[f"{m}_n"] >= 2:
+                sd, lo, hi = (_fmt_metric(m, r[f"{m}_{k}"]) for k in ("std", "ci_low", "ci_high"))
+                cell += f" +- {sd} [{lo}, {hi}]"
+            row.append(cell)
+        outcomes.append(row)
+    dhead = keys + [f"{METRIC_LABELS.get(m, m)}: diff [{conf:.0%} CI], p (t / Wilcoxon)" for m in metrics]
+    diffs = []
+    for _, r in table.iterrows():
+        row = key_cells(r)
+        for m in metrics:
+            if r[f"{m}_direction"] == "reference":
+                row.append("reference")
+                continue
+            if r[f"{m}_n_pairs"] == 0:
+                row.append("-")
+                continue
+            cell = f"{_fmt_metric(m, r[f'{m}_diff']) if not m.endswith('_acc') else _pp(r[f'{m}_diff'])}"
+            lo, hi = r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"]
+            if math.isfinite(lo):
+                fmt = _pp if m.endswith("_acc") else _num
+                cell += f" [{fmt(lo)}, {fmt(hi)}]"
+            p_t, p_w = _fmt_p(r[f"{m}_p_ttest"]), _fmt_p(r[f"{m}_p_wilcoxon"])
+            cell += f", p {p_t} / {p_w}, {r[f'{m}_direction']} (n={r[f'{m}_n_pairs']})"
+            row.append(cell)
+        diffs.append(row)
+    rank_by = str(table["rank_by"].iloc[0]) if len(table) else "min_grad_norm"
+    chead = keys + [
+        "search trials",
+        "search runs",
+        "CPU-s",
+        "GPU-s",
+        "K_hat estimate s / run",
+        f"rank by {METRIC_LABELS.get(rank_by, rank_by)}",
+    ]
+    cost = []
+    for _, r in table.iterrows():
+        if pd.isna(r["rank"]):
+            if r["n_collapsed"]:
+                why = "collapsed"
+            elif r["n_diverged"] + r["n_errored"] + r["n_stopped"]:
+                why = "a final run failed"
+            else:
+                why = "no completed run" if r["n_completed"] == 0 else "no value"
+            rank = f"- ({why})"
+        else:
+            rank = str(int(r["rank"]))
+        cost.append(
+            key_cells(r)
+            + [
+                str(r["search_trials"]),
+                str(r["search_runs"]),
+                _num(r["cpu_s"]),
+                _num(r["gpu_s"]),
+                _num(r["lipschitz_s"]),
+                rank,
+            ]
+        )
+    return {"outcomes": (head, outcomes), "differences": (dhead, diffs), "cost": (chead, cost)}
+
+
+def _pp(v: Any) -> str:
+    """An accuracy difference in percentage points."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if not math.isfinite(f) else f"{100 * f:+.2f} pt"
+
+
+def render_markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown pipe table (``|`` in cells escaped)."""
+
+    def cell(s: Any) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with aligned columns (for the terminal)."""
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(s.rstrip() for s in out)
+
+
+# -- rendering blocks --------------------------------------------------------------------------------
+
+
+def _md(blocks: Sequence[Block]) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + b[1])
+        elif kind == "p":
+            out.append(b[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in b[1]) if b[1] else "- (none)")
+        elif kind == "table":
+            out.append(render_markdown_table(b[1], b[2]) if b[2] else "(no rows)")
+        elif kind == "fig":
+            _, png, svg, caption = b
+            out.append(f"![{caption}]({png})\n\n*{caption}* ([SVG]({svg}))")
+        elif kind == "pre":
+            out.append("```\n" + b[1] + "\n```")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .88em; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #555; } pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
+"""
+
+
+def _html(blocks: Sequence[Block], title: str) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+    ]
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{e(b[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{e(b[1])}</p>")
+        elif kind == "ul":
+            items = b[1] or ["(none)"]
+            out.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>")
+        elif kind == "table":
+            if not b[2]:
+                out.append("<p>(no rows)</p>")
+                continue
+            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
+            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "fig":
+            _, png, svg, caption = b
+            out.append(
+                f'<figure><a href="{e(svg)}"><img src="{e(png)}" alt="{e(caption)}"></a>'
+                f"<figcaption>{e(caption)} (click for SVG)</figcaption></figure>"
+            )
+        elif kind == "pre":
+            out.append(f"<pre>{e(b[1])}</pre>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "arm"
+
+
+def _describe_space(arm: dict[str, Any]) -> str:
+    if arm.get("grid"):
+        return "grid: " + "; ".join(f"{k} in {list(v)}" for k, v in arm["grid"].items())
+    parts = []
+    for k, v in (arm.get("space") or {}).items():
+        if isinstance(v, dict) and "choices" in v:
+            parts.append(f"{k} in {v['choices']}")
+        elif isinstance(v, dict) and "low" in v:
+            parts.append(f"{k} in [{_num(v['low'])}, {_num(v['high'])}]{' (log)' if v.get('log') else ''}")
+        else:
+            parts.append(f"{k} = {v}")
+    return "; ".join(parts) if parts else "none (not tuned: runs on the final seeds only)"
+
+
+def _spec_blocks(study: Study) -> list[Block]:
+    spec, task, obj = study.spec, study.task, study.objective
+    search = dict(spec.get("search") or {})
+    res = study.resources
+    finished = study.info.get("finished")
+    state = (
+        f"finished {finished}"
+        if finished
+        else "in progress or interrupted (the tables show what is recorded)"
+    )
+    rows = [
+        ["study", study.name],
+        ["run directory", study.path],
+        ["state", f"started {study.info.get('started', '?')}; {state}"],
+        [
+            "task",
+            f"dataset {task.get('dataset')} {dict(task.get('dataset_args') or {}) or ''}; "
+            f"model {task.get('model')} {dict(task.get('model_args') or {}) or ''}; "
+            f"{task.get('epochs')} epochs; batch {task.get('batch_size')}; "
+            f"validation fraction {task.get('validation_fraction')}",
+        ],
+        ["objective", f"{obj['metric']} ({obj['mode']}, at {obj['at']} epoch)"],
+        [
+            "search",
+            f"sampler {search.get('sampler')}; {search.get('trials_per_arm')} trials per arm; search seeds "
+            f"{search.get('seeds')}; final seeds {search.get('final_seeds')}; "
+            f"scheduler {search.get('scheduler', 'none')}",
+        ],
+        ["resources per trial", f"{res['cpu']:g} CPU, {res['gpu']:g} GPU"],
+        [
+            "versions",
+            ", ".join(
+                f"{k} {study.info[k]}"
+                for k in ("lyaptune", "torch", "ray", "optuna", "python")
+                if k in study.info
+            )
+            or "-",
+        ],
+    ]
+    if study.info.get("git_commit"):
+        rows.append(["git commit", str(study.info["git_commit"])])
+    arms = []
+    for a in study.spec.get("arms") or []:
+        extra = dict(a.get("optimizer_args") or {})
+        extra.update({f"schedule.{k}": v for k, v in (a.get("schedule_args") or {}).items()})
+        if a.get("lipschitz"):
+            extra["lipschitz"] = dict(a["lipschitz"])
+        arms.append(
+            [
+                str(a.get("name")),
+                str(a.get("optimizer")),
+                str(a.get("schedule")),
+                _describe_space(a),
+                ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
+            ]
+        )
+    return [
+        ("h2", "Study"),
+        ("table", ["field", "value"], rows),
+        ("h3", "Arms"),
+        ("table", ["arm", "optimizer", "schedule", "searched", "fixed"], arms),
+    ]
+
+
+def _status_counts(study: Study) -> list[list[str]]:
+    t = study.trials
+    out = []
+    for arm in study.arms:
+        rows = t[t["arm"] == arm] if len(t) else t
+        for phase in ("search", "final"):
+            p = rows[rows["phase"] == phase] if len(rows) else rows
+            if not len(p):
+                continue
+            counts = p["status"].value_counts().to_dict()
+            out.append(
+                [arm, phase, str(len(p))]
+                + [str(counts.get(s, 0)) for s in ("completed", "diverged", "stopped", "errored", "running")]
+            )
+    return out
+
+
+def _problem_runs(study: Study, classified: pd.DataFrame) -> list[list[str]]:
+    if not len(classified):
+        return []
+    # every run that did not complete, and the collapsed final runs (search runs at a useless learning
+    # rate often "collapse" too; they are counted separately, not listed)
+    final_collapsed = classified["collapsed"] & (classified["phase"] == "final")
+    bad = classified[(classified["status"] != "completed") | final_collapsed]
+    rows = []
+    for _, r in bad.sort_values(["arm", "phase", "trial_id"]).iterrows():
+        what = r["status"] if r["status"] != "completed" else f"collapsed ({r['collapse_reason']})"
+        msg = str(r.get("message") or "")
+        if r["collapsed"]:
+            msg = (
+                f"final train loss {_num(r['final_train_loss'])} vs L(w0) {_num(r['initial_loss'])}; "
+                f"test acc {_fmt_metric('final_test_acc', r['final_test_acc'])} vs chance "
+                f"{_fmt_metric('final_test_acc', r['chance_acc'])}; min grad norm {_num(r['min_grad_norm'])}"
+            )
+        rows.append(
+            [str(r["arm"]), str(r["phase"]), str(r["trial_id"]), what, _num(r["epochs_completed"]), msg[:300]]
+        )
+    return rows
+
+
+def write_report(
+    study: Study,
+    out_dir: str | os.PathLike[str],
+    formats: Sequence[str] = REPORT_FORMATS,
+    *,
+    reference: str | None = "derived",
+    thresholds: CollapseThresholds | None = None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    importance: bool = True,
+) -> list[Path]:
+    """Write the study's report into ``out_dir``.
+
+    Files: ``report.md`` / ``report.html`` (per ``formats``), ``compare.csv`` and ``compare.json``
+    (the full comparison table and its settings: reference, collapse thresholds, bootstrap),
+    ``budget.csv`` (every arm's budget curve), ``matching.csv`` (trials each baseline needs to match
+    the reference), ``runs.csv`` (every run with its collapse classification), and under ``figures/``
+    PNG and SVG of: ``curves`` (gradient norm, training loss, test accuracy against epoch per arm),
+    ``budget`` (budget curves), ``slices_<arm>``, ``grid_<arm>`` (grid arms), ``importance_<arm>``
+    (where importances exist) and ``divergence`` (where lr x K_hat is known).
+
+    Args:
+      study: a loaded study (:func:`~lyaptune.analysis.load.load_study`).
+      out_dir: a local directory (created).
+      formats: any of ``md``, ``html``.
+      reference: the reference arm (``derived`` finds the derived-constant arm; ``None``: none).
+      thresholds: collapse thresholds (stored in the report).
+      n_resamples, seed: bootstrap settings.
+      importance: compute hyperparameter importances (needs the Optuna journal).
+
+    Returns:
+      The paths written, sorted.
+
+    Raises:
+      ConfigError: an unknown format or reference arm.
+      UserError: ``out_dir`` is a URI or cannot be written.
+    """
+    formats = [f.strip().lower() for f in formats if f.strip()]
+    for f in formats:
+        if f not in REPORT_FORMATS:
+            raise ConfigError(f"unknown report format {f!r}; choices: {', '.join(REPORT_FORMATS)}")
+    if "://" in os.fspath(out_dir) and not os.fspath(out_dir).startswith("file://"):
+        raise UserError(
+            f"the report is written to a local directory, got {os.fspath(out_dir)!r}; use --out DIR"
+        )
+    out = Path(os.fspath(out_dir).removeprefix("file://"))
+    try:
+        (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the report directory {out}: {err.strerror or err}") from err
+    th = thresholds or CollapseThresholds()
+    ref = resolve_reference(study, reference)
+    written: list[Path] = []
+
+    def fig_block(fig: Any, stem: str, caption: str) -> Block:
+        paths = save_figure(fig, out / FIGURES_DIR / stem)
+        written.extend(Path(p) for p in paths)
+        return ("fig", f"{FIGURES_DIR}/{stem}.png", f"{FIGURES_DIR}/{stem}.svg", caption)
+
+    obj = study.objective
+    table = compare(study, ref, thresholds=th, n_resamples=n_resamples, seed=seed)
+    classified = classify_collapse(study.trials, th) if len(study.trials) else study.trials
+    blocks: list[Block] = [("h1", f"lyaptune report: {study.name}")]
+    blocks += _spec_blocks(study)
+    blocks += [
+        ("h3", "Runs recorded"),
+        (
+            "table",
+            ["arm", "phase", "runs", "completed", "diverged", "stopped", "errored", "running"],
+            _status_counts(study),
+        ),
+    ]
+
+    # -- comparison
+    tabs = format_compare_tables(table)
+    conf = "95%"
+    blocks += [
+        ("h2", "Comparison of the final configurations"),
+        (
+            "p",
+            f"Each arm's best configuration (by the validation objective {obj['metric']}) re-run on the "
+            f"final seeds. Statistics over completed final runs: mean, sample sd, and a {conf} percentile "
+            f"bootstrap interval ({n_resamples} resamples, seed {seed}). Reference arm: {ref or 'none'}. "
+            "Differences are paired by seed (arm minus reference) with a bootstrap interval, a paired t-test "
+            "and, from 6 pairs, a Wilcoxon signed-rank test; 'better'/'worse' follows each metric's sense.",
+        ),
+        (
+            "p",
+            f"Collapse rule (thresholds stored in compare.json): {th.describe()} (loss_rel={th.loss_rel:g}, "
+            f"acc_points={th.acc_points:g}). Collapsed runs count in the statistics but an arm with any "
+            "collapsed (or diverged, errored, stopped) final run is never ranked.",
+        ),
+        ("table", *tabs["outcomes"]),
+        ("h3", "Difference to the reference"),
+        ("table", *tabs["differences"]),
+        ("h3", "Tuning cost and rank"),
+        ("table", *tabs["cost"]),
+    ]
+    collapsed_lines = [
+        f"{r['arm']}: {r['n_collapsed']} of {r['n_completed']} completed final runs collapsed"
+        for _, r in table.iterrows()
+    ]
+    blocks += [("p", "Collapsed final-seed runs per arm:"), ("ul", collapsed_lines)]
+    (out / "compare.csv").write_text(table.to_csv(index=False))
+    (out / "compare.json").write_text(_compare_json(table, th, ref))
+    written += [out / "compare.csv", out / "compare.json"]
+
+    # -- curves
+    collapsed = {str(r["arm"]): (int(r["n_collapsed"]), int(r["n_completed"])) for _, r in table.iterrows()}
+    colors = arm_colors(study.arms, ref)
+    blocks.append(("h2", "Training curves"))
+    if len(study.epochs) and (study.epochs["phase"] == "final").any():
+        fig = training_curves_figure(
+            study.epochs,
+            arms=study.arms,
+            reference=ref,
+            collapsed=collapsed,
+            title=f"{study.name}: final configurations (mean over seeds, min-max band)",
+        )
+        blocks.append(
+            fig_block(
+                fig,
+                "curves",
+                "Gradient norm (log scale), training loss and test accuracy against "
+                "epoch for each arm's final configuration; collapsed arms dashed grey.",
+            )
+        )
+    else:
+        blocks.append(("p", "No final-phase epochs recorded yet."))
+
+    # -- budget curves
+    blocks.append(("h2", "Budget curves"))
+    curves = {arm: budget_curve(study, arm) for arm in study.arms}
+    curves = {a: c for a, c in curves.items() if not c.empty}
+    match = matching_budgets(study, ref) if ref is not None else pd.DataFrame()
+    long = (
+        pd.concat([c.assign(arm=a) for a, c in curves.items()], ignore_index=True)
+        if curves
+        else pd.DataFrame(columns=["arm", "k", "expected_best", "sd", "n_trials", "n_failed", "n_pending"])
+    )
+    (out / "budget.csv").write_text(long.to_csv(index=False))
+    (out / "matching.csv").write_text(match.to_csv(index=False))
+    written += [out / "budget.csv", out / "matching.csv"]
+    if curves:
+        target = float(match["target"].iloc[0]) if len(match) else None
+        matches = {r["arm"]: (None if pd.isna(r["k"]) else int(r["k"])) for _, r in match.iterrows()}
+        fig = budget_figure(
+            curves,
+            metric=obj["metric"],
+            mode=obj["mode"],
+            reference=ref,
+            target=target,
+            matches=matches,
+            colors=colors,
+        )
+        blocks += [
+            (
+                "p",
+                f"Expected best validation {obj['metric']} after k search trials (Dodge et al. 2019, exact "
+                "without-replacement order statistics over the trials run). Failed trials (diverged, "
+                "errored, stopped) count as the arm's worst completed value; pending trials are left out.",
+            ),
+            fig_block(
+                fig,
+                "budget",
+                "Expected best objective against the number of search trials (+-1 sd); the "
+                "dashed line is the reference arm's mean final objective.",
+            ),
+        ]
+        if len(match):
+            rows = [
+                [
+                    r["arm"],
+                    r["reference"],
+                    _num(r["target"]),
+                    "not matched" if pd.isna(r["k"]) else str(int(r["k"])),
+                    str(r["budget"]),
+                    _num(r["expected_at_k"]),
+                ]
+                for _, r in match.iterrows()
+            ]
+            blocks += [
+                ("h3", "Trials needed to match the reference"),
+                (
+                    "table",
+                    [
+                        "arm",
+                        "reference",
+                        "reference objective",
+                        "k",
+                        "trials run",
+                        "expected best at k (or at all)",
+                    ],
+                    rows,
+                ),
+            ]
+    else:
+        blocks.append(("p", "No arm has completed search trials."))
+
+    # -- sensitivity
+    blocks.append(("h2", "Sensitivity"))
+    notes: list[str] = []
+    any_sens = False
+    for arm in study.arms:
+        sens = sensitivity(study, arm, importance=importance, seed=seed)
+        notes += list(sens.notes)
+        if sens.trials.empty:
+            continue
+        any_sens = True
+        slug = _slug(arm)
+        blocks.append(("h3", arm))
+        blocks.append(
+            fig_block(
+                slices_figure(sens),
+                f"slices_{slug}",
+                f"{arm}: search objective of each trial against each hyperparameter (x: failed).",
+            )
+        )
+        g = grid_response_figure(sens)
+        if g is not None:
+            blocks.append(
+                fig_block(g, f"grid_{slug}", f"{arm}: grid response (1-D means +-1 sd, 2-D mean heatmaps).")
+            )
+        if not sens.importance.empty:
+            f = importance_figure(sens.importance, title=f"{arm}: hyperparameter importance")
+            blocks.append(fig_block(f, f"importance_{slug}", f"{arm}: importance by PED-ANOVA and fANOVA."))
+            piv = sens.importance.pivot_table(index="param", columns="evaluator", values="importance")
+            blocks.append(
+                (
+                    "table",
+                    ["hyperparameter", *map(str, piv.columns)],
+                    [[str(i), *(_num(v, 3) for v in row)] for i, row in zip(piv.index, piv.to_numpy())],
+                )
+            )
+    if not any_sens:
+        blocks.append(("p", "No arm has search trials."))
+    k_hat = study_k_hat(study.trials)
+    div = (
+        {
+            arm: divergence_vs_lr_khat(study.trials[study.trials["arm"] == arm], k_hat=k_hat)
+            for arm in study.arms
+        }
+        if len(study.trials)
+        else {}
+    )
+    if len(study.trials):
+        div["all runs"] = divergence_vs_lr_khat(study.trials, k_hat=k_hat)
+    dfig = divergence_figure(div, k_hat=k_hat, colors=colors)
+    blocks.append(("h3", "Divergence against lr x K_hat"))
+    if dfig is not None:
+        blocks.append(
+            fig_block(
+                dfig,
+                "divergence",
+                "Share of runs that diverged against lr x K_hat (K_hat from the "
+                "derived arm's estimate where a run has none); dotted line at 2.",
+            )
+        )
+    else:
+        blocks.append(("p", "Not available: no run has both a learning rate and a K_hat estimate."))
+
+    # -- notes
+    blocks += [
+        ("h2", "Notes on diverged, failed and collapsed runs"),
+        ("table", ["arm", "phase", "run", "outcome", "epochs", "detail"], _problem_runs(study, classified)),
+    ]
+    if len(classified):
+        search_collapsed = classified[classified["collapsed"] & (classified["phase"] == "search")]
+        counts = search_collapsed.groupby("arm").size().to_dict()
+        if counts:
+            blocks.append(
+                (
+                    "p",
+                    "Search runs that ended collapsed (typically a learning rate too small to move): "
+                    + ", ".join(f"{a} {counts[a]}" for a in study.arms if a in counts)
+                    + ". They count as completed trials in the budget curves.",
+                )
+            )
+    if notes:
+        blocks += [("h3", "Skipped analyses"), ("ul", notes)]
+    runs_csv = classified.drop(
+        columns=[c for c in ("info_json", "config_json") if c in classified], errors="ignore"
+    )
+    (out / "runs.csv").write_text(runs_csv.to_csv(index=False))
+    written.append(out / "runs.csv")
+
+    if "md" in formats:
+        (out / "report.md").write_text(_md(blocks), encoding="utf-8")
+        written.append(out / "report.md")
+    if "html" in formats:
+        (out / "report.html").write_text(_html(blocks, f"lyaptune report: {study.name}"), encoding="utf-8")
+        written.append(out / "report.html")
+    return sorted(set(written))
+
+
+def _compare_json(table: pd.DataFrame, th: CollapseThresholds, ref: str | None) -> str:
+    data = json.loads(compare_json(table))
+    data["settings"].update(
+        {"reference": ref, "collapse_thresholds": th.to_dict(), "collapse_rule": th.describe()}
+    )
+    return json.dumps(data, indent=2)

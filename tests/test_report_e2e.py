@@ -1,0 +1,146 @@
+"""End to end: a tiny study through the real runner (``lyaptune run``), then ``lyaptune report``.
+
+The study runs in a subprocess with a real local Ray and real Optuna on a synthetic dataset; the
+report is written by the real CLI in another subprocess, every file is checked, the numbers of the
+comparison table are recomputed from ``trials.parquet`` with numpy, and the HTML page is opened in
+headless Chromium (skipped, with the reason, where Chromium is not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SPEC = textwrap.dedent(
+    """\
+    name: tiny-e2e
+    task: {dataset: synthetic, dataset_args: {n_train: 128, n_test: 64}, model: fc,
+           model_args: {depth: 1, width: 16}, epochs: 3, batch_size: full, validation_fraction: 0.25,
+           device: cpu}
+    objective: {metric: val_loss, mode: min, at: final}
+    search: {sampler: tpe, trials_per_arm: 2, seeds: [0], final_seeds: [0, 1]}
+    resources: {cpu: 1, gpu: 0}
+    max_concurrent: 2
+    arms:
+      - {name: derived, optimizer: adam, schedule: derived-constant, lipschitz: {samples: 2}}
+      - name: adam-exponential
+        optimizer: adam
+        schedule: exponential
+        space: {lr: {low: 1.0e-4, high: 1.0e-1, log: true}}
+    """
+)
+# The study itself (Ray start-up, 6 runs incl. two K_hat estimates) takes 35-70 s on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+def lyaptune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    spec = tmp / "tiny.yaml"
+    spec.write_text(SPEC)
+    r = lyaptune("run", str(spec), "--out", str(tmp / "runs"))
+    assert r.returncode == 0, f"lyaptune run failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    run_dir = tmp / "runs" / "tiny-e2e"
+    out = tmp / "report"
+    r = lyaptune("report", str(run_dir), "--out", str(out), "--format", "md,html")
+    assert r.returncode == 0, f"lyaptune report failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return run_dir, out
+
+
+def test_report_writes_every_file(reported):
+    run_dir, out = reported
+    expected = [
+        "report.md",
+        "report.html",
+        "compare.csv",
+        "compare.json",
+        "budget.csv",
+        "matching.csv",
+        "runs.csv",
+    ]
+    for stem in ("curves", "budget", "slices_adam-exponential", "divergence"):
+        expected += [f"figures/{stem}.png", f"figures/{stem}.svg"]
+    missing = [f for f in expected if not (out / f).is_file() or (out / f).stat().st_size == 0]
+    assert not missing, (
+        f"missing or empty: {missing}; have {sorted(str(p.relative_to(out)) for p in out.rglob('*'))}"
+    )
+    assert (out / "figures" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / "figures" / "curves.svg").read_bytes()[:2000]
+    html = (out / "report.html").read_text()
+    for link in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert (out / link).is_file(), f"report.html links to missing {link}"
+
+
+def test_report_numbers_match_the_stored_runs(reported):
+    run_dir, out = reported
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    table = pd.read_csv(out / "compare.csv").set_index("arm")
+    assert list(table.index) == ["derived", "adam-exponential"]
+    for arm in table.index:
+        final = trials[
+            (trials["arm"] == arm) & (trials["phase"] == "final") & (trials["status"] == "completed")
+        ]
+        assert table.loc[arm, "n_completed"] == len(final)
+        for m in ("final_test_acc", "final_train_loss", "min_grad_norm"):
+            x = final[m].to_numpy(float)
+            assert table.loc[arm, f"{m}_mean"] == pytest.approx(x.mean(), rel=1e-9)
+    search = trials[(trials["arm"] == "adam-exponential") & (trials["phase"] == "search")]
+    assert table.loc["adam-exponential", "search_runs"] == len(search) == 2
+    assert table.loc["adam-exponential", "cpu_s"] == pytest.approx(search["wall_s"].sum(), rel=1e-9)
+    assert table.loc["derived", "search_runs"] == 0
+    assert bool(table.loc["derived", "is_reference"])
+    md = (out / "report.md").read_text()
+    assert "Collapsed final-seed runs per arm" in md and "derived (ref)" in md
+
+
+def test_html_report_opens_in_headless_chromium(reported, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); CI installs it")
+    _, out = reported
+    page = (out / "report.html").resolve().as_uri()
+    r = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    console = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, "console messages:\n" + "\n".join(console)
+    dom = r.stdout
+    assert "<title>lyaptune report: tiny-e2e</title>" in dom
+    n_img = len(re.findall(r"<img ", dom))
+    assert n_img == len(re.findall(r"<img ", (out / "report.html").read_text())) >= 4
+    assert "Comparison of the final configurations" in dom
