@@ -66,7 +66,11 @@ register_optimizer(
 register_optimizer(
     "lion",
     defaults={"lr": 1e-4, "betas": (0.9, 0.99)},
-    space={"lr": {"low": 1e-6, "high": 1e-2, "log": True}, "beta1": _BETA1, "beta2": {"low": 0.9, "high": 0.999}},
+    space={
+        "lr": {"low": 1e-6, "high": 1e-2, "log": True},
+        "beta1": _BETA1,
+        "beta2": {"low": 0.9, "high": 0.999},
+    },
     tuple_params={"betas": ("beta1", "beta2")},
     description="Lion (pytorch-optimizer)",
     reference="Chen et al. 2023; baseline of papers/001 and RLO's special case",
