@@ -22,13 +22,11 @@ class Case:
       quadratic: for 100 steps on the convex quadratic (also used by the round-trip tests).
       rosenbrock: for 500 steps on Rosenbrock from (-1.5, 2).
       variants: extra hyperparameters the foreach / state_dict tests run with (our own optimizers).
-      value_error: whether a negative lr raises a ValueError (pytorch-optimizer raises its own type).
     """
 
     quadratic: dict[str, Any]
     rosenbrock: dict[str, Any]
     variants: tuple[dict[str, Any], ...] = ({},)
-    value_error: bool = True
 
 
 _WD = {"weight_decay": 0.1}
@@ -38,9 +36,9 @@ CASES: dict[str, Case] = {
     "adamw": Case({"lr": 0.1}, {"lr": 0.1}),
     "adagrad": Case({"lr": 1.0}, {"lr": 2.0}),
     "sgd": Case({"lr": 0.1}, {"lr": 1e-3, "momentum": 0.9}),
-    "adabelief": Case({"lr": 0.1}, {"lr": 0.1}, value_error=False),
-    "adan": Case({"lr": 0.1}, {"lr": 0.03}, value_error=False),
-    "lion": Case({"lr": 0.3}, {"lr": 0.01}, value_error=False),
+    "adabelief": Case({"lr": 0.1}, {"lr": 0.1}),
+    "adan": Case({"lr": 0.1}, {"lr": 0.03}),
+    "lion": Case({"lr": 0.3}, {"lr": 0.01}),
     "lyam": Case(
         {"lr": 1.0},
         {"lr": 1.0},
@@ -229,23 +227,7 @@ def test_state_dict_round_trip(name, variant):
 # -- configuration errors ------------------------------------------------------------------------------
 
 
-def _error_params():
-    return [
-        pytest.param(
-            n,
-            marks=[]
-            if CASES[n].value_error
-            else pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="pytorch-optimizer raises NegativeLRError, not a ValueError",
-            ),
-        )
-        for n in CASES
-    ]
-
-
-@pytest.mark.parametrize("name", _error_params())
+@pytest.mark.parametrize("name", list(CASES))
 def test_negative_lr_raises_value_error_with_value(name):
     _case(name)
     try:

@@ -178,3 +178,8 @@ def create_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> torch.
         return info.cls(params, **kwargs)
     except TypeError as exc:  # e.g. a wrong type for a hyperparameter
         raise ConfigError(f"optimizer '{name}': {exc}") from exc
+    except Exception as exc:
+        # pytorch-optimizer validates with its own exception types (e.g. NegativeLRError)
+        if type(exc).__module__.startswith("pytorch_optimizer") and not isinstance(exc, ValueError):
+            raise ConfigError(f"optimizer '{name}': {exc}") from exc
+        raise

@@ -81,6 +81,39 @@ def _versions() -> dict[str, Any]:
     }
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast (seconds, not Ray's minutes of retries) when a ``host:port`` address does not answer."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot reach Ray at {address!r}: {exc}; is the cluster up (`ray status`)?") from exc
+
+
+def _preflight_datasets(spec: StudySpec) -> None:
+    """Load every dataset the study uses once in the driver, so a missing file fails before Ray starts."""
+    from lyaptune.data import load_dataset
+
+    seen = set()
+    for arm in spec.arms:
+        t = arm.task_for(spec.task)
+        key = (t.dataset, repr(sorted(dict(t.dataset_args).items())), t.data_root, t.download)
+        if key in seen:
+            continue
+        seen.add(key)
+        load_dataset(
+            t.dataset,
+            data_root=t.data_root,
+            download=t.download,
+            validation_fraction=t.validation_fraction,
+            seed=t.data_seed,
+            **dict(t.dataset_args),
+        )
+
+
 def _init_ray(address: str | None) -> bool:
     """Connect to (or start) Ray; returns True if this call started it."""
     import ray
@@ -88,6 +121,8 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -138,6 +173,21 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
             self.jobs: dict[str, Job] = {}
             self.records: dict[str, dict[int, dict[str, Any]]] = {}
             self.errors: dict[str, str] = {}
+            self.failed: dict[str, tuple[Job, list[dict[str, Any]], str]] = {}
+
+        def finish_failed(self, trial_id: str, message: str = "") -> None:
+            job, records, reported = self.failed.pop(trial_id)
+            message = message or reported or "the trial failed without a message (its worker was lost?)"
+            if job.members is not None:
+                for member, status, value in plan.finish_population(job, None, message):
+                    progress(member, status, value)
+                return
+            value = plan.finish(job, "errored", records, {}, math.nan, message)
+            progress(job, "errored", value)
+
+        def flush_failed(self) -> None:
+            for trial_id in list(self.failed):
+                self.finish_failed(trial_id)
 
         def __reduce__(self):
             return (Searcher, ())
@@ -164,12 +214,12 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
                 return
             partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
             message = self.errors.pop(trial_id, "")
-            if job.members is not None:
+            if job.members is not None and not error:
                 results = None
-                if not error and result and result.get("lyaptune_final"):
+                if result and result.get("lyaptune_final"):
                     results = json.loads(result["lyaptune_payload"])["results"]
                 else:
-                    message = message or "the population failed without a message (its worker was lost?)"
+                    message = message or "the population ended without results"
                 for member, status, value in plan.finish_population(job, results, message):
                     progress(member, status, value)
                 return
@@ -178,8 +228,10 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
                 info = {**p["info"], "resumed_from_epoch": p.get("resumed_from_epoch", 0)}
                 status, records, wall, message = p["status"], p["records"], p["wall_s"], p["message"]
             elif error:
-                status, records, info, wall = "errored", partial, {}, math.nan
-                message = message or "the trial failed without a message (its worker was lost?)"
+                # Tune tells the searcher before its callbacks, which know the exception: the row is
+                # written by `_ErrorCallback.on_trial_error` (or `flush_failed` after the run).
+                self.failed[trial_id] = (job, partial, message)
+                return
             else:
                 status, records, info, wall = "stopped", partial, {}, math.nan
                 message = "stopped early by the ASHA scheduler"
@@ -187,6 +239,29 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
             progress(job, status, value)
 
     return StudySearcher()
+
+
+def _error_message(trial: Any) -> str:
+    """The exception line of a failed Tune trial (from its error file), or ''."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _error_callback(searcher: Any):
+    from ray import tune
+
+    class _ErrorCallback(tune.Callback):
+        """Writes an errored run with the exception Tune recorded (after the last retry)."""
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if trial.trial_id in searcher.failed:
+                searcher.finish_failed(trial.trial_id, _error_message(trial))
+
+    return _ErrorCallback()
 
 
 def _total_runs(spec: StudySpec) -> int:
@@ -227,6 +302,8 @@ def run_study(
     from ray.tune.schedulers import ASHAScheduler
 
     root = run_dir or run_dir_for(spec, out, storage)
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        _preflight_datasets(spec)  # on a cluster the files may live on the workers only
     if resume:
         store = RunStore(root)
     else:
@@ -268,12 +345,13 @@ def run_study(
         storage_path = (
             root if _has_scheme(root) else str(Path(root.removeprefix("file://")).resolve())
         ) + "/ray"
+        searcher = _make_searcher(spec, plan, progress)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 metric="objective",
                 mode=mode,
-                search_alg=_make_searcher(spec, plan, progress),
+                search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=-1,
                 max_concurrent_trials=max_concurrent or spec.max_concurrent,
@@ -286,11 +364,13 @@ def run_study(
                 storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[_error_callback(searcher)],
                 verbose=0,
             ),
         )
         log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
         tuner.fit()
+        searcher.flush_failed()
     finally:
         if started_ray:
             import ray

@@ -4,6 +4,10 @@ Reports to Tune only what Tune needs: one final report with the whole result as 
 (the driver writes it to the store), plus, where the spec asks for them, a report per epoch for the
 ASHA scheduler and a checkpoint every ``checkpoint_every`` epochs. Datasets are cached per worker
 process by :func:`lyaptune.data.load_dataset`, so a reused actor does not load them again.
+
+Testing hook: ``LYAPTUNE_FAULT_INJECTION='{"match": "<trial id substring>", "times": N, "dir": "<dir>"}'``
+in the workers' environment makes matching runs raise ``RuntimeError("injected fault ...")`` on their
+first N attempts (attempts are counted with marker files in ``dir``); the reliability tests use it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,21 @@ def _load_checkpoint() -> dict[str, Any] | None:
         return None
     with ckpt.as_directory() as d:
         return torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
+
+
+def _maybe_inject_fault(trial_id: str) -> None:
+    spec = os.environ.get("LYAPTUNE_FAULT_INJECTION")
+    if not spec:
+        return
+    fault = json.loads(spec)
+    if fault["match"] not in trial_id:
+        return
+    os.makedirs(fault["dir"], exist_ok=True)
+    attempt = len([f for f in os.listdir(fault["dir"]) if f.startswith(trial_id + ".")]) + 1
+    with open(os.path.join(fault["dir"], f"{trial_id}.{attempt}"), "w"):
+        pass
+    if attempt <= int(fault["times"]):
+        raise RuntimeError(f"injected fault (attempt {attempt} of {trial_id})")
 
 
 def _where() -> dict[str, Any]:
@@ -90,6 +109,7 @@ def train_job(config: dict[str, Any]) -> None:
     per_epoch = bool(job["report_every_epoch"])
     base = {"lyaptune_trial_id": job["trial_id"]}
     state = _load_checkpoint()
+    _maybe_inject_fault(job["trial_id"])
 
     def on_epoch(rec: dict[str, Any]) -> None:
         if per_epoch and not (every and rec["epoch"] % every == 0):

@@ -1,0 +1,315 @@
+"""Reliability: faults keep every result exactly once; bad input is one clear line before any compute."""
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lyaptune.cli import main
+from lyaptune.store import RunStore
+from lyaptune.study import load_spec, run_study
+from lyaptune.train import run_trial
+
+BASE = {
+    "name": "rel",
+    "task": {
+        "dataset": "synthetic",
+        "dataset_args": {"n_train": 120, "n_test": 40, "input_shape": [1, 4, 4], "num_classes": 3},
+        "model": "fc",
+        "model_args": {"depth": 1, "width": 8},
+        "epochs": 3,
+        "validation_fraction": 0.2,
+        "device": "cpu",
+    },
+    "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [0]},
+    "max_concurrent": 2,
+    "arms": [
+        {"name": "adam", "optimizer": "adam", "space": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}}
+    ],
+}
+
+
+def write(tmp_path, spec, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    return path
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def with_(path, value, base=BASE):
+    """A deep copy of ``base`` with the dotted ``path`` set to ``value`` (``...`` deletes it)."""
+    spec = json.loads(json.dumps(base))
+    keys = path.split(".")
+    node = spec
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    last = keys[-1]
+    if value is ...:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return spec
+
+
+MALFORMED = [
+    (with_("name", "bad name!"), "name:"),
+    (with_("task", ...), "task"),
+    (with_("arms", []), "arms: must be a non-empty list"),
+    (
+        with_("arms.0.optimizer", "lyamm"),
+        "arms[0].optimizer: unknown optimizer 'lyamm'; did you mean 'lyam'?",
+    ),
+    (with_("arms.0.space.lr", {"low": 0.1, "high": 0.01}), "arms[0].space.lr"),
+    (with_("arms.0.space.lr", {"low": 0.0, "high": 0.01, "log": True}), "arms[0].space.lr"),
+    (with_("arms.0.space.lrr", {"low": 0.1, "high": 1.0}), "arms[0].space"),
+    (with_("arms.0.space.lr", {"choices": []}), "arms[0].space.lr"),
+    (with_("arms.0.schedule", "cosin"), "arms[0].schedule: unknown schedule 'cosin'"),
+    (with_("arms.0.lipschitz", {"samples": 3}), "arms[0].lipschitz"),
+    (with_("arms.0.name", "a/b"), "arms[0].name"),
+    (with_("arms", [BASE["arms"][0], BASE["arms"][0]]), "arms[1].name: duplicate arm name"),
+    (with_("search.trials_per_arm", -3), "search.trials_per_arm"),
+    (with_("search.sampler", "bayes"), "search.sampler"),
+    (with_("search.scheduler", "hyperband"), "search.scheduler"),
+    (with_("search.final_seeds", 3), "search.final_seeds"),
+    (with_("serach", {}), "serach"),
+    (with_("task.epochs", 0), "task.epochs"),
+    (with_("task.batch_size", 0), "task.batch_size"),
+    (with_("task.batch_size", "huge"), "task.batch_size"),
+    (with_("task.validation_fraction", 1.5), "task.validation_fraction"),
+    (with_("task.dataset", "cifar11"), "task.dataset: unknown dataset 'cifar11'"),
+    (with_("task.model", "resnet19"), "task.model"),
+    (with_("task.modle", "fc"), "task.modle"),
+    (with_("objective", {"metric": "test_acc"}), "objective.metric"),
+    (with_("objective", {"metric": "val_loss", "mode": "down"}), "objective.mode"),
+    (with_("resources", {"cpu": 0}), "resources.cpu"),
+    (with_("resources", {"cpu": 1, "gpu": -1}), "resources.gpu"),
+    (with_("max_concurrent", 0), "max_concurrent"),
+    (with_("population", "sometimes"), "population"),
+    ("name: [unclosed", "spec.yaml"),
+    ("- just\n- a list\n", "mapping"),
+]
+
+
+@pytest.mark.parametrize("spec,needle", MALFORMED, ids=[f"spec{i}" for i in range(len(MALFORMED))])
+def test_malformed_specs_exit_2_with_one_line(tmp_path, capsys, spec, needle):
+    code, out, err = run_cli(capsys, "run", write(tmp_path, spec), "--out", tmp_path / "runs")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("lyaptune: error: "), err
+    assert needle in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml" in err
+
+
+def test_missing_dataset_files_fail_before_ray_with_the_path(tmp_path, capsys):
+    spec = with_(
+        "task",
+        {
+            "dataset": "mnist",
+            "data_root": str(tmp_path / "empty"),
+            "model": "fc",
+            "epochs": 2,
+            "validation_fraction": 0.1,
+        },
+    )
+    code, _, err = run_cli(capsys, "run", write(tmp_path, spec), "--out", tmp_path / "runs")
+    assert code == 2 and str(tmp_path / "empty") in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path, capsys):
+    t0 = time.time()
+    code, _, err = run_cli(
+        capsys, "run", write(tmp_path, BASE), "--out", tmp_path / "runs", "--address", "127.0.0.1:1"
+    )
+    assert code == 2 and "cannot reach Ray at '127.0.0.1:1'" in err
+    assert time.time() - t0 < 30
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(capsys, "run", write(tmp_path, BASE), "--out", blocker / "runs")
+    assert code == 2 and str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "report", "compare"])
+def test_a_directory_that_is_not_a_run(tmp_path, capsys, command):
+    code, _, err = run_cli(capsys, command, tmp_path)
+    assert code == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+def _store_with_one_trial(tmp_path) -> Path:
+    from lyaptune.store import trial_row
+    from lyaptune.study.spec import StudySpec
+
+    spec = StudySpec.from_dict(BASE)
+    store = RunStore(tmp_path / "run", create=True)
+    store.write_spec(spec.to_dict())
+    config = spec.trial_config("adam", {"lr": 0.01}, 0)
+    result = run_trial(config)
+    store.record_trial(
+        trial_row(
+            study="rel",
+            arm="adam",
+            trial_id="adam-final-s0",
+            phase="final",
+            seed=0,
+            config=config,
+            result=result,
+            objective=0.5,
+        ),
+        result.records,
+    )
+    return Path(store.path)
+
+
+@pytest.mark.parametrize("victim", ["trials.parquet", "epochs"])
+def test_corrupt_or_truncated_parquet_is_named(tmp_path, capsys, victim):
+    run = _store_with_one_trial(tmp_path)
+    target = (
+        run / "trials.parquet" if victim == "trials.parquet" else next((run / "epochs").rglob("*.parquet"))
+    )
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])  # truncated
+    for command in (["report", run, "--out", tmp_path / "rep"], ["status", run]):
+        code, _, err = run_cli(capsys, *command)
+        if victim == "epochs" and command[0] == "status":
+            continue  # status reads only trials.parquet
+        assert code == 2 and target.name in err and len(err.strip().splitlines()) == 1, (command, err)
+
+
+def test_debug_flag_shows_a_traceback(tmp_path, capsys):
+    from lyaptune.errors import UserError
+
+    with pytest.raises(UserError, match="not a lyaptune run directory"):
+        main(["--debug", "status", str(tmp_path)])
+
+
+def test_diverging_and_failing_trials_do_not_stop_the_study(tmp_path):
+    """A NaN run is `diverged`; a run that raises is retried up to max_failures, then `errored` with
+    its message kept; Optuna is told FAIL for both; the study completes."""
+    import optuna
+    import ray
+
+    from lyaptune.study.searcher import journal_storage
+
+    spec_dict = with_(
+        "arms",
+        [
+            {"name": "sgd", "optimizer": "sgd", "grid": {"lr": [1e12, 0.1, 0.2]}},
+        ],
+    )
+    spec_dict = {**spec_dict, "max_failures": 1, "population": "off"}
+    spec = load_spec(write(tmp_path, spec_dict))
+    marker = tmp_path / "faults"
+    fault = {"match": "sgd-search-0002", "times": 5, "dir": str(marker)}  # always fails: errored
+    retry = {"match": "sgd-search-0001", "times": 1, "dir": str(marker)}  # fails once: retried, completes
+    os.environ["LYAPTUNE_FAULT_INJECTION"] = json.dumps(fault)
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"LYAPTUNE_FAULT_INJECTION": json.dumps(fault)}},
+        )
+        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
+        ray.shutdown()
+        trials = store.trials().set_index("trial_id")
+        assert trials.loc["sgd-search-0000-s0", "status"] == "diverged"
+        assert trials.loc["sgd-search-0002-s0", "status"] == "errored"
+        assert "injected fault" in trials.loc["sgd-search-0002-s0", "message"]
+        assert len(list(marker.glob("sgd-search-0002-s0.*"))) == 2  # first try + max_failures retries
+        assert trials.loc["sgd-search-0001-s0", "status"] == "completed"
+        assert trials.loc["sgd-final-s0", "status"] == "completed"
+        assert trials.loc["sgd-final-s0", "param_lr"] == 0.1
+        study = optuna.load_study(
+            study_name="rel/sgd", storage=journal_storage(Path(store.path) / "optuna.journal")
+        )
+        states = sorted(t.state.name for t in study.trials)
+        assert states == ["COMPLETE", "FAIL", "FAIL"]
+        # the retry case: a run that fails once and then succeeds
+        os.environ["LYAPTUNE_FAULT_INJECTION"] = json.dumps(retry)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"LYAPTUNE_FAULT_INJECTION": json.dumps(retry)}},
+        )
+        store2 = run_study(spec, out=tmp_path / "runs2", log=lambda m: None)
+        t2 = store2.trials().set_index("trial_id")
+        assert t2.loc["sgd-search-0001-s0", "status"] == "completed"
+        assert len(list(marker.glob("sgd-search-0001-s0.*"))) == 2
+    finally:
+        os.environ.pop("LYAPTUNE_FAULT_INJECTION", None)
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    spec_dict = {
+        **BASE,
+        "name": "nodekill",
+        "task": {
+            **BASE["task"],
+            "dataset_args": {"n_train": 3000, "n_test": 200, "input_shape": [1, 16, 16], "num_classes": 10},
+            "model_args": {"depth": 2, "width": 256},
+            "epochs": 24,
+        },
+        "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [0]},
+        "checkpoint_every": 2,
+        "max_failures": 3,
+    }
+    spec = load_spec(write(tmp_path, spec_dict))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    out = tmp_path / "runs"
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("store", run_study(spec, out=out, log=lambda m: None))
+    )
+    try:
+        thread.start()
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((out / "nodekill" / "ray").rglob("checkpoint_*")):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's raylet and workers
+        thread.join(600)
+        assert not thread.is_alive()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    store = result["store"]
+    trials = store.trials()
+    assert trials["trial_id"].is_unique and len(trials) == 3
+    assert set(trials["status"]) == {"completed"}
+    epochs = store.epochs()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (epochs.groupby("trial_id").size() == 24).all()
+    resumed = [json.loads(s).get("resumed_from_epoch", 0) for s in trials["info_json"]]
+    assert any(r > 0 for r in resumed), resumed
+    # the resumed run follows exactly the trajectory of an uninterrupted run
+    row = trials.iloc[[i for i, r in enumerate(resumed) if r > 0][0]]
+    config = spec.trial_config("adam", {"lr": float(row["param_lr"])}, int(row["seed"]))
+    alone = run_trial(config)
+    mine = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
+    assert mine["train_loss"].tolist() == [r["train_loss"] for r in alone.records]
