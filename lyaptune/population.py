@@ -25,7 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from lyaptune._fullbatch import iter_chunks
-from lyaptune.train import TrialConfig, TrialResult, current_lr, make_record, resolve_device
+from lyaptune.train import TrialConfig, TrialResult, current_lr, load_task_data, make_record, resolve_device
 
 __all__ = ["run_population", "population_incompatibility", "SHARED_FIELDS"]
 
@@ -79,7 +79,6 @@ def population_incompatibility(configs: Sequence[TrialConfig]) -> str | None:
 
 class _Population:
     def __init__(self, configs: Sequence[TrialConfig], data: Any = None) -> None:
-        from lyaptune.data import load_dataset
         from lyaptune.models import create_model
         from lyaptune.optim import create_optimizer, create_schedule
 
@@ -89,15 +88,7 @@ class _Population:
         self.configs = list(configs)
         c0 = configs[0]
         self.device = resolve_device(c0.device)
-        self.data = data or load_dataset(
-            c0.dataset,
-            data_root=c0.data_root,
-            download=c0.download,
-            validation_fraction=c0.validation_fraction,
-            seed=c0.data_seed,
-            device=self.device,
-            **dict(c0.dataset_args),
-        )
+        self.data = data or load_task_data(c0, self.device)
         models = []
         for c in configs:
             torch.manual_seed(c.seed)

@@ -45,6 +45,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from lyaptune._records import RECORD_FIELDS
 from lyaptune.errors import UserError
 
 __all__ = [
@@ -113,23 +114,10 @@ TRIALS_SCHEMA = pa.schema(
 TRIAL_COLUMNS = tuple(TRIALS_SCHEMA.names)
 _TRIAL_TYPES = {f.name: f.type for f in TRIALS_SCHEMA}
 
-#: The per-epoch record of the trial engine (``lyaptune.train.RECORD_FIELDS``; kept here so that
-#: reading a run does not import torch). ``epoch`` and ``step`` are int64, the rest float64; optimizer
+#: The per-epoch record of the trial engine (:data:`lyaptune._records.RECORD_FIELDS`, torch-free so
+#: that reading a run does not import torch). ``epoch`` and ``step`` are int64, the rest float64; optimizer
 #: diagnostics follow as extra float64 columns.
-EPOCH_RECORD_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "grad_norm",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "lyapunov_drift",
-    "step",
-    "time_s",
-)
+EPOCH_RECORD_FIELDS = RECORD_FIELDS
 _EPOCH_INT_FIELDS = frozenset({"epoch", "step"})
 #: Columns stored in every epochs file before the record fields (``arm`` comes from the directory).
 EPOCH_KEY_COLUMNS = ("trial_id", "phase", "seed")

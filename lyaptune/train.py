@@ -22,25 +22,11 @@ from torch.nn import functional as F
 
 from lyaptune._frozen import freeze, thaw
 from lyaptune._fullbatch import full_loss, full_loss_and_grad
+from lyaptune._records import RECORD_FIELDS
 from lyaptune.errors import ConfigError
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "resolve_device", "RECORD_FIELDS"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "resolve_device", "load_task_data", "RECORD_FIELDS"]
 
-#: The per-epoch record of every trial (optimizer diagnostics are added after these).
-RECORD_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "grad_norm",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "lyapunov_drift",
-    "step",
-    "time_s",
-)
 
 _BATCH_CHOICES = "a positive integer or 'full'"
 
@@ -208,6 +194,22 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def load_task_data(config: TrialConfig, device: torch.device | str = "cpu") -> Any:
+    """The :class:`lyaptune.data.DataSplits` of a trial's task (cached per process)."""
+    from lyaptune.data import load_dataset
+
+    c = config
+    return load_dataset(
+        c.dataset,
+        data_root=c.data_root,
+        download=c.download,
+        validation_fraction=c.validation_fraction,
+        seed=c.data_seed,
+        device=device,
+        **dict(c.dataset_args),
+    )
+
+
 def _has_mode_dependent_layers(model: nn.Module) -> bool:
     mode_types = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.modules.dropout._DropoutNd)
     return any(isinstance(m, mode_types) for m in model.modules())
@@ -223,7 +225,7 @@ class _Trial:
     """The state of one running trial; checkpointable through :meth:`state_dict`."""
 
     def __init__(self, config: TrialConfig, data: Any = None) -> None:
-        from lyaptune.data import get_dataset_info, load_dataset
+        from lyaptune.data import get_dataset_info
         from lyaptune.models import create_model, default_sigma, get_model_info
         from lyaptune.optim import create_optimizer, create_schedule, get_optimizer_info, get_schedule_info
 
@@ -232,15 +234,7 @@ class _Trial:
         get_dataset_info(c.dataset), get_model_info(c.model)
         get_optimizer_info(c.optimizer), get_schedule_info(c.schedule)
         self.device = resolve_device(c.device)
-        self.data = data or load_dataset(
-            c.dataset,
-            data_root=c.data_root,
-            download=c.download,
-            validation_fraction=c.validation_fraction,
-            seed=c.data_seed,
-            device=self.device,
-            **dict(c.dataset_args),
-        )
+        self.data = data or load_task_data(c, self.device)
         torch.manual_seed(c.seed)
         self.gen = torch.Generator(device="cpu").manual_seed(c.seed)
         self.noise_gen = (

@@ -95,23 +95,15 @@ def _check_reachable(address: str) -> None:
 
 def _preflight_datasets(spec: StudySpec) -> None:
     """Load every dataset the study uses once in the driver, so a missing file fails before Ray starts."""
-    from lyaptune.data import load_dataset
+    from lyaptune.train import load_task_data
 
     seen = set()
     for arm in spec.arms:
-        t = arm.task_for(spec.task)
-        key = (t.dataset, repr(sorted(dict(t.dataset_args).items())), t.data_root, t.download)
-        if key in seen:
-            continue
-        seen.add(key)
-        load_dataset(
-            t.dataset,
-            data_root=t.data_root,
-            download=t.download,
-            validation_fraction=t.validation_fraction,
-            seed=t.data_seed,
-            **dict(t.dataset_args),
-        )
+        config = spec.trial_config(arm, {}, spec.search.seeds[0])
+        key = (config.dataset, config.dataset_args, config.data_root, config.validation_fraction)
+        if key not in seen:
+            seen.add(key)
+            load_task_data(config)
 
 
 def _init_ray(address: str | None) -> bool:
