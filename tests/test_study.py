@@ -266,7 +266,9 @@ def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
         {"name": "adam-grid", "optimizer": "adam", "grid": {"lr": [1e-3, 1e-2, 3e-2], "beta2": [0.99, 0.999]}}
     ]
     spec = load_spec(
-        write_spec(tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [0]})
+        write_spec(
+            tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [0]}, population="on"
+        )
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -153,6 +153,10 @@ class StudyPlan:
         """Whether the grid points of ``arm`` train as vmapped populations (spec ``population``)."""
         if self.spec.population == "off" or not self.spec.is_grid(arm):
             return False
+        task = arm.task_for(self.spec.task)
+        on_gpu = task.device.startswith("cuda") or (task.device == "auto" and self.spec.resources.gpu > 0)
+        if self.spec.population == "auto" and not on_gpu:
+            return False  # on CPUs a vmapped population measured slower than one run after another
         from lyaptune.population import population_incompatibility
 
         points = arm.grid_points() if arm.grid is not None else [{}]

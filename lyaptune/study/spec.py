@@ -1205,8 +1205,9 @@ class StudySpec:
       checkpoint_every: epochs between trial checkpoints (0 = none).
       max_failures: retries of a trial that raised (>= 0).
       population: ``auto`` (default) trains the configurations of a grid arm together as one vmapped
-        population (:mod:`lyaptune.population`) when the model is small and training is full-batch;
-        ``on`` requires it (an error where ineligible); ``off`` never.
+        population (:mod:`lyaptune.population`) when trials run on a GPU, the model is small and
+        training is full-batch; ``on`` requires it (also on CPUs; an error where ineligible); ``off``
+        never.
       population_size: most members trained in one population (>= 1).
     """
 
