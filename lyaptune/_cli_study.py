@@ -46,7 +46,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.smoke:
-        spec = spec.smoke()
+        from lyaptune.study.standin import smoke_stand_ins
+
+        spec, swaps = smoke_stand_ins(spec)
+        for line in swaps:
+            print(line)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.dry_run:

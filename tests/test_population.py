@@ -10,8 +10,15 @@ SYN = {"n_train": 120, "n_test": 60, "input_shape": (1, 6, 6), "num_classes": 4}
 
 
 def cfg(**kw):
-    base = dict(dataset="synthetic", dataset_args=SYN, validation_fraction=0.2, model="fc",
-                model_args={"depth": 2, "width": 16}, epochs=4, device="cpu")
+    base = dict(
+        dataset="synthetic",
+        dataset_args=SYN,
+        validation_fraction=0.2,
+        model="fc",
+        model_args={"depth": 2, "width": 16},
+        epochs=4,
+        device="cpu",
+    )
     base.update(kw)
     return TrialConfig(**base)
 
@@ -41,7 +48,9 @@ def test_each_member_matches_its_single_trial():
             for key in ("train_loss", "grad_norm", "val_loss", "test_loss", "lr", "lyapunov_drift"):
                 if alone.status == "diverged" and a is pop.records[-1]:
                     continue
-                torch.testing.assert_close(a[key], b[key], rtol=2e-4, atol=1e-6, msg=f"{config.optimizer} {key}")
+                torch.testing.assert_close(
+                    a[key], b[key], rtol=2e-4, atol=1e-6, msg=f"{config.optimizer} {key}"
+                )
             assert a["step"] == b["step"]
 
 

@@ -52,6 +52,17 @@ def _step_size(E: int) -> int:
     return 10 if E == 20 else 20 if E == 50 else 40
 
 
+def sgdr_reference(e: np.ndarray, lr: float, t0: int = 10, t_mult: int = 2) -> np.ndarray:
+    """SGDR with eta_min 0: cycles of t0, t0 * t_mult, ... epochs; lr (1 + cos(pi t_cur / T_i)) / 2."""
+    out = np.empty_like(e)
+    for j, x in enumerate(e):
+        start, length = 0.0, float(t0)
+        while x >= start + length:  # walk the cycles until the one holding epoch x
+            start, length = start + length, length * t_mult
+        out[j] = lr * (1.0 + math.cos(math.pi * (x - start) / length)) / 2.0
+    return out
+
+
 # name -> (parameters, lr at (fractional) epoch e of E for base lr `lr`)
 Formula = Callable[[np.ndarray, int, float], np.ndarray]
 CASES: dict[str, tuple[dict, Formula]] = {
@@ -65,6 +76,7 @@ CASES: dict[str, tuple[dict, Formula]] = {
     "exp-decay": ({}, lambda e, E, lr: lr * np.exp(-0.01 * e)),
     # METHODS.md: 0.005 + 0.005 (1 + cos(pi e / E)) / 2 for lr = 0.01
     "cosine": ({}, lambda e, E, lr: (lr / 2) + (lr / 2) * (1.0 + np.cos(np.pi * e / E)) / 2.0),
+    "cosine-restarts": ({}, lambda e, E, lr: sgdr_reference(e, lr)),
     "derived-constant": ({"lr": 0.0037, "multiplier": 2.0}, lambda e, E, lr: np.full_like(e, 0.0074)),
 }
 
@@ -80,6 +92,10 @@ CASES_NONDEFAULT: dict[str, tuple[dict, Formula]] = {
     "inverse-time": ({"k": 0.2}, lambda e, E, lr: lr / (1.0 + 0.2 * e)),
     "exp-decay": ({"k": 0.05}, lambda e, E, lr: lr * np.exp(-0.05 * e)),
     "cosine": ({"min_factor": 0.1}, lambda e, E, lr: lr * (0.1 + 0.9 * (1.0 + np.cos(np.pi * e / E)) / 2.0)),
+    "cosine-restarts": (
+        {"T_0": 4, "T_mult": 1},
+        lambda e, E, lr: lr * (1.0 + np.cos(np.pi * (e % 4) / 4)) / 2.0,
+    ),
     "derived-constant": ({"lr": 0.02, "multiplier": 0.5}, lambda e, E, lr: np.full_like(e, 0.01)),
 }
 
@@ -126,7 +142,8 @@ def test_lr_per_epoch_with_other_rate_constants(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["step", "linear", "exponential", "sqrt", "inverse-time", "exp-decay", "cosine"]
+    "name",
+    ["step", "linear", "exponential", "sqrt", "inverse-time", "exp-decay", "cosine", "cosine-restarts"],
 )
 def test_per_step_is_continuous_in_epochs(name):
     params, formula = CASES[name]
@@ -303,6 +320,7 @@ def test_registry_metadata():
         "inverse-time": {"k": 0.01},
         "exp-decay": {"k": 0.01},
         "cosine": {"min_factor": 0.5},
+        "cosine-restarts": {"T_0": 10, "T_mult": 2},
         "derived-constant": {"multiplier": 1.0},
     }
     for name, defaults in expected_defaults.items():
@@ -356,6 +374,8 @@ def test_searched_values_build():
         ("inverse-time", {"k": -1}, r"k must be >= 0, got -1"),
         ("exp-decay", {"k": math.nan}, r"k must be a finite number, got nan"),
         ("cosine", {"min_factor": 2}, r"min_factor must be in \[0, 1\], got 2"),
+        ("cosine-restarts", {"T_0": 0}, r"T_0 must be an integer >= 1, got 0"),
+        ("cosine-restarts", {"T_mult": 1.5}, r"T_mult must be an integer >= 1, got 1\.5"),
         ("one-cycle", {"pct_start": 1.0}, r"pct_start must be in \(0, 1\), got 1\.0"),
         (
             "one-cycle",

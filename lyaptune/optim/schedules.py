@@ -19,6 +19,7 @@ sqrt              ``lr / sqrt(e + 1)``                                -
 inverse-time      ``lr / (1 + k * e)``                                k 0.01
 exp-decay         ``lr * exp(-k * e)``                                k 0.01
 cosine            ``lr * (m + (1 - m) * (1 + cos(pi * e / E)) / 2)``  min_factor m 0.5
+cosine-restarts   ``lr * (1 + cos(pi * t_cur / T_i)) / 2``            T_0 10, T_mult 2
 derived-constant  ``alpha * multiplier`` for every group              multiplier 1.0
 ================  ==================================================  =========================
 
@@ -31,6 +32,11 @@ Notes:
     ``cycle_momentum=True`` (torch's default) it also cycles the optimizer's ``momentum`` or
     ``betas[0]`` between ``base_momentum`` and ``max_momentum``; pass ``cycle_momentum=False`` to
     schedule the step size only.
+  * ``cosine-restarts`` is torch's ``CosineAnnealingWarmRestarts`` (SGDR, Loshchilov & Hutter 2017)
+    with ``eta_min = 0``: cycle ``i`` lasts ``T_i = T_0 * T_mult ** i`` epochs, ``t_cur`` counts the
+    epochs since the last restart, and the lr jumps back to ``lr`` at every restart. Both are integers
+    in epochs (``per="step"`` counts ``T_0 * steps_per_epoch`` steps for the first cycle). It is
+    papers/002's "SGD with cosine restarts" baseline.
   * ``derived-constant`` only holds the step size: ``alpha`` (parameter ``lr``) is computed by the
     trainer from :mod:`lyaptune.lipschitz` (METHODS.md section 4). It overwrites every group's lr.
   * Resuming: build the optimizer and the schedule first, then load the optimizer's state and then
@@ -38,7 +44,7 @@ Notes:
 
 References:
   papers/003 (Appendix C.1, Table 1: the schedulers compared against the derived constant step);
-  Smith & Topin 2019 (one-cycle).
+  Smith & Topin 2019 (one-cycle); Loshchilov & Hutter 2017, SGDR (cosine-restarts).
 """
 
 from __future__ import annotations
@@ -53,7 +59,14 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler, OneCycleLR, StepLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingWarmRestarts,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    OneCycleLR,
+    StepLR,
+)
 
 from lyaptune._registry import Registry
 from lyaptune.errors import ConfigError
@@ -364,6 +377,20 @@ def _build_cosine(
     return LambdaLR(optimizer, _CosineFactor(epochs, min_factor, _units(per, steps_per_epoch)))
 
 
+def _build_cosine_restarts(
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    per: str,
+    T_0: int = 10,
+    T_mult: int = 2,
+) -> LRScheduler:
+    t0 = _positive_int("cosine-restarts", "T_0", T_0)
+    t_mult = _positive_int("cosine-restarts", "T_mult", T_mult)
+    return CosineAnnealingWarmRestarts(optimizer, T_0=t0 * _units(per, steps_per_epoch), T_mult=t_mult)
+
+
 def _build_derived_constant(
     optimizer: torch.optim.Optimizer,
     *,
@@ -646,6 +673,13 @@ register_schedule(
     space={"min_factor": {"low": 0.0, "high": 0.9}},
     description="half-cosine from lr to min_factor x lr over the E epochs",
     reference=_PAPER,
+)
+register_schedule(
+    "cosine-restarts",
+    _build_cosine_restarts,
+    space={"T_0": {"choices": [5, 10, 20, 25, 50]}, "T_mult": {"choices": [1, 2, 3]}},
+    description="cosine from lr to 0 over cycles of T_0, T_0 T_mult, T_0 T_mult^2, ... epochs, then restart",
+    reference="Loshchilov & Hutter 2017 (SGDR); papers/002's baseline (torch CosineAnnealingWarmRestarts)",
 )
 register_schedule(
     "derived-constant",

@@ -1,0 +1,381 @@
+"""Every study spec in experiments/ validates, and runs in miniature (``--smoke``) through the real runner.
+
+The smoke runs share ONE local Ray (``num_cpus=2``) and call :func:`lyaptune.study.run_study` in-process
+on ``smoke_stand_ins(spec)``: 2 trials per searched arm, 2 epochs, 1 final seed, every dataset swapped
+for synthetic data of its shape (the data root is an empty directory, so the swap happens whatever is
+installed), CPU resources and CPU-sized models.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lyaptune.data import get_dataset_info
+from lyaptune.study import load_spec, run_study
+from lyaptune.study.spec import StudySpec
+from lyaptune.study.standin import (
+    STAND_IN_N_TEST,
+    STAND_IN_N_TRAIN,
+    dataset_available,
+    fit_to_cpu,
+    missing_dataset_files,
+    smoke_stand_ins,
+    swap_missing_datasets,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+SPECS = sorted(EXPERIMENTS.glob("*.yaml"))
+
+# Smoke runs of these take 10-60 s each on 2 cores even with CPU-sized models (VGG-9/16, ViT-Tiny and
+# ResNet-10-T on 64 synthetic images, up to 36 runs per spec), or repeat a fast spec at another depth;
+# the fast set keeps at least one spec per paper (000_cifar10_resnet50, 001_cifar10_resnet18,
+# 002_expdecay_mnist, the 003 FC / LeNet studies, every sensitivity study) and stays near 3 minutes.
+SLOW = {
+    "000_beta2_ablation",
+    "000_bias_correction_ablation",
+    "000_cifar100_resnet50",
+    "000_cifar100_vgg16",
+    "000_cifar10_vgg16",
+    "000_grad_noise",
+    "000_gtsrb_vitb16",
+    "000_label_noise",
+    "000_poison_cifar10_mnist",
+    "000_tinyimagenet_vitb16",
+    "001_direction_norm_ablation",
+    "001_rlo_lifted_eta_sweep",
+    "001_vits16_rlo_lambda_vs_lifted",
+    "003_fc_fullbatch_constant_steps_d1",
+    "003_fc_fullbatch_constant_steps_d5",
+    "003_fc_fullbatch_schedulers_d1",
+    "003_fc_fullbatch_schedulers_d5",
+    "003_increasing_batch",
+    "003_mini_cifar10_fullbatch",
+    "003_vgg9_cifar10_constant_steps",
+    "003_vgg9_cifar10_schedulers",
+}
+
+
+def _raw(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _smoke_search_runs(raw: dict) -> int:
+    """Search runs of the smoke miniature, counted from the YAML by the smoke rules.
+
+    A searched arm runs 2 trials; a grid arm its first 2 grid points (1 if every list has one value);
+    an arm with neither runs none.
+    """
+    search = 0
+    for arm in raw["arms"]:
+        if "grid" in arm:
+            search += 2 if any(len(v) >= 2 for v in arm["grid"].values()) else 1
+        elif arm.get("space"):
+            search += 2
+    return search
+
+
+def _full_runs(raw: dict) -> int:
+    """Runs of the full study, counted from the YAML: grid size or budget per arm x seeds + final seeds."""
+    s = raw["search"]
+    n = 0
+    for arm in raw["arms"]:
+        if "grid" in arm:
+            n += math.prod(len(v) for v in arm["grid"].values()) * len(s["seeds"])
+        elif arm.get("space"):
+            n += s["trials_per_arm"] * len(s["seeds"])
+    return n + len(s["final_seeds"]) * len(raw["arms"])
+
+
+def _datasets(raw: dict) -> tuple[set[str], set[str]]:
+    """The datasets a spec reads: (task datasets incl. arm overrides, poison sources)."""
+    tasks = [raw["task"]] + [{**raw["task"], **a.get("task", {})} for a in raw["arms"]]
+    main = {t["dataset"] for t in tasks}
+    poison = {t.get("dataset_args", {}).get("poison") for t in tasks} - {None}
+    return main, poison
+
+
+# ------------------------------------------------------------------------------------------ specs
+
+
+def test_every_spec_validates_with_a_header_that_states_its_run_count():
+    assert len(SPECS) >= 30
+    names = set()
+    for path in SPECS:
+        spec = load_spec(path)
+        assert spec.name == path.stem, f"{path.name}: name {spec.name!r} differs from the file name"
+        names.add(spec.name)
+        text = path.read_text()
+        if path.stem == "quickstart":
+            continue
+        header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+        assert re.search(r"papers/00[0-3]|Sensitivity", header), f"{path.name}: header names no paper"
+        assert re.search(r"claim|expect|question", header, re.I), f"{path.name}: states no expectation"
+        found = re.search(r"Runs: (\d+)", header)
+        assert found, f"{path.name}: header states no run count"
+        assert int(found.group(1)) == _full_runs(_raw(path)), f"{path.name}: run count in header is stale"
+        assert spec.task.data_root is None, f"{path.name}: data_root must be left to the user"
+        assert spec.objective.metric.startswith("val_"), f"{path.name}: tune on validation"
+    assert len(names) == len(SPECS)
+
+
+def test_fast_smoke_set_keeps_a_spec_per_paper():
+    assert SLOW <= {p.stem for p in SPECS}
+    for prefix in ("000_", "001_", "002_", "003_", "sensitivity_"):
+        assert any(p.stem.startswith(prefix) and p.stem not in SLOW for p in SPECS), prefix
+
+
+def test_paper_settings_of_003():
+    for path in EXPERIMENTS.glob("003_*.yaml"):
+        raw = _raw(path)
+        assert raw["task"]["epochs"] == 100, path.name
+        assert raw["task"]["validation_fraction"] == 0.1, path.name
+        for arm in raw["arms"]:
+            task = {**raw["task"], **arm.get("task", {})}
+            assert task["epochs"] == 100
+            if arm["name"] == "adam-constant":
+                assert arm["grid"] == {"lr": [1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5]}, path.name
+            if arm["name"].startswith("adam-") and not arm["name"].endswith("-tuned") and "grid" not in arm:
+                assert arm["optimizer_args"] == {"lr": 0.01}, f"{path.name}: {arm['name']} not at lr 0.01"
+    schedulers = _raw(EXPERIMENTS / "003_fc_fullbatch_schedulers_d3.yaml")
+    fixed = {a["schedule"] for a in schedulers["arms"] if "optimizer_args" in a}
+    tuned = {a["schedule"] for a in schedulers["arms"] if a["name"].endswith("-tuned")}
+    expected = {"step", "linear", "exponential", "one-cycle", "sqrt", "inverse-time", "exp-decay", "cosine"}
+    assert fixed == tuned == expected
+
+
+def test_cli_smoke_dry_run_prints_the_stand_ins(tmp_path):
+    env = {"LYAPTUNE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    spec = EXPERIMENTS / "003_vgg9_cifar10_schedulers.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(spec), "--smoke", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"stand-in: cifar10 files not found under {tmp_path}; using synthetic (3, 32, 32), 10 classes" in (
+        out.stdout
+    )
+    assert "stand-in: resources {cpu: 2, gpu: 0.5} -> {cpu: 1, gpu: 0}" in out.stdout
+    assert "study 003_vgg9_cifar10_schedulers: dataset=synthetic model=vgg9" in out.stdout
+    assert "epochs=2" in out.stdout
+    assert out.stdout.count("; budget 2;") == 8  # the eight tuned schedules
+    assert out.stdout.count("; budget 0;") == 9  # derived + the eight at the authors' values
+
+
+# --------------------------------------------------------------------------------------- stand-ins
+
+
+def _spec(task: dict, arms: list[dict] | None = None) -> StudySpec:
+    base = {"epochs": 3, "batch_size": "full", "validation_fraction": 0.1, "model": "fc"}
+    return StudySpec.from_dict(
+        {
+            "name": "standin",
+            "task": {**base, **task},
+            "resources": {"cpu": 2, "gpu": 0.25},
+            "arms": arms or [{"name": "adam", "optimizer": "adam", "optimizer_args": {"lr": 1e-3}}],
+        }
+    )
+
+
+def test_missing_cifar10_becomes_synthetic_of_its_shape(tmp_path):
+    spec = _spec({"dataset": "cifar10", "model": "lenet"})
+    assert missing_dataset_files("cifar10", tmp_path) == list(get_dataset_info("cifar10").files)
+    swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
+    assert messages == [
+        f"stand-in: cifar10 files not found under {tmp_path}; using synthetic (3, 32, 32), 10 classes "
+        f"({STAND_IN_N_TRAIN} train / {STAND_IN_N_TEST} test examples)"
+    ]
+    task = swapped.task
+    assert task.dataset == "synthetic"
+    assert dict(task.dataset_args) == {
+        "n_train": 64,
+        "n_test": 32,
+        "input_shape": (3, 32, 32),
+        "num_classes": 10,
+        "stand_in_for": "cifar10",
+    }
+    # everything else as in the spec
+    assert (task.model, task.epochs, task.validation_fraction) == ("lenet", 3, 0.1)
+    assert swapped.resources == spec.resources
+
+    from lyaptune.data import load_dataset
+
+    data = load_dataset(task.dataset, validation_fraction=0.1, **dict(task.dataset_args))
+    assert data.input_shape == (3, 32, 32) and data.num_classes == 10
+    assert (len(data.train), len(data.val), len(data.test)) == (58, 6, 32)
+    assert data.info["stand_in_for"] == "cifar10"
+
+
+def test_image_size_label_noise_and_poison_survive_the_swap(tmp_path):
+    spec = _spec(
+        {"dataset": "gtsrb", "dataset_args": {"image_size": 48, "label_noise": 0.2}, "model": "lenet"},
+        arms=[
+            {"name": "a", "optimizer": "adam", "optimizer_args": {"lr": 1e-3}},
+            {
+                "name": "poisoned",
+                "optimizer": "adam",
+                "optimizer_args": {"lr": 1e-3},
+                "task": {"dataset": "cifar100", "dataset_args": {"poison": "mnist", "poison_fraction": 0.3}},
+            },
+        ],
+    )
+    swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
+    assert dict(swapped.task.dataset_args) == {
+        "label_noise": 0.2,
+        "n_train": 64,
+        "n_test": 32,
+        "input_shape": (3, 48, 48),
+        "num_classes": 43,
+        "stand_in_for": "gtsrb",
+    }
+    arm = swapped.arm("poisoned")
+    assert arm.task["dataset"] == "synthetic"
+    assert dict(arm.task["dataset_args"]) == {
+        "poison": "digits",
+        "poison_fraction": 0.3,
+        "n_train": 64,
+        "n_test": 32,
+        "input_shape": (3, 32, 32),
+        "num_classes": 100,
+        "stand_in_for": "cifar100",
+    }
+    assert swapped.arm("a").task == {}  # inherits the study's stand-in
+    assert any(
+        m.startswith("stand-in: gtsrb files not found") and "(3, 48, 48), 43 classes" in m for m in messages
+    )
+    assert any(m.startswith("stand-in: cifar100 files not found") and "100 classes" in m for m in messages)
+    assert any(m.startswith("stand-in: poison source mnist files not found") for m in messages)
+    assert len(messages) == 3
+
+
+def test_digits_and_synthetic_never_swap(tmp_path):
+    for task in (
+        {"dataset": "digits"},
+        {"dataset": "synthetic", "dataset_args": {"input_shape": [1, 4, 4], "num_classes": 3}},
+    ):
+        spec = _spec(task)
+        swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
+        assert swapped is spec and messages == []
+    assert dataset_available("digits", tmp_path) and dataset_available("synthetic", tmp_path)
+
+
+def test_mini_mnist_is_not_swapped_where_its_files_are(mnist_root):
+    spec = _spec({"dataset": "mini-mnist", "data_root": str(mnist_root)})
+    assert dataset_available("mini-mnist", mnist_root)
+    swapped, messages = swap_missing_datasets(spec)
+    assert swapped is spec and messages == []
+    # the same spec with the files elsewhere: the task's data_root wins over default_root
+    swapped, _ = swap_missing_datasets(spec, default_root="/nonexistent")
+    assert swapped is spec
+    unset = _spec({"dataset": "mini-mnist"})
+    assert swap_missing_datasets(unset, default_root=mnist_root)[1] == []
+    assert swap_missing_datasets(unset, default_root=mnist_root.parent / "no-such-dir")[0].task.dataset == (
+        "synthetic"
+    )
+
+
+def test_fit_to_cpu_drops_gpus_and_shrinks_big_models():
+    spec = _spec(
+        {"dataset": "synthetic", "dataset_args": {"input_shape": [3, 32, 32]}, "model": "resnet50"},
+        arms=[
+            {"name": "a", "optimizer": "adam", "optimizer_args": {"lr": 1e-3}},
+            {
+                "name": "vit",
+                "optimizer": "adam",
+                "optimizer_args": {"lr": 1e-3},
+                "task": {"model": "vit-b16"},
+            },
+            {
+                "name": "derived",
+                "optimizer": "adam",
+                "schedule": "derived-constant",
+                "lipschitz": {"samples": 3},
+            },
+        ],
+    )
+    fitted, messages = fit_to_cpu(spec)
+    assert (fitted.resources.cpu, fitted.resources.gpu) == (1, 0)
+    assert fitted.task.model == "timm:resnet10t" and dict(fitted.task.model_args) == {}
+    vit = fitted.arm("vit").task_for(fitted.task)
+    assert vit.model == "vit" and dict(vit.model_args) == {
+        "variant": "tiny",
+        "patch_size": 16,
+        "img_size": None,
+    }
+    assert dict(fitted.arm("derived").lipschitz) == {"samples": 3, "iters": 5, "num_batches": 1}
+    assert "stand-in: resources {cpu: 2, gpu: 0.25} -> {cpu: 1, gpu: 0} (no CUDA device here)" in messages
+    assert any(
+        m.startswith("stand-in: K_hat estimates cut to 5 power iterations and 1 batch") for m in messages
+    )
+    assert any(m.startswith("stand-in: model resnet50 -> timm:resnet10t") for m in messages)
+    assert any(
+        m.startswith("stand-in: model vit-b16 -> vit {variant: tiny, patch_size: 16}") for m in messages
+    )
+    small = _spec({"dataset": "digits"})
+    small = StudySpec.from_dict({**small.to_dict(), "resources": {"cpu": 1, "gpu": 0}})
+    assert fit_to_cpu(small) == (small, [])
+
+
+# ----------------------------------------------------------------------------------- smoke runs
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def empty_data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("no-data")
+
+
+SMOKE_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else []) for p in SPECS]
+
+
+@pytest.mark.parametrize("path", SMOKE_PARAMS)
+def test_spec_runs_in_miniature(path, local_ray, empty_data_root, tmp_path):
+    raw = _raw(path)
+    spec, messages = smoke_stand_ins(load_spec(path), cpu=True, default_root=empty_data_root)
+    main, poison = _datasets(raw)
+    for what, names in (("", main), ("poison source ", poison)):
+        for name in names:
+            if get_dataset_info(name).files:
+                expected = f"stand-in: {what}{name} files not found under {empty_data_root}"
+                assert any(m.startswith(expected) for m in messages), messages
+    lines: list[str] = []
+    store = run_study(spec, out=tmp_path / "runs", log=lines.append)
+    trials = store.trials()
+    assert (trials["phase"] == "search").sum() == _smoke_search_runs(raw), lines
+    # every arm runs once on the final seed, unless all its search trials diverged (nothing to re-run)
+    search = trials[trials["phase"] == "search"]
+    n_final = sum(
+        1
+        for arm in raw["arms"]
+        if not (arm.get("space") or arm.get("grid"))
+        or (search[search["arm"] == arm["name"]]["status"] == "completed").any()
+    )
+    assert (trials["phase"] == "final").sum() == n_final, lines
+    assert trials["trial_id"].is_unique
+    bad = trials[~trials["status"].isin(["completed", "diverged"])]
+    assert bad.empty, bad[["trial_id", "status"]].to_string() + "\n" + "\n".join(lines[-5:])
+    epochs = store.epochs()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    rows = epochs.groupby("trial_id").size().reindex(trials["trial_id"], fill_value=0)
+    assert (rows.to_numpy() == trials["epochs_completed"].to_numpy()).all()
+    assert (trials.loc[trials["status"] == "completed", "epochs_completed"] == 2).all()
+    if any(get_dataset_info(d).files for d in main):
+        assert "synthetic" in set(trials["dataset"])
