@@ -413,3 +413,9 @@ def test_bad_schedule_name_per_and_counts():
     opt = make_optimizer(LR)
     with pytest.raises(ConfigError, match=r"per 'batch'.*choices: epoch, step"):
         Schedule(torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0), per="batch")
+
+
+def test_one_cycle_rejects_a_peak_at_the_first_step():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01, momentum=0.9)
+    with pytest.raises(ConfigError, match=r"pct_start=0.5 of 2 steps"):
+        create_schedule("one-cycle", opt, epochs=2, steps_per_epoch=1, pct_start=0.5)

@@ -286,3 +286,42 @@ def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
     assert row["final_train_loss"] == pytest.approx(alone.records[-1]["train_loss"], rel=1e-4)
     epochs = store.epochs("adam-grid")
     assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 7 * 3
+
+
+def test_asha_stops_some_runs_and_keeps_their_epochs(tmp_path):
+    import ray
+
+    arms = [{"name": "adam", "optimizer": "adam", "space": {"lr": {"low": 1e-5, "high": 1e-1, "log": True}}}]
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            name="asha",
+            arms=arms,
+            task={**SPEC["task"], "epochs": 6},
+            search={
+                "sampler": "random",
+                "trials_per_arm": 6,
+                "final_seeds": [0],
+                "scheduler": "asha",
+                "grace_period": 1,
+                "reduction_factor": 3,
+            },
+        )
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
+    finally:
+        ray.shutdown()
+    trials = store.trials()
+    search = trials[trials["phase"] == "search"]
+    assert len(search) == 6 and set(search["status"]) <= {"completed", "stopped"}
+    assert (search["status"] == "completed").any()
+    stopped = search[search["status"] == "stopped"]
+    assert (stopped["epochs_completed"] < 6).all() and (stopped["epochs_completed"] >= 1).all()
+    assert (search.loc[search["status"] == "completed", "epochs_completed"] == 6).all()
+    epochs = store.epochs()
+    counts = epochs.groupby("trial_id").size()
+    for row in search.itertuples():
+        assert counts[row.trial_id] == row.epochs_completed
+    assert (trials["phase"] == "final").sum() == 1

@@ -335,10 +335,16 @@ def _build_one_cycle(
             f"hyperparameter, {type(optimizer).__name__} has neither; pass cycle_momentum=False"
         )
     max_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+    total = epochs * _units(per, steps_per_epoch)
+    if abs(pct_start * total - 1.0) < 1e-9:
+        raise ConfigError(
+            f"schedule '{name}': pct_start={pct_start} of {total} steps puts the peak at the first step, "
+            "where torch's OneCycleLR divides by zero; use another pct_start or more epochs"
+        )
     return OneCycleLR(
         optimizer,
         max_lr=max_lrs,
-        total_steps=epochs * _units(per, steps_per_epoch),
+        total_steps=total,
         pct_start=pct_start,
         anneal_strategy=anneal_strategy,
         cycle_momentum=cycle_momentum,
@@ -640,7 +646,7 @@ register_schedule(
     "one-cycle",
     _build_one_cycle,
     space={
-        "pct_start": {"low": 0.1, "high": 0.5},
+        "pct_start": {"low": 0.1, "high": 0.45},
         "div_factor": {"low": 5.0, "high": 100.0, "log": True},
         "final_div_factor": {"low": 1e2, "high": 1e5, "log": True},
     },

@@ -204,6 +204,9 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
             job = self.jobs.pop(trial_id, None)
             if job is None:
                 return
+            if result and "lyaptune_record" in result:
+                # a scheduler's STOP hands the deciding result to on_trial_complete, not on_trial_result
+                self.on_trial_result(trial_id, result)
             partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
             message = self.errors.pop(trial_id, "")
             if job.members is not None and not error:
@@ -326,11 +329,14 @@ def run_study(
             store.write_study_info(ray_resources=ray.cluster_resources())
         mode = spec.objective.mode
         scheduler = None
+        max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
         if spec.search.scheduler == "asha":
+            # max_t one past the last epoch: ASHA stops every trial that reaches max_t, and a run that
+            # trained all its epochs must end with its own final report (status completed)
             scheduler = ASHAScheduler(
                 time_attr="epoch",
-                max_t=spec.task.epochs,
-                grace_period=min(spec.search.grace_period, spec.task.epochs),
+                max_t=max_epochs + 1,
+                grace_period=min(spec.search.grace_period, max_epochs),
                 reduction_factor=spec.search.reduction_factor,
             )
         trainable = tune.with_resources(_trainable(), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
