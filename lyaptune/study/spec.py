@@ -1114,7 +1114,7 @@ def _probe_optimizer(path: str, arm: ArmSpec, opt_args: Mapping[str, Any], what:
 
     args = dict(opt_args)
     if arm.needs_lipschitz:
-        args["lr"] = 1e-3  # placeholder for the derived step size
+        args["lr"] = 1e-3  # a valid stand-in rate: the derived step is computed per run, before training
     try:
         return create_optimizer(arm.optimizer, [torch.zeros(1, requires_grad=True)], **args)
     except (ValueError, TypeError, RuntimeError) as exc:
