@@ -163,8 +163,14 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
     spec_path = write_spec(
         tmp_path,
         search={**SPEC["search"], "trials_per_arm": 4},
-        task={**SPEC["task"], "epochs": 8},
+        task={
+            **SPEC["task"],
+            "epochs": 12,
+            "dataset_args": {**SPEC["task"]["dataset_args"], "n_train": 3000},
+            "model_args": {"depth": 2, "width": 256},
+        },
         max_concurrent=1,
+        checkpoint_every=2,
     )
     out = tmp_path / "runs"
     run_dir = out / "tiny"
@@ -175,13 +181,16 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
         start_new_session=True,
     )
     deadline = time.time() + 300
-    n_before = 0
-    while time.time() < deadline:
-        if (run_dir / "trials.parquet").exists():
-            n_before = len(pd.read_parquet(run_dir / "trials.parquet"))
-            if n_before >= 4:
-                break
-        time.sleep(0.5)
+    while time.time() < deadline:  # kill once a few runs are stored and an unfinished run has a checkpoint
+        done = (
+            set(pd.read_parquet(run_dir / "trials.parquet")["trial_id"])
+            if (run_dir / "trials.parquet").exists()
+            else set()
+        )
+        ckpts = {p.parts[-3].rsplit("-", 1)[0] for p in (run_dir / "ray").glob("*/*/checkpoint_*/trial.pt")}
+        if len(done) >= 4 and ckpts - done:
+            break
+        time.sleep(0.2)
     # SIGKILL the driver and everything it started (its local Ray included)
     family = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -198,9 +207,13 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
     spec = yaml.safe_load(spec_path.read_text())
     store = check_complete(run_dir, spec)
     after = store.trials().set_index("trial_id")
-    # runs completed before the kill were never run again
+    # runs completed before the kill were never run again; the run interrupted mid-way continued from its
+    # checkpoint, and its epochs are all there exactly once (check_complete)
     for _, row in before.iterrows():
         assert after.loc[row["trial_id"], "updated_at"] == row["updated_at"]
+    new = after.drop(index=before["trial_id"])
+    resumed = [__import__("json").loads(s).get("resumed_from_epoch", 0) for s in new["info_json"]]
+    assert any(r > 0 for r in resumed), resumed
 
 
 @pytest.mark.slow

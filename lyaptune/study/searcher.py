@@ -50,6 +50,7 @@ class Job:
     params: dict[str, Any]
     number: int | None = None  # the Optuna trial number (search phase)
     members: list[Job] | None = None  # a population: these jobs trained together in one process
+    checkpoint: str | None = None  # a checkpoint left by an earlier, interrupted attempt (resume)
 
     def payload(self, spec: StudySpec, arm: ArmSpec) -> dict[str, Any]:
         """What the trainable needs (plain, picklable data)."""
@@ -64,6 +65,7 @@ class Job:
             "metric": spec.objective.metric,
             "report_every_epoch": spec.search.scheduler == "asha",
             "checkpoint_every": spec.checkpoint_every,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -124,6 +126,7 @@ class StudyPlan:
         self.store = store
         self.log = log or (lambda msg: None)
         self.lock = threading.RLock()
+        self.ray_dir = Path(journal).parent / "ray"  # Tune's checkpoints of earlier drivers of this run
         storage = journal_storage(journal)
         direction = "minimize" if spec.objective.mode == "min" else "maximize"
         self.arms: dict[str, _ArmState] = {}
@@ -264,8 +267,21 @@ class StudyPlan:
             return None
 
     def _start(self, job: Job) -> Job:
+        if job.members is None and job.checkpoint is None:
+            job.checkpoint = self._earlier_checkpoint(job.trial_id)
         self.running[job.trial_id] = job
         return job
+
+    def _earlier_checkpoint(self, trial_id: str) -> str | None:
+        """The newest checkpoint an earlier (killed) driver's Tune run kept for ``trial_id``, if any."""
+        if not self.ray_dir.is_dir():
+            return None
+        found = list(self.ray_dir.glob(f"*/{trial_id}-*/checkpoint_*/trial.pt"))
+        if not found:
+            return None
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        self.log(f"{trial_id}: continues from {newest.parent.name} of an interrupted run")
+        return str(newest)
 
     # -- results -----------------------------------------------------------------------------------
     def finish(

@@ -109,6 +109,13 @@ def train_job(config: dict[str, Any]) -> None:
     per_epoch = bool(job["report_every_epoch"])
     base = {"lyaptune_trial_id": job["trial_id"]}
     state = _load_checkpoint()
+    if state is None and job.get("checkpoint"):
+        # left by a driver that was killed (``lyaptune resume``): continue where that attempt stopped;
+        # a checkpoint cut short by the kill is ignored and the run starts over
+        try:
+            state = torch.load(job["checkpoint"], weights_only=True, map_location="cpu")
+        except (OSError, RuntimeError, EOFError):
+            state = None
     _maybe_inject_fault(job["trial_id"])
 
     def on_epoch(rec: dict[str, Any]) -> None:
