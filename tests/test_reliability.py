@@ -277,11 +277,13 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
         "max_failures": 3,
     }
     spec = load_spec(write(tmp_path, spec_dict))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # the head runs the driver only (0 CPUs), so every run trains on the worker node
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     out = tmp_path / "runs"
+    run_dir = out / "nodekill"
     result = {}
     thread = threading.Thread(
         target=lambda: result.setdefault("store", run_study(spec, out=out, log=lambda m: None))
@@ -289,10 +291,16 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
     try:
         thread.start()
         deadline = time.time() + 300
-        while time.time() < deadline and not list((out / "nodekill" / "ray").rglob("checkpoint_*")):
-            time.sleep(0.2)
-        time.sleep(1.0)
+        while time.time() < deadline:  # a run that is not finished yet has written a checkpoint
+            done = set(RunStore(run_dir).trial_ids()) if (run_dir / "trials.parquet").exists() else set()
+            ckpts = {
+                p.parts[-3].rsplit("-", 1)[0] for p in (run_dir / "ray").glob("*/*/checkpoint_*/trial.pt")
+            }
+            if ckpts - done:
+                break
+            time.sleep(0.1)
         cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's raylet and workers
+        cluster.add_node(num_cpus=1)  # a replacement node, where the killed run continues
         thread.join(600)
         assert not thread.is_alive()
     finally:
