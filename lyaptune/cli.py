@@ -185,7 +185,7 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     from torch.nn import functional as F
 
     from lyaptune.data import load_dataset
-    from lyaptune.lipschitz import derived_step_size, estimate_lipschitz, initial_loss
+    from lyaptune.lipschitz import LipschitzProgress, derived_step_size, estimate_lipschitz, initial_loss
     from lyaptune.models import create_model, default_sigma
     from lyaptune.train import resolve_device
 
@@ -220,18 +220,17 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     l0 = initial_loss(build(), F.cross_entropy, train)
     sigma = args.sigma if args.sigma is not None or args.weights != "normal" else default_sigma(args.model)
+    w_desc = (
+        f"init({args.init or 'each module reset_parameters'})" if args.weights == "init" else args.weights
+    )
     print(
-        f"dataset={args.dataset} (n={n})  model={args.model} {margs}  weights={args.weights}"
+        f"dataset={args.dataset} (n={n})  model={args.model} {margs}  weights={w_desc}"
         f"{f'(sigma={sigma})' if sigma is not None else ''}  samples={args.samples}  device={device}",
         flush=True,
     )
 
-    def progress(j: int, sn: Any) -> None:
-        print(
-            f"  sample {j + 1}/{args.samples}: |lambda_max|={sn.value:.6g} (eigenvalue {sn.eigenvalue:.6g}, "
-            f"{sn.iterations} iterations{'' if sn.converged else ', not converged'})",
-            flush=True,
-        )
+    def progress(p: LipschitzProgress) -> None:
+        print(f"  {p.line()}", flush=True)
 
     est = estimate_lipschitz(
         build,
@@ -246,11 +245,10 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
         iters=args.iters,
         tol=args.tol,
         device=device,
+        init=args.init if args.weights == "init" else None,
         progress=progress,
     )
     alpha = derived_step_size(l0, est.k_hat, total, multiplier=args.multiplier)
-    for j, reason in est.skipped:
-        print(f"  sample {j + 1} skipped: {reason}")
     print(
         f"K_hat={est.k_hat:.6g}  per-sample=[{', '.join(f'{v:.4g}' for v in est.values)}]  "
         f"seconds={est.seconds:.2f}"

@@ -18,7 +18,7 @@ from torch import nn
 
 from lyaptune._registry import unknown_choice
 
-__all__ = ["SCHEMES", "initialize"]
+__all__ = ["INIT_ATTR", "SCHEMES", "initialize"]
 
 SCHEMES = (
     "kaiming-uniform",
@@ -30,6 +30,10 @@ SCHEMES = (
     "uniform",
     "init",
 )
+
+INIT_ATTR = "lyaptune_init"
+"""Attribute :func:`lyaptune.models.create_model` sets on a model built with an ``init``: the resolved
+``(scheme, sigma, a)``, so that Algorithm 2's ``weights="init"`` redraws with the task's initialiser."""
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 

@@ -42,7 +42,7 @@ from torch import nn
 from lyaptune._fullbatch import Data, LossFn, full_loss, iter_chunks
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError, UserError
-from lyaptune.init import initialize
+from lyaptune.init import INIT_ATTR, initialize
 
 __all__ = [
     "METHODS",
@@ -50,6 +50,7 @@ __all__ = [
     "NonFiniteHessianError",
     "SpectralNorm",
     "LipschitzEstimate",
+    "LipschitzProgress",
     "hessian_spectral_norm",
     "estimate_lipschitz",
     "initial_loss",
@@ -100,8 +101,9 @@ class LipschitzEstimate:
       converged: convergence flag per kept sample (mini-batch: that of the batch giving the max).
       seconds: wall-clock time of the whole estimate.
       weights: the weight distribution W (``normal``, ``uniform`` or ``init``).
-      sigma: standard deviation of ``normal`` W (None for the others).
-      a: half-width of ``uniform`` W (None for the others).
+      sigma: standard deviation of ``normal`` W, or of the initialiser ``normal(sigma)`` under
+        ``weights="init"`` (None otherwise).
+      a: half-width of ``uniform`` W, or of the initialiser ``uniform(a)`` (None otherwise).
       samples: number of weight samples drawn (kept + skipped).
       batch: ``"full"`` or the mini-batch size.
       skipped: ``(sample index, reason)`` for samples whose loss or Hessian products were not finite.
@@ -110,6 +112,9 @@ class LipschitzEstimate:
       tol: relative tolerance of the power iteration.
       max_iters: iteration cap of the power iteration.
       seed: seed of the generator that drew weights, start vectors and batches.
+      init: under ``weights="init"``, the initialiser each sample was drawn with (a scheme of
+        :data:`lyaptune.init.SCHEMES`; ``"init"`` means each module's own ``reset_parameters``);
+        None for the other distributions.
     """
 
     k_hat: float
@@ -129,6 +134,7 @@ class LipschitzEstimate:
     tol: float = 1e-3
     max_iters: int = 100
     seed: int = 0
+    init: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (lists instead of tuples) for recording next to the results."""
@@ -137,6 +143,39 @@ class LipschitzEstimate:
             d[key] = list(d[key])
         d["skipped"] = [{"sample": j, "reason": r} for j, r in self.skipped]
         return d
+
+
+@dataclass(frozen=True)
+class LipschitzProgress:
+    """One weight sample of :func:`estimate_lipschitz` done, as passed to its ``progress`` callback.
+
+    Attributes:
+      sample: 1-based index of the sample just finished.
+      samples: N, the number of samples of the estimate.
+      result: its spectral norm, or None when the sample was skipped.
+      skipped: why the sample was skipped (non-finite loss or Hessian products), else None.
+      k_hat: the running ``max_j |lambda_max|`` over the samples kept so far (nan before the first).
+      seconds: wall-clock time since the estimate started.
+    """
+
+    sample: int
+    samples: int
+    result: SpectralNorm | None
+    skipped: str | None
+    k_hat: float
+    seconds: float
+
+    def line(self) -> str:
+        """The progress line shown to a user: ``K_hat sample i/N: |lambda_max|=..., K_hat so far ...``."""
+        head = f"K_hat sample {self.sample}/{self.samples}:"
+        if self.result is None:
+            return f"{head} skipped ({self.skipped})  [{self.seconds:.1f} s]"
+        sn = self.result
+        conv = "" if sn.converged else ", not converged"
+        return (
+            f"{head} |lambda_max|={sn.value:.6g} (eigenvalue {sn.eigenvalue:.6g}, {sn.iterations} "
+            f"iterations{conv})  K_hat so far {self.k_hat:.6g}  [{self.seconds:.1f} s]"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -409,7 +448,8 @@ def estimate_lipschitz(
     chunk_size: int | None = None,
     method: str = "double-backward",
     device: torch.device | str | None = None,
-    progress: Callable[[int, SpectralNorm], None] | None = None,
+    init: str | None = None,
+    progress: Callable[[LipschitzProgress], None] | None = None,
 ) -> LipschitzEstimate:
     """Estimate the Lipschitz smoothness of the loss by sampling weights (papers/003 Algorithm 2).
 
@@ -429,7 +469,9 @@ def estimate_lipschitz(
         mini-batch mode concatenates).
       samples: N, the number of weight samples (>= 1).
       weights: W: ``normal`` (N(0, sigma^2) per weight tensor, biases 0, norm-layer weights 1),
-        ``uniform`` (U(-a, a)), or ``init`` (the model's own initialiser).
+        ``uniform`` (U(-a, a)), or ``init``: the task's own initialiser, a fresh draw per sample from
+        the seeded generator (kaiming-normal gives weight std sqrt(2 / fan_in), xavier
+        sqrt(2 / (fan_in + fan_out)), ...; see :func:`lyaptune.init.initialize`).
       sigma: standard deviation for ``normal`` (required there).
       a: half-width for ``uniform`` (required there).
       batch: ``"full"`` or a mini-batch size (>= 1).
@@ -440,7 +482,12 @@ def estimate_lipschitz(
       chunk_size: examples per chunk of an HVP (None: all at once).
       method: HVP method, one of :data:`METHODS`.
       device: where to run (default: wherever ``model_factory`` puts the model).
-      progress: called as ``progress(j, spectral_norm)`` after each kept sample ``j`` (0-based).
+      init: the initialiser of ``weights="init"``: a scheme of :data:`lyaptune.init.SCHEMES` or
+        ``normal(sigma)`` / ``uniform(a)``. None: the one :func:`lyaptune.models.create_model` built
+        the factory's model with, else each module's own ``reset_parameters``. Ignored by the
+        other distributions.
+      progress: called after every sample (kept or skipped) with a :class:`LipschitzProgress`;
+        ``progress.line()`` is the line to show. None (default): silent.
 
     Returns:
       A :class:`LipschitzEstimate`.
@@ -456,6 +503,8 @@ def estimate_lipschitz(
     _check_power_args(iters, tol, method, chunk_size)
     sigma_used = float(sigma) if weights == "normal" else None
     a_used = float(a) if weights == "uniform" else None
+    explicit_init = _parse_sample_init(init) if weights == "init" and init is not None else None
+    init_used: str | None = None
 
     batch_data: tuple[torch.Tensor, torch.Tensor] | None = None
     if batch != "full":
@@ -473,7 +522,12 @@ def estimate_lipschitz(
         target = torch.device(device) if device is not None else _module_device(model)
         # Draw on the CPU with the one CPU generator: the same seed gives the same weights on any device.
         model.to("cpu")
-        initialize(model, weights, sigma=sigma_used, a=a_used, generator=g)
+        if weights == "init":
+            scheme, s_init, a_init = explicit_init or getattr(model, INIT_ATTR, None) or ("init", None, None)
+            initialize(model, scheme, sigma=s_init, a=a_init, generator=g)
+            init_used, sigma_used, a_used = scheme, s_init, a_init
+        else:
+            initialize(model, weights, sigma=sigma_used, a=a_used, generator=g)
         model.to(target)
         try:
             if batch_data is None:
@@ -493,13 +547,24 @@ def estimate_lipschitz(
                 )
         except NonFiniteHessianError as err:
             skipped.append((j, str(err)))
+            if progress is not None:
+                progress(
+                    LipschitzProgress(
+                        j + 1,
+                        samples,
+                        None,
+                        str(err),
+                        max(values, default=math.nan),
+                        time.perf_counter() - start,
+                    )
+                )
             continue
         values.append(sn.value)
         eigenvalues.append(sn.eigenvalue)
         iterations.append(sn.iterations)
         converged.append(sn.converged)
         if progress is not None:
-            progress(j, sn)
+            progress(LipschitzProgress(j + 1, samples, sn, None, max(values), time.perf_counter() - start))
     seconds = time.perf_counter() - start
 
     if not values:
@@ -530,7 +595,17 @@ def estimate_lipschitz(
         tol=float(tol),
         max_iters=iters,
         seed=seed,
+        init=init_used,
     )
+
+
+def _parse_sample_init(init: str) -> tuple[str, float | None, float | None]:
+    from lyaptune.models import parse_init
+
+    scheme, s, a = parse_init(init)
+    if scheme == "normal" and s is None:
+        raise ConfigError(f"Invalid init {init!r} for weights='init': give its sigma, e.g. 'normal(0.04)'")
+    return scheme, s, a
 
 
 def _is_int(x: object) -> bool:

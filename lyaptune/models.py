@@ -32,7 +32,7 @@ from torch import nn
 
 from lyaptune._registry import Registry, unknown_choice
 from lyaptune.errors import ConfigError
-from lyaptune.init import SCHEMES, initialize
+from lyaptune.init import INIT_ATTR, SCHEMES, initialize
 
 __all__ = [
     "ModelInfo",
@@ -661,7 +661,9 @@ def create_model(
       **model_args: the model's arguments (:attr:`ModelInfo.args` lists them with their defaults).
 
     Returns:
-      The model, in training mode, on the CPU.
+      The model, in training mode, on the CPU. With an ``init``, its resolved ``(scheme, sigma, a)``
+      is kept as the attribute :data:`lyaptune.init.INIT_ATTR` (read by ``weights="init"`` of
+      :func:`lyaptune.lipschitz.estimate_lipschitz`).
 
     Raises:
       ConfigError: an unknown model, model argument or init scheme, or an invalid value.
@@ -698,6 +700,8 @@ def create_model(
     if resolved is not None:
         scheme, s, a = resolved
         initialize(model, scheme, sigma=s, a=a, generator=generator)
+        # remembered so that W = init of papers/003 Algorithm 2 redraws with this initialiser
+        setattr(model, INIT_ATTR, resolved)
     return model
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from lyaptune.errors import ConfigError, UserError
 from lyaptune.lipschitz import (
     METHODS,
     LipschitzEstimate,
+    LipschitzProgress,
     NonFiniteHessianError,
     derived_step_size,
     estimate_lipschitz,
@@ -333,7 +336,7 @@ def test_estimate_values_are_dense_hessian_norms_at_the_sampled_weights() -> Non
         models.append(m)
         return m
 
-    seen: list[int] = []
+    seen: list[LipschitzProgress] = []
     est = estimate_lipschitz(
         build,
         F.cross_entropy,
@@ -342,9 +345,12 @@ def test_estimate_values_are_dense_hessian_norms_at_the_sampled_weights() -> Non
         sigma=0.5,
         iters=3000,
         tol=1e-7,
-        progress=lambda j, sn: seen.append(j),
+        progress=seen.append,
     )
-    assert seen == [0, 1, 2]
+    assert [(p.sample, p.samples) for p in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert [p.result.value for p in seen] == list(est.values)
+    assert [p.k_hat for p in seen] == list(np.maximum.accumulate(est.values))
+    assert seen[1].line().startswith(f"K_hat sample 2/3: |lambda_max|={est.values[1]:.6g} ")
     dense = [np.abs(_dense_spectrum(m, F.cross_entropy, data)).max() for m in models]
     np.testing.assert_allclose(est.values, dense, rtol=1e-3)
     assert est.k_hat == pytest.approx(max(dense), rel=1e-3)
@@ -391,7 +397,12 @@ def test_non_finite_samples_are_skipped() -> None:
         models.append(ExpModel())
         return models[-1]
 
-    est = estimate_lipschitz(build, _out, DUMMY, samples=30, sigma=1.0, seed=0)
+    seen: list[LipschitzProgress] = []
+    est = estimate_lipschitz(build, _out, DUMMY, samples=30, sigma=1.0, seed=0, progress=seen.append)
+    # one progress call per sample, skipped ones included
+    assert [p.sample for p in seen] == list(range(1, 31))
+    assert [p.sample - 1 for p in seen if p.result is None] == [j for j, _ in est.skipped]
+    assert all("skipped (" in p.line() for p in seen if p.result is None)
     w = np.array([float(m.w.detach()) for m in models], dtype=np.float64)
     hess = ExpModel.C**2 * np.exp(ExpModel.C * w)
     overflow = hess > np.finfo(np.float32).max
@@ -484,3 +495,144 @@ def test_estimate_bad_arguments(kwargs: dict, match: str) -> None:
     args = {"sigma": 0.1, **kwargs}
     with pytest.raises(ConfigError, match=match):
         estimate_lipschitz(_factory(), F.cross_entropy, _data(5), **args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# W = init: each sample drawn with the task's own initialiser (papers/003 Section 5.1, init study)
+# ---------------------------------------------------------------------------------------------------
+
+INIT_STUDY = ("kaiming-uniform", "kaiming-normal", "xavier", "orthogonal")
+
+
+def _textbook_std(scheme: str, fan_out: int, fan_in: int) -> float:
+    """Weight standard deviation of a (fan_out, fan_in) Linear weight under each scheme, by hand."""
+    if scheme == "kaiming-uniform":  # U(-b, b), b = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + 5))
+        return 1.0 / math.sqrt(3.0 * fan_in)
+    if scheme == "kaiming-normal":  # He et al. 2015, ReLU gain sqrt(2)
+        return math.sqrt(2.0 / fan_in)
+    if scheme == "xavier":  # Glorot & Bengio 2010, U(-b, b), b = sqrt(6 / (fan_in + fan_out))
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    if scheme == "orthogonal":  # orthonormal rows/columns: ||W||_F^2 = min(fan_in, fan_out)
+        return math.sqrt(min(fan_in, fan_out) / (fan_in * fan_out))
+    raise AssertionError(scheme)
+
+
+def _fc_factory(init: str | None, built: list[nn.Module] | None = None):
+    from lyaptune.models import create_model
+
+    def build() -> nn.Module:
+        m = create_model(
+            "fc",
+            input_shape=(64,),
+            num_classes=10,
+            init=init,
+            generator=torch.Generator().manual_seed(0),
+            depth=1,
+            width=300,
+        )
+        if built is not None:
+            built.append(m)
+        return m
+
+    return build
+
+
+def _digits_pair(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    from lyaptune.data import load_dataset
+
+    d = load_dataset("digits", seed=0)
+    return d.train.x[:n], d.train.y[:n]
+
+
+@pytest.mark.parametrize("scheme", INIT_STUDY)
+def test_weights_init_draws_with_the_task_initialiser(scheme: str) -> None:
+    built: list[nn.Module] = []
+    est = estimate_lipschitz(
+        _fc_factory(scheme, built), F.cross_entropy, _digits_pair(50), samples=2, weights="init", iters=3
+    )
+    assert est.weights == "init" and est.init == scheme
+    for m in built:
+        linears = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
+        assert len(linears) == 2
+        for lin in linears:
+            w = lin.weight.detach().double()
+            expected = _textbook_std(scheme, *w.shape)
+            assert float(w.std()) == pytest.approx(expected, rel=0.05), (scheme, tuple(w.shape))
+            bias = lin.bias.detach()
+            if scheme == "kaiming-uniform":  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+                assert 0 < float(bias.abs().max()) <= 1 / math.sqrt(w.shape[1])
+            else:
+                assert float(bias.abs().max()) == 0.0
+    # a fresh draw per sample, not the factory's fixed weights
+    first = [p.detach().clone() for p in built[0].parameters()]
+    second = [p.detach().clone() for p in built[1].parameters()]
+    assert not torch.equal(first[0], second[0])
+    ref = _fc_factory(scheme)()
+    assert not torch.equal(first[0], next(ref.parameters()).detach())
+
+
+def test_init_study_initialisers_give_distinct_k_hat() -> None:
+    data = _digits_pair()
+    k = {
+        s: estimate_lipschitz(
+            _fc_factory(s), F.cross_entropy, data, samples=2, weights="init", iters=15, seed=3
+        ).k_hat
+        for s in INIT_STUDY
+    }
+    assert len(set(k.values())) == 4, k
+    # the weight scale orders the curvature: kaiming-normal (std sqrt(2/fan_in)) is the widest
+    assert k["kaiming-normal"] > k["kaiming-uniform"], k
+
+
+def test_explicit_init_overrides_and_matches_the_model_tag() -> None:
+    data = _digits_pair(60)
+    tagged = estimate_lipschitz(
+        _fc_factory("xavier"), F.cross_entropy, data, samples=2, weights="init", iters=5
+    )
+    explicit = estimate_lipschitz(
+        _fc_factory(None), F.cross_entropy, data, samples=2, weights="init", init="xavier", iters=5
+    )
+    assert explicit.init == "xavier" and explicit.values == tagged.values
+    own = estimate_lipschitz(_fc_factory(None), F.cross_entropy, data, samples=2, weights="init", iters=5)
+    assert own.init == "init" and own.values != tagged.values
+    with pytest.raises(ConfigError, match=r"init 'normal' for weights='init': give its sigma"):
+        estimate_lipschitz(_fc_factory(None), F.cross_entropy, data, weights="init", init="normal")
+    with pytest.raises(ConfigError, match=r"unknown init 'xavir'; did you mean 'xavier'"):
+        estimate_lipschitz(_fc_factory(None), F.cross_entropy, data, weights="init", init="xavir")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", *args], capture_output=True, text=True, timeout=240
+    )
+
+
+def _cli_k_hat(init: str) -> tuple[float, list[str]]:
+    r = _cli(
+        "lipschitz", "--dataset", "digits", "--model", "fc", "--depth", "1", "--width", "64",
+        "--samples", "3", "--iters", "10", "--device", "cpu", "--weights", "init", "--init", init,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    k_hat = [float(line.split()[0].split("=")[1]) for line in lines if line.startswith("K_hat=")]
+    return k_hat[0], lines
+
+
+def test_cli_weights_init_follows_the_init_option_and_reports_progress() -> None:
+    k_xavier, lines = _cli_k_hat("xavier")
+    k_kaiming, _ = _cli_k_hat("kaiming-normal")
+    assert k_xavier != k_kaiming
+    assert "weights=init(xavier)" in lines[0]
+    progress = [line.strip() for line in lines if "K_hat sample" in line]
+    assert [p.split(":")[0] for p in progress] == [f"K_hat sample {i}/3" for i in (1, 2, 3)]
+    per_sample = [float(p.split("|lambda_max|=")[1].split()[0]) for p in progress]
+    assert k_xavier == pytest.approx(max(per_sample), rel=1e-5)
+
+
+def test_cli_unknown_init_is_one_line() -> None:
+    r = _cli("lipschitz", "--samples", "1", "--device", "cpu", "--weights", "init", "--init", "xavir")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (
+        "lyaptune: error: unknown init 'xavir'; did you mean 'xavier'? choices: kaiming-uniform, "
+        "kaiming-normal, xavier, xavier-normal, orthogonal, normal, uniform, init, normal(sigma), uniform(a)"
+    )
