@@ -51,7 +51,8 @@ CASES: dict[str, Case] = {
     ),
     "rlo": Case({"lr": 0.3}, {"lr": 1e-2}, variants=({}, _WD)),
     "rlo-lambda": Case({"lr": 0.1}, {"lr": 1e-2}, variants=({}, _WD)),
-    "rlo-lifted": Case({"lr": 0.1}, {"lr": 0.1}, variants=({}, _WD)),
+    # normalised steps have length lr * sqrt(D) however small the velocity: a small lr, as rlo-lambda
+    "rlo-lifted": Case({"lr": 0.1}, {"lr": 1e-2}, variants=({}, _WD)),
 }
 
 

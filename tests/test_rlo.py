@@ -37,6 +37,9 @@ def np_rlo(
 ) -> tuple[list[list[np.ndarray]], list[np.ndarray], list[np.ndarray]]:
     """Parameters after every step, and the last step's velocity and target ``d + b``.
 
+    The velocity is the un-normalised average of the targets; global normalisation rescales only the
+    step applied (``u = d + b`` or ``u = v``).
+
     ``lr`` and ``global_norm`` may be given per tensor (to mimic parameter groups).
     """
     n = len(p0)
@@ -57,24 +60,25 @@ def np_rlo(
                 s_hat = s[i] / (1 - b3**t)
                 c = c / (np.sqrt(s_hat) + eps)
             d.append(np.sign(c) if direction == "sign" else np.tanh(gamma * c))
-        on = [i for i in range(n) if norm_on[i]]
-        if on:
-            big_d = sum(d[i].size for i in on)
-            norm = math.sqrt(sum(float(np.sum(d[i] ** 2)) for i in on))
-            for i in on:
-                d[i] = d[i] * math.sqrt(big_d) / norm
-        targets = []
+        targets, steps = [], []
         for i, g in enumerate(grads):
             delta = g - m[i]
             b = belief * delta / max(float(np.linalg.norm(delta)), eps)
-            target = d[i] + b
-            targets.append(target)
-            p[i] = p[i] * (1 - lrs[i] * weight_decay)
+            targets.append(d[i] + b)
             if eta is None:
-                p[i] = p[i] - lrs[i] * target
+                steps.append(targets[i])
             else:
-                v[i] = (1 - eta) * v[i] + eta * target
-                p[i] = p[i] - lrs[i] * v[i]
+                v[i] = (1 - eta) * v[i] + eta * targets[i]
+                steps.append(v[i])
+        # global normalisation of the applied step u (d + b, or the velocity), METHODS.md section 2
+        on = [i for i in range(n) if norm_on[i]]
+        if on:
+            big_d = sum(steps[i].size for i in on)
+            norm = math.sqrt(sum(float(np.sum(steps[i] ** 2)) for i in on))
+            steps = [u * math.sqrt(big_d) / norm if i in on else u for i, u in enumerate(steps)]
+        for i, g in enumerate(grads):
+            p[i] = p[i] * (1 - lrs[i] * weight_decay)
+            p[i] = p[i] - lrs[i] * steps[i]
             m[i] = b2 * m[i] + (1 - b2) * g
         history.append([x.copy() for x in p])
     return history, v, targets
@@ -168,6 +172,47 @@ def test_hand_worked_two_steps():
     p.grad = torch.tensor([0.03, 1.0], dtype=torch.float64)
     opt.step()
     torch.testing.assert_close(p.detach(), torch.tensor([0.794, 0.998], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_hand_worked_step_with_global_norm_on_the_applied_step(foreach):
+    # p0 = (1, 1), lr 0.1, sign, belief 0.1, global normalisation on, D = 2.
+    # step 1: g = (3, -4), m = 0: d = (1, -1); b = 0.1 g / 5 = (0.06, -0.08); u = d + b = (1.06, -1.08)
+    #         ||u|| = sqrt(1.06^2 + 1.08^2) = sqrt(2.2900); u *= sqrt(2) / ||u||
+    #         p = (1, 1) - 0.1 u.  (Normalising d instead would leave d = (1, -1) unchanged: sqrt(2)/sqrt(2).)
+    u = np.array([1.06, -1.08])
+    u_hat = u * math.sqrt(2.0) / math.sqrt(1.06**2 + 1.08**2)
+    want = np.array([1.0, 1.0]) - 0.1 * u_hat
+    p = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    opt = create_optimizer("rlo", [p], lr=0.1, global_norm=True, foreach=foreach)
+    p.grad = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-14)
+    assert float(np.linalg.norm(u_hat)) == pytest.approx(math.sqrt(2.0), rel=1e-14)
+    # lifted, eta 0.5: v = 0.5 (d + b) from v = 0, so the normalised step is the same u_hat
+    q = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    lifted = create_optimizer("rlo", [q], lr=0.1, global_norm=True, eta=0.5, foreach=foreach)
+    q.grad = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    lifted.step()
+    np.testing.assert_allclose(q.detach().numpy(), want, rtol=1e-14)
+    np.testing.assert_allclose(lifted.state[q]["velocity"].numpy(), 0.5 * u, rtol=1e-14)
+
+
+@pytest.mark.parametrize("eta", [None, 0.3])
+def test_sign_with_and_without_global_norm_are_different_updates(eta):
+    # The 001 ablation's sign x {norm on, norm off} cells must be two arms (issue 13).
+    trained = []
+    for global_norm in (True, False):
+        model = _mlp(torch.float64)
+        opt = create_optimizer(
+            "rlo", model.parameters(), lr=1e-2, direction="sign", global_norm=global_norm, eta=eta
+        )
+        for x, y in _batches(20, torch.float64):
+            _grad_step(model, opt, x, y)
+        trained.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    on, off = trained
+    assert not torch.allclose(on, off, rtol=0, atol=1e-6)
+    assert float((on - off).abs().max()) > 1e-4
 
 
 @pytest.mark.parametrize("foreach", [True, False])

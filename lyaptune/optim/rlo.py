@@ -9,18 +9,24 @@ the lifted variant, the velocity ``v`` (starts at 0)::
     s      = b3*s + (1-b3)*g*g ;  s_hat = s / (1 - b3^t)       # only with precondition=True
     Psi(c) = c  |  c / (sqrt(s_hat) + eps)                     # precondition False | True
     d      = Phi(Psi(c)),  Phi = sign(x) | tanh(gamma*x)       # direction "sign" | "tanh"
-    d     *= sqrt(D) / ||d||_2                                 # only with global_norm=True
     delta  = g - m ;  b = lam_b * delta / max(||delta||_2, eps)   # belief term, norm per tensor
+    u      = d + b                                             # eta None ("rlo", "rlo-lambda")
+    v = (1-eta)*v + eta*(d + b) ;  u = v                       # eta in (0, 1] ("rlo-lifted")
+    u     *= sqrt(D) / ||u||_2                                 # only with global_norm=True
     p     *= 1 - lr*weight_decay                               # decoupled weight decay
-    p     -= lr * (d + b)                                      # eta None ("rlo", "rlo-lambda")
-    v = (1-eta)*v + eta*(d + b) ;  p -= lr * v                 # eta in (0, 1] ("rlo-lifted")
+    p     -= lr * u
     m      = b2*m + (1-b2)*g                                   # after the update
 
 Choices this module makes where METHODS.md leaves room:
-  * The global normalisation acts on ``d`` only; the belief term ``b`` is added after it, so ``b``
-    keeps its own scale ``lam_b`` per tensor. ``D`` and ``||d||_2`` run over every parameter with a
+  * The global normalisation rescales the applied step ``u`` (``d + b``, or the lifted velocity),
+    as METHODS.md section 2 says, not ``d``: with ``Phi = sign``, ``||sign(x)||_2`` is already
+    ``sqrt(D)``, so normalising ``d`` would be the identity, while ``||d + b||`` and the velocity's
+    norm (sign flips average out) do move. ``D`` and ``||u||_2`` run over every parameter with a
     gradient in every group whose ``global_norm`` is on (groups with it off are neither counted nor
-    rescaled). An all-zero ``d`` stays zero (the norm is floored at the dtype's smallest normal number).
+    rescaled). An all-zero ``u`` stays zero (the norm is floored at the dtype's smallest normal number).
+  * The velocity state ``v`` is the un-normalised average of the targets ``d + b``; only the step
+    taken from it is rescaled. So ``eta = 1`` gives ``v = d + b`` and the lifted rule equals the
+    direct one with or without normalisation.
   * ``m``, ``s`` and ``v`` all start at 0, so the first step has ``c = (1-b1)*g`` and ``b`` along ``g``.
   * With ``direction="sign"`` the preconditioner does not change ``d`` (it divides by a positive
     number); it matters only for "tanh".
@@ -125,10 +131,10 @@ def _sum_of_squares(tensors: list[Tensor]) -> Tensor:
     return total
 
 
-def _global_norm_scale(directions: list[Tensor]) -> Tensor:
-    """The factor ``sqrt(D) / ||d||_2`` of the global normalisation, ``D`` the total element count."""
-    numel = sum(d.numel() for d in directions)
-    norm = _sum_of_squares(directions).sqrt()
+def _global_norm_scale(steps: list[Tensor]) -> Tensor:
+    """The factor ``sqrt(D) / ||u||_2`` of the global normalisation, ``D`` the total element count."""
+    numel = sum(u.numel() for u in steps)
+    norm = _sum_of_squares(steps).sqrt()
     return math.sqrt(numel) / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
@@ -215,65 +221,46 @@ def _multi_tensor_rlo_direction(
     return directions  # type: ignore[return-value]
 
 
-def _single_tensor_rlo_update(
-    params: list[Tensor],
+def _single_tensor_rlo_steps(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     velocities: list[Tensor],
     directions: list[Tensor],
-    scale: Tensor | None,
     *,
-    lr: float,
-    beta2: float,
     belief: float,
     eta: float | None,
     eps: float,
-    weight_decay: float,
-) -> list[Tensor]:
-    """Apply one update given the directions; return the targets ``d + b`` (the ``directions`` tensors).
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Add the belief term and advance the velocity; return ``(targets d + b, steps u)``.
 
-    ``scale`` is the global normalisation factor (None: no normalisation). Updates ``params``,
-    ``velocities`` (when ``eta`` is not None; else it may be empty) and ``exp_avgs`` in place.
+    The targets are the ``directions`` tensors, changed in place. The step ``u`` is the target itself
+    (``eta`` None) or the velocity ``v = (1-eta)*v + eta*(d + b)`` (``velocities``, updated in place),
+    before any global normalisation (see :func:`_global_norm_scale`).
     """
-    for i, param in enumerate(params):
-        grad, exp_avg, target = grads[i], exp_avgs[i], directions[i]
-        if scale is not None:
-            target.mul_(scale.to(device=target.device, dtype=target.dtype))
+    for i, grad in enumerate(grads):
+        target = directions[i]
         if belief != 0.0:
-            delta = grad - exp_avg
+            delta = grad - exp_avgs[i]
             coef = torch.linalg.vector_norm(delta).clamp_min_(eps).reciprocal_().mul_(belief)
             target.add_(delta.mul_(coef))
-        if weight_decay != 0.0:
-            param.mul_(1 - lr * weight_decay)
-        if eta is None:
-            param.add_(target, alpha=-lr)
-        else:
+        if eta is not None:
             velocities[i].lerp_(target, eta)
-            param.add_(velocities[i], alpha=-lr)
-        exp_avg.lerp_(grad, 1 - beta2)
-    return directions
+    return directions, (directions if eta is None else velocities)
 
 
-def _multi_tensor_rlo_update(
-    params: list[Tensor],
+def _multi_tensor_rlo_steps(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     velocities: list[Tensor],
     directions: list[Tensor],
-    scale: Tensor | None,
     *,
-    lr: float,
-    beta2: float,
     belief: float,
     eta: float | None,
     eps: float,
-    weight_decay: float,
-) -> list[Tensor]:
-    """:func:`_single_tensor_rlo_update` with ``torch._foreach_*`` ops, per device and dtype."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, velocities, directions])
-    for (device, dtype), ((p_list, g_list, m_list, v_list, targets), _) in grouped.items():
-        if scale is not None:
-            torch._foreach_mul_(targets, scale.to(device=device, dtype=dtype))
+) -> tuple[list[Tensor], list[Tensor]]:
+    """:func:`_single_tensor_rlo_steps` with ``torch._foreach_*`` ops, per device and dtype."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype([grads, exp_avgs, velocities, directions])
+    for (_, _), ((g_list, m_list, v_list, targets), _) in grouped.items():
         if belief != 0.0:
             deltas = torch._foreach_sub(g_list, m_list)
             coefs = torch._foreach_norm(deltas)
@@ -282,27 +269,72 @@ def _multi_tensor_rlo_update(
             torch._foreach_mul_(coefs, belief)
             torch._foreach_mul_(deltas, coefs)
             torch._foreach_add_(targets, deltas)
+        if eta is not None:
+            torch._foreach_lerp_(v_list, targets, eta)
+    return directions, (directions if eta is None else velocities)
+
+
+def _single_tensor_rlo_apply(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    steps: list[Tensor],
+    scale: Tensor | None,
+    *,
+    lr: float,
+    beta2: float,
+    weight_decay: float,
+) -> None:
+    """``p *= 1 - lr*wd ;  p -= lr * scale * u ;  m = b2*m + (1-b2)*g`` (``scale`` None: 1).
+
+    ``steps`` (``u``) is left unchanged (it may be the velocity state).
+    """
+    for i, param in enumerate(params):
+        step = steps[i]
+        if weight_decay != 0.0:
+            param.mul_(1 - lr * weight_decay)
+        if scale is None:
+            param.add_(step, alpha=-lr)
+        else:
+            param.add_(step * scale.to(device=step.device, dtype=step.dtype), alpha=-lr)
+        exp_avgs[i].lerp_(grads[i], 1 - beta2)
+
+
+def _multi_tensor_rlo_apply(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    steps: list[Tensor],
+    scale: Tensor | None,
+    *,
+    lr: float,
+    beta2: float,
+    weight_decay: float,
+) -> None:
+    """:func:`_single_tensor_rlo_apply` with ``torch._foreach_*`` ops, per device and dtype."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, steps])
+    for (device, dtype), ((p_list, g_list, m_list, u_list), _) in grouped.items():
         if weight_decay != 0.0:
             torch._foreach_mul_(p_list, 1 - lr * weight_decay)
-        if eta is None:
-            torch._foreach_add_(p_list, targets, alpha=-lr)
+        if scale is None:
+            torch._foreach_add_(p_list, u_list, alpha=-lr)
         else:
-            torch._foreach_lerp_(v_list, targets, eta)
-            torch._foreach_add_(p_list, v_list, alpha=-lr)
+            scaled = torch._foreach_mul(u_list, scale.to(device=device, dtype=dtype))
+            torch._foreach_add_(p_list, scaled, alpha=-lr)
         torch._foreach_lerp_(m_list, g_list, 1 - beta2)
-    return directions
 
 
 class RLO(Optimizer):
     r"""Riemannian Lyapunov Optimizer (the ``rlo`` preset: Lion-like sign step plus a belief term).
 
     .. math::
-        c = \beta_1 m + (1-\beta_1) g, \quad d = \Phi(\Psi(c)) \;[\cdot \sqrt{D}/\|d\|_2], \quad
-        b = \lambda_b \frac{g - m}{\max(\|g - m\|_2, \epsilon)}, \quad
-        \theta \leftarrow \theta - \eta_{lr} (d + b), \quad m \leftarrow \beta_2 m + (1-\beta_2) g
+        c = \beta_1 m + (1-\beta_1) g, \quad d = \Phi(\Psi(c)), \quad
+        b = \lambda_b \frac{g - m}{\max(\|g - m\|_2, \epsilon)}, \quad u = d + b
+        \;[\cdot \sqrt{D}/\|u\|_2], \quad
+        \theta \leftarrow \theta - \eta_{lr} u, \quad m \leftarrow \beta_2 m + (1-\beta_2) g
 
     with ``Phi`` sign or ``tanh(gamma x)``, ``Psi`` the identity or ``x / (sqrt(s_hat) + eps)``, and
-    with ``eta`` set the lifted velocity ``v <- (1-eta) v + eta (d + b)``, ``theta <- theta - lr v``.
+    with ``eta`` set the lifted velocity ``v <- (1-eta) v + eta (d + b)``, ``u = v``.
     The module docstring lists the full rule and the choices made.
 
     Args:
@@ -313,7 +345,8 @@ class RLO(Optimizer):
       direction: the direction field ``Phi``, one of :data:`DIRECTIONS` ("sign", "tanh").
       gamma: sharpness of ``tanh(gamma * x)`` (> 0; unused for "sign").
       precondition: divide ``c`` by ``sqrt(s_hat) + eps`` (the Adam-like ``Psi``).
-      global_norm: rescale ``d`` to norm ``sqrt(D)`` over all parameters of all such groups.
+      global_norm: rescale the applied step ``u`` to norm ``sqrt(D)`` over all parameters of all
+        such groups.
       belief: ``lam_b`` (>= 0), the length of the belief term ``b`` per tensor.
       eta: velocity lift in (0, 1], or None for the direct update.
       eps: floor of ``||g - m||`` and the preconditioner's additive constant (> 0).
@@ -429,7 +462,7 @@ class RLO(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        # Pass 1: directions of every group (the global norm needs all of them before any update).
+        # Pass 1: directions of every group (the global norm needs every step before any update).
         pending = []
         for group in self.param_groups:
             params: list[Tensor] = []
@@ -458,29 +491,41 @@ class RLO(Optimizer):
             )
             pending.append((group, foreach, params, grads, exp_avgs, velocities, directions))
 
-        normalised = [d for item in pending if item[0]["global_norm"] for d in item[-1]]
-        scale = _global_norm_scale(normalised) if normalised else None
-
-        # Pass 2: the updates.
+        # Pass 2: belief terms and velocities, giving each group's applied step u (d + b, or v).
+        applied = []
         tube_parts = []
-        for group, foreach, params, grads, exp_avgs, velocities, directions in pending:
-            update_fn = _multi_tensor_rlo_update if foreach else _single_tensor_rlo_update
-            targets = update_fn(
-                params,
+        for group, foreach, _, grads, exp_avgs, velocities, directions in pending:
+            steps_fn = _multi_tensor_rlo_steps if foreach else _single_tensor_rlo_steps
+            targets, steps = steps_fn(
                 grads,
                 exp_avgs,
                 velocities,
                 directions,
-                scale if group["global_norm"] else None,
-                lr=group["lr"],
-                beta2=group["betas"][1],
                 belief=group["belief"],
                 eta=group["eta"],
                 eps=group["eps"],
-                weight_decay=group["weight_decay"],
             )
+            applied.append(steps)
             if group["eta"] is not None:
                 tube_parts.append(_tube_sums(velocities, targets))
+
+        # The global normalisation of u spans every parameter of every group that has it on.
+        normalised = [u for item, steps in zip(pending, applied) if item[0]["global_norm"] for u in steps]
+        scale = _global_norm_scale(normalised) if normalised else None
+
+        # Pass 3: the updates.
+        for (group, foreach, params, grads, exp_avgs, _, _), steps in zip(pending, applied):
+            apply_fn = _multi_tensor_rlo_apply if foreach else _single_tensor_rlo_apply
+            apply_fn(
+                params,
+                grads,
+                exp_avgs,
+                steps,
+                scale if group["global_norm"] else None,
+                lr=group["lr"],
+                beta2=group["betas"][1],
+                weight_decay=group["weight_decay"],
+            )
         if tube_parts:
             device = tube_parts[0].device
             self.state[_TUBE] = torch.stack([part.to(device) for part in tube_parts]).sum(dim=0)
