@@ -1,17 +1,53 @@
-"""The per-epoch record fields, shared by the trial engine and the store (no torch import here)."""
+"""The per-epoch record, shared by the training loop and the store (no torch import here)."""
 
-#: The per-epoch record of every trial; optimizer diagnostics follow as extra fields.
-RECORD_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "grad_norm",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "lyapunov_drift",
-    "step",
-    "time_s",
-)
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["EpochRecord", "RECORD_FIELDS"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord:
+    """One epoch of one run, as :func:`lyaptune.loop.run_epochs` measures it.
+
+    Attributes:
+      epoch: epochs completed (1-based).
+      train_loss, train_acc: loss and accuracy on the whole training set, eval mode, at the weights
+        reached at the end of the epoch.
+      grad_norm: L2 norm (global over all parameters) of the whole-training-set gradient there.
+      val_loss, val_acc, test_loss, test_acc: the held-out splits (NaN when a split is empty).
+      lr: the step size the epoch's updates used (first parameter group).
+      lyapunov_drift: ``dV = L(theta_k) - L(theta_{k-1})`` between consecutive epochs (papers/000),
+        with ``L(theta_0)`` the initial loss.
+      step: optimizer steps so far.
+      time_s: seconds of training charged to this run so far (a member of a vmapped population of P
+        runs is charged the population's time divided by P; METHODS.md section 8 "Cost").
+      extra: the optimizer's diagnostics and the registered per-epoch metrics, by name.
+    """
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    grad_norm: float
+    val_loss: float
+    val_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float
+    lyapunov_drift: float
+    step: int
+    time_s: float
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat record: :data:`RECORD_FIELDS` in order, then the ``extra`` values."""
+        rec: dict[str, Any] = {name: getattr(self, name) for name in RECORD_FIELDS}
+        rec.update(self.extra)
+        return rec
+
+
+#: The fixed fields of every per-epoch record, in store column order (``extra`` values follow).
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EpochRecord) if f.name != "extra")

@@ -7,9 +7,11 @@ import torch
 from torch.nn import functional as F
 
 from lyaptune.data import load_dataset
+from lyaptune.engines import SingleModel
 from lyaptune.errors import ConfigError
+from lyaptune.loop import run_epochs
 from lyaptune.models import create_model
-from lyaptune.train import RECORD_FIELDS, TrialConfig, _Trial, run_trial
+from lyaptune.train import RECORD_FIELDS, TrialConfig, run_trial
 
 SYN = {"n_train": 96, "n_test": 40, "input_shape": (1, 4, 4), "num_classes": 3}
 
@@ -73,22 +75,22 @@ def _hand_run(config, epochs):
 @pytest.mark.parametrize("fused", [True, False])
 def test_records_match_hand_computed_full_batch_sgd(fused):
     config = _config()
-    trial = _Trial(config)
-    assert trial.fused_eval  # fc has no batch-norm or dropout
-    trial.fused_eval = fused
-    status, _ = trial.run()
-    assert status == "completed"
+    engine = SingleModel(config)
+    assert engine.fused  # fc has no batch-norm or dropout
+    engine.fused = fused
+    (outcome,) = run_epochs(engine)
+    assert outcome.status == "completed"
     hand = _hand_run(config, 3)
-    assert [r["epoch"] for r in trial.records] == [1, 2, 3]
-    for rec, (loss, norm, val, acc) in zip(trial.records, hand):
+    assert [r["epoch"] for r in outcome.records] == [1, 2, 3]
+    for rec, (loss, norm, val, acc) in zip(outcome.records, hand):
         assert set(RECORD_FIELDS) <= set(rec)
         assert rec["train_loss"] == pytest.approx(loss, rel=1e-5)
         assert rec["grad_norm"] == pytest.approx(norm, rel=1e-4)
         assert rec["val_loss"] == pytest.approx(val, rel=1e-5)
         assert rec["test_acc"] == pytest.approx(acc, abs=1e-9)
         assert rec["lr"] == 0.5
-    drifts = [r["lyapunov_drift"] for r in trial.records]
-    losses = [trial.info["initial_loss"]] + [r["train_loss"] for r in trial.records]
+    drifts = [r["lyapunov_drift"] for r in outcome.records]
+    losses = [outcome.info["initial_loss"]] + [r["train_loss"] for r in outcome.records]
     assert drifts == pytest.approx([b - a for a, b in zip(losses, losses[1:])], rel=1e-6)
 
 
