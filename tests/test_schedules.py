@@ -218,21 +218,38 @@ def test_one_cycle_start_peak_and_torch_cross_check():
     np.testing.assert_allclose(used, ref_used, rtol=1e-14)
 
 
-def test_one_cycle_momentum_cycling():
+def test_one_cycle_keeps_adams_beta1_by_default():
+    # METHODS.md section 5: one-cycle schedules the step size only; beta1 stays 0.9 the whole cycle.
     opt = make_optimizer(LR, cls=torch.optim.Adam)
     schedule = create_schedule("one-cycle", opt, epochs=20, steps_per_epoch=1)
-    assert opt.param_groups[0]["betas"] == (0.95, 0.999)  # max_momentum at the start (torch default)
+    betas = [opt.param_groups[0]["betas"]]
+    used = []
+    for _ in range(20):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.epoch_end()
+        betas.append(opt.param_groups[0]["betas"])
+    assert betas == [(0.9, 0.999)] * 21
+    assert "momentum" not in opt.param_groups[0]
+    # and the step size still follows the two-phase cycle
+    np.testing.assert_allclose(used, one_cycle_reference(np.arange(20.0), 20, LR), rtol=RTOL)
+    assert get_schedule_info("one-cycle").defaults["cycle_momentum"] is False
+
+
+def test_one_cycle_momentum_cycling_is_an_option():
+    opt = make_optimizer(LR, cls=torch.optim.Adam)
+    schedule = create_schedule("one-cycle", opt, epochs=20, steps_per_epoch=1, cycle_momentum=True)
+    assert opt.param_groups[0]["betas"] == (0.95, 0.999)  # max_momentum at the start (torch)
     run(schedule, opt, 5)
     assert opt.param_groups[0]["betas"][0] == pytest.approx(0.85, abs=1e-12)  # base_momentum at the peak
 
-    opt = make_optimizer(LR, cls=torch.optim.Adam)
-    schedule = create_schedule("one-cycle", opt, epochs=20, steps_per_epoch=1, cycle_momentum=False)
-    run(schedule, opt, 5)
-    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
-
     with pytest.raises(ConfigError, match="cycle_momentum"):
         create_schedule(
-            "one-cycle", make_optimizer(LR, cls=torch.optim.Adagrad), epochs=20, steps_per_epoch=1
+            "one-cycle",
+            make_optimizer(LR, cls=torch.optim.Adagrad),
+            epochs=20,
+            steps_per_epoch=1,
+            cycle_momentum=True,
         )
     opt = make_optimizer(LR, cls=torch.optim.Adagrad)
     used = run(create_schedule("one-cycle", opt, epochs=20, steps_per_epoch=1, cycle_momentum=False), opt, 20)

@@ -28,10 +28,11 @@ Notes:
     20 when E = 50 and 40 otherwise (the authors' choices, :func:`default_step_size`).
   * ``linear`` and ``cosine`` hold their end value for ``e > E``.
   * ``one-cycle`` counts ``E`` (``per="epoch"``) or ``E * steps_per_epoch`` (``per="step"``) total
-    steps. Building it sets the lr to ``max_lr / div_factor`` at once (torch behaviour), and with
-    ``cycle_momentum=True`` (torch's default) it also cycles the optimizer's ``momentum`` or
-    ``betas[0]`` between ``base_momentum`` and ``max_momentum``; pass ``cycle_momentum=False`` to
-    schedule the step size only.
+    steps. Building it sets the lr to ``max_lr / div_factor`` at once (torch behaviour). It schedules
+    the step size only: ``cycle_momentum=False`` by default (METHODS.md section 5; papers/003 compares
+    step sizes, so Adam's ``beta1`` stays at its value, 0.9). ``cycle_momentum=True`` (torch's own
+    default) is an option: it also cycles the optimizer's ``momentum`` or ``betas[0]`` between
+    ``max_momentum`` and ``base_momentum``, and then needs an optimizer with one of them.
   * ``cosine-restarts`` is torch's ``CosineAnnealingWarmRestarts`` (SGDR, Loshchilov & Hutter 2017)
     with ``eta_min = 0``: cycle ``i`` lasts ``T_i = T_0 * T_mult ** i`` epochs, ``t_cur`` counts the
     epochs since the last restart, and the lr jumps back to ``lr`` at every restart. Both are integers
@@ -313,7 +314,7 @@ def _build_one_cycle(
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
     three_phase: bool = False,
-    cycle_momentum: bool = True,
+    cycle_momentum: bool = False,
     base_momentum: float = 0.85,
     max_momentum: float = 0.95,
 ) -> LRScheduler:
@@ -650,7 +651,8 @@ register_schedule(
         "div_factor": {"low": 5.0, "high": 100.0, "log": True},
         "final_div_factor": {"low": 1e2, "high": 1e5, "log": True},
     },
-    description="one-cycle policy with max_lr = each group's lr (starts at max_lr / div_factor)",
+    description="one-cycle policy with max_lr = each group's lr (starts at max_lr / div_factor; "
+    "beta1 / momentum fixed unless cycle_momentum=True)",
     reference="Smith & Topin 2019; " + _PAPER + " (torch OneCycleLR)",
 )
 register_schedule(
