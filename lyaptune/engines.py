@@ -301,8 +301,6 @@ class SingleModel(Engine):
         progress: Callable[[str], None] | None,
     ) -> float:
         """alpha = sqrt(2 L(w0) / (K_hat T)) (papers/003 Theorem 4, METHODS.md section 4)."""
-        import time
-
         from lyaptune.lipschitz import derived_step_size, estimate_lipschitz
 
         c = self.config
@@ -311,14 +309,10 @@ class SingleModel(Engine):
             opts["sigma"] = sigma_default
         opts.setdefault("seed", c.seed)
         samples = int(opts.get("samples", 10))
-        start = time.perf_counter()
 
-        def on_sample(j: int, sn: Any) -> None:
+        def on_sample(done: Any) -> None:  # a lyaptune.lipschitz.LipschitzProgress
             if progress is not None:
-                progress(
-                    f"K_hat sample {j + 1}/{samples}: |lambda_max| = {sn.value:.6g} "
-                    f"({sn.iterations} Hessian-vector products, {time.perf_counter() - start:.1f} s so far)"
-                )
+                progress(done.line())
 
         if progress is not None:
             what = opts.get("weights", "normal")
