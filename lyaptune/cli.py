@@ -165,7 +165,10 @@ def _cmd_trial(args: argparse.Namespace) -> int:
         items += [f"{k}={_fmt(v)}" for k, v in extra.items()]
         print("  ".join(items), flush=True)
 
-    result = run_trial(config, on_epoch=show)
+    def say(line: str) -> None:  # the K_hat estimate of derived-constant: a line per weight sample
+        print(line, flush=True)
+
+    result = run_trial(config, on_epoch=show, progress=say)
     info = result.info
     if "derived_lr" in info:
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
@@ -607,6 +608,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@functools.cache
 def _cli_k_hat(init: str) -> tuple[float, list[str]]:
     r = _cli(
         "lipschitz", "--dataset", "digits", "--model", "fc", "--depth", "1", "--width", "64",
@@ -636,3 +638,21 @@ def test_cli_unknown_init_is_one_line() -> None:
         "lyaptune: error: unknown init 'xavir'; did you mean 'xavier'? choices: kaiming-uniform, "
         "kaiming-normal, xavier, xavier-normal, orthogonal, normal, uniform, init, normal(sigma), uniform(a)"
     )
+
+
+def test_cli_trial_reports_k_hat_progress_and_uses_the_task_initialiser() -> None:
+    r = _cli(
+        "trial", "--dataset", "digits", "--model", "fc", "--depth", "1", "--width", "64",
+        "--schedule", "derived-constant", "--lipschitz", "samples=3", "--lipschitz", "weights=init",
+        "--lipschitz", "iters=10", "--init", "xavier", "--epochs", "1", "--device", "cpu",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("K_hat sample")]
+    assert [p.split(":")[0] for p in progress] == [f"K_hat sample {i}/3" for i in (1, 2, 3)]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch=1"))
+    assert lines.index(progress[-1]) < first_epoch  # shown while the estimate runs, before training
+    # the same samples as `lyaptune lipschitz --weights init --init xavier` (same seed, same draws)
+    k_cli, _ = _cli_k_hat("xavier")
+    per_sample = [float(p.split("|lambda_max|=")[1].split()[0]) for p in progress]
+    assert max(per_sample) == pytest.approx(k_cli, rel=1e-5)
