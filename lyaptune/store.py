@@ -2,26 +2,47 @@
 
 Layout of ``<out>/<name>/`` (a local path or any URI that :mod:`pyarrow.fs` understands)::
 
-    spec.yaml                      the resolved spec (``yaml.safe_dump``)
-    study.json                     versions, host, device, start / end (merge-updated)
-    trials.parquet                 one row per trial (:data:`TRIALS_SCHEMA` + ``param_<name>`` columns)
-    epochs/arm=<arm>/<trial>.parquet   one row per epoch of one trial (hive-partitioned by arm)
+    spec.yaml                        the resolved spec (``yaml.safe_dump``)
+    study.json                       versions, host, device, start / end (merge-updated)
+    trials/<trial_id>.parquet        one file per run: its row of the trials table (:data:`TRIALS_SCHEMA`)
+    epochs/arm=<arm>/<trial_id>.parquet   one row per epoch of one run (hive-partitioned by arm)
+    .lyaptune.lock                   the writer's lock (:func:`lock_run_dir`), while a driver runs
 
-Every file is written to a hidden temporary name in its own directory (a leading ``.``, which
-pyarrow.dataset, pandas, DuckDB and Polars skip) and then renamed over the target, so a reader of a
-study in progress sees either the previous or the new version of a file, never a partial one. A trial
-is recorded epochs first, then its row, so a row never points at missing epochs; recording a trial
-again (a retry, a resume) replaces its row and its epochs file, so ``(trial_id, epoch)`` stays unique.
+Write cost does not grow with the study: recording a run writes its own two files and reads at most its
+own earlier trials file, never the other runs' (``benchmarks/store.py`` measures it). Every file is
+written to a hidden temporary name in its own directory (a leading ``.``, which pyarrow.dataset, pandas,
+DuckDB and Polars skip; the name does not end in ``.parquet``, so globs skip it too) and then renamed
+over the target, so a reader of a study in progress sees either the previous or the new version of a
+file, never a partial one. A run is recorded epochs first, then its row, so a row never points at
+missing epochs; recording a run again (a retry, a resume, a status update) replaces its files, so
+``trial_id`` and ``(trial_id, epoch)`` stay unique. The trials files are not partitioned by arm: a run
+that changes arm is still one atomic rename, and ``arm`` is a plain column.
 
-The driver process is the only writer: :class:`RunStore` keeps the trials table in memory and rewrites
-``trials.parquet`` whole on each :meth:`RunStore.record_trial`.
+Every trials file has exactly :data:`TRIALS_SCHEMA`, so each tool reads the whole table in one line,
+while a study runs too::
 
-Reading with other tools: ``pandas.read_parquet(run / "trials.parquet")``;
+    pandas.read_parquet(run + "/trials")
+    duckdb.sql(f"SELECT * FROM read_parquet('{run}/trials/*.parquet')")
+    polars.read_parquet(run + "/trials/*.parquet")
+
+The searched hyperparameters are in ``params_json`` (a JSON object; their set differs between arms, so
+they cannot be columns of a fixed schema); :meth:`RunStore.trials` expands them into ``param_<name>``
+columns (float64 when every value is a number, else string). Epochs:
 ``pyarrow.dataset.dataset(run / "epochs", partitioning="hive")`` gives the ``arm`` column from the
 directory names. pyarrow.dataset takes the schema of the *first* file it finds, so optimizer diagnostic
 columns that only some arms have are dropped unless a schema is passed (``schema=store.epochs_schema()``);
-:meth:`RunStore.epochs` unifies them. An epochs file whose trial has no row yet (a driver killed
-between the two writes) is skipped by :meth:`RunStore.epochs` and replaced when the trial is recorded.
+:meth:`RunStore.epochs` unifies them. An epochs file whose run has no row yet (a driver killed between
+the two writes) is skipped by :meth:`RunStore.epochs` and replaced when the run is recorded.
+
+Earlier versions kept the trials table in one ``trials.parquet`` rewritten on every record (its cost
+grew with the square of the number of runs). Such a run directory still reads and resumes: its rows are
+read from ``trials.parquet`` (``param_<name>`` columns folded into ``params_json``), and a run recorded
+again is written to ``trials/``, whose row then replaces the old one; ``trials.parquet`` is never
+rewritten.
+
+One process writes a run directory: ``lyaptune run`` and ``lyaptune resume`` hold
+:func:`lock_run_dir` for the life of the study, and a second driver is refused with a line naming the
+holder.
 """
 
 from __future__ import annotations
@@ -41,10 +62,12 @@ from urllib.parse import quote, unquote
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from lyaptune._lock import LOCK_FILE, LockHolder, RunDirLock, RunDirLockedError, lock_run_dir
 from lyaptune._records import RECORD_FIELDS
 from lyaptune.errors import UserError
 
@@ -52,8 +75,15 @@ __all__ = [
     "RunStore",
     "trial_row",
     "read_parquet_checked",
+    "lock_run_dir",
+    "RunDirLock",
+    "RunDirLockedError",
+    "LockHolder",
+    "LOCK_FILE",
     "TRIALS_SCHEMA",
     "TRIAL_COLUMNS",
+    "TRIALS_DIR",
+    "TRIALS_FILE",
     "EPOCH_RECORD_FIELDS",
     "EPOCH_KEY_COLUMNS",
     "STATUSES",
@@ -65,11 +95,14 @@ __all__ = [
 STATUSES = ("completed", "diverged", "stopped", "errored", "running")
 #: ``search``: a trial proposed by Optuna; ``final``: an arm's best configuration re-run on a fresh seed.
 PHASES = ("search", "final")
-#: Prefix of the per-hyperparameter columns of ``trials.parquet``.
+#: Prefix of the per-hyperparameter columns of :meth:`RunStore.trials` (and of a :func:`trial_row`).
 PARAM_PREFIX = "param_"
 
 SPEC_FILE = "spec.yaml"
 STUDY_FILE = "study.json"
+#: The directory of the trials table: one Parquet file per run.
+TRIALS_DIR = "trials"
+#: The single trials file of run directories written before :data:`TRIALS_DIR` (read, never written).
 TRIALS_FILE = "trials.parquet"
 EPOCHS_DIR = "epochs"
 _ARM_KEY = "arm"
@@ -78,7 +111,11 @@ _TMP_PREFIX = ".lyaptune-tmp-"
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 
-#: The fixed columns of ``trials.parquet``, in order, with their types (an empty table has them too).
+#: The columns of every trials file, in order, with their types. ``repeat`` is the search repeat (0
+#: without repeats); ``population_wall_s`` / ``population_size`` are set for a run trained inside a vmapped
+#: population of P members, whose ``wall_s`` is the population's wall time over P (METHODS.md section 8,
+#: "Cost"); ``params_json`` holds the searched hyperparameters; ``created_at`` is when the run was first
+#: recorded (it orders :meth:`RunStore.trials`), ``updated_at`` when it was last recorded.
 TRIALS_SCHEMA = pa.schema(
     [
         ("study", pa.string()),
@@ -90,6 +127,7 @@ TRIALS_SCHEMA = pa.schema(
         ("dataset", pa.string()),
         ("model", pa.string()),
         ("seed", pa.int64()),
+        ("repeat", pa.int64()),
         ("optuna_number", pa.int64()),
         ("status", pa.string()),
         ("epochs_completed", pa.int64()),
@@ -102,17 +140,24 @@ TRIALS_SCHEMA = pa.schema(
         ("final_test_loss", pa.float64()),
         ("final_test_acc", pa.float64()),
         ("wall_s", pa.float64()),
+        ("population_wall_s", pa.float64()),
+        ("population_size", pa.int64()),
         ("derived_lr", pa.float64()),
         ("k_hat", pa.float64()),
         ("initial_loss", pa.float64()),
         ("message", pa.string()),
         ("info_json", pa.string()),
         ("config_json", pa.string()),
+        ("params_json", pa.string()),
+        ("created_at", _UTC_US),
         ("updated_at", _UTC_US),
     ]
 )
 TRIAL_COLUMNS = tuple(TRIALS_SCHEMA.names)
-_TRIAL_TYPES = {f.name: f.type for f in TRIALS_SCHEMA}
+# filled by the store from the param_<name> keys of a row
+_DERIVED_COLUMNS = frozenset({"params_json"})
+# nullable integer columns: pandas Int64 in RunStore.trials()
+_NULLABLE_INT_COLUMNS = ("optuna_number", "population_size")
 
 #: The per-epoch record of the trial engine (:data:`lyaptune._records.RECORD_FIELDS`, torch-free so
 #: that reading a run does not import torch). ``epoch`` and ``step`` are int64, the rest float64; optimizer
@@ -258,94 +303,95 @@ def _to_json(obj: Any) -> str:
     return json.dumps(obj, default=_json_default, sort_keys=False)
 
 
-def _scalar(v: Any) -> Any:
-    item = getattr(v, "item", None)
-    if callable(item) and not isinstance(v, (str, bytes)):
+_KINDS = {"int64": "an integer", "double": "a number", "string": "a string"}
+
+
+def _to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
+    """``rows`` as a table of ``schema``: Arrow infers each column and casts it safely.
+
+    A safe cast is a check: ``1.5`` is not an int64 and ``'low'`` is not a float64 (Arrow's
+    ``from_pylist(rows, schema=...)`` would truncate ``1.5`` to ``1``). NaN in an integer column is
+    null (a nullable column read back through pandas).
+
+    Raises:
+      ValueError: a value that does not fit its column, naming ``what``, the column and the value.
+    """
+    columns = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
         try:
-            return item()
-        except (TypeError, ValueError):
-            return v
-    return v
+            inferred = pa.array(values, from_pandas=pa.types.is_integer(field.type))
+            columns.append(inferred.cast(field.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            kind = _KINDS.get(str(field.type), str(field.type))
+            for v in values:  # the first value that does not convert alone
+                try:
+                    pa.array([v], from_pandas=pa.types.is_integer(field.type)).cast(field.type, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    raise ValueError(f"{what}{field.name} must be {kind}, got {v!r}") from None
+            raise ValueError(f"{what}{field.name} must be {kind}, got {values!r}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _as_float(v: Any, field: str) -> float | None:
-    v = _scalar(v)
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{field} must be a number, got {v!r}") from err
-
-
-def _as_int(v: Any, field: str) -> int | None:
-    v = _scalar(v)
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
-        raise ValueError(f"{field} must be an integer, got {v!r}")
-    return int(v)
-
-
-def _as_str(v: Any, field: str) -> str | None:
-    v = _scalar(v)
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v if isinstance(v, str) else str(v)
-
-
-def _as_timestamp(v: Any, field: str) -> _dt.datetime | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        v = _dt.datetime.fromisoformat(v)
-    if not isinstance(v, _dt.datetime):
-        raise ValueError(f"{field} must be a datetime, got {v!r}")
-    return v.replace(tzinfo=_dt.timezone.utc) if v.tzinfo is None else v.astimezone(_dt.timezone.utc)
-
-
-def _normalizer(t: pa.DataType) -> Callable[[Any, str], Any]:
-    if pa.types.is_string(t):
-        return _as_str
-    if pa.types.is_int64(t):
-        return _as_int
-    if pa.types.is_float64(t):
-        return _as_float
-    return _as_timestamp
-
-
-_NORMALIZERS = {name: _normalizer(t) for name, t in _TRIAL_TYPES.items()}
-
-
-def _param_value(v: Any) -> Any:
-    v = _scalar(v)
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    return _to_json(v)
-
-
-def _normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a trial row and convert its values to the column types (numpy scalars to Python, ...)."""
-    unknown = [k for k in row if k not in _TRIAL_TYPES and not str(k).startswith(PARAM_PREFIX)]
+def _trial_table(row: Mapping[str, Any]) -> pa.Table:
+    """One trial row (``param_<name>`` keys folded into ``params_json``) as a :data:`TRIALS_SCHEMA` table."""
+    unknown = [
+        k
+        for k in row
+        if (k not in TRIALS_SCHEMA.names or k in _DERIVED_COLUMNS) and not k.startswith(PARAM_PREFIX)
+    ]
     if unknown:
         raise ValueError(
             f"unknown trial column(s) {', '.join(map(repr, unknown))}; valid: "
-            f"{', '.join(TRIAL_COLUMNS)}, or '{PARAM_PREFIX}<name>' for a hyperparameter"
+            f"{', '.join(c for c in TRIAL_COLUMNS if c not in _DERIVED_COLUMNS)}, "
+            f"or '{PARAM_PREFIX}<name>' for a hyperparameter"
         )
-    out: dict[str, Any] = {name: _NORMALIZERS[name](row.get(name), name) for name in TRIAL_COLUMNS}
     for key in ("trial_id", "arm"):
-        if not out[key]:
+        if not row.get(key) or not isinstance(row[key], str):
             raise ValueError(f"a trial row needs a non-empty {key}, got {row.get(key)!r}")
-    if out["phase"] not in PHASES:
+    if row.get("phase") not in PHASES:
         raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {row.get('phase')!r}")
-    if out["status"] not in STATUSES:
+    if row.get("status") not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {row.get('status')!r}")
-    if out["updated_at"] is None:
-        out["updated_at"] = _dt.datetime.now(_dt.timezone.utc)
-    for k, v in row.items():
-        if str(k).startswith(PARAM_PREFIX):
-            out[str(k)] = _param_value(v)
-    return out
+    full = dict(row)
+    full["params_json"] = _to_json(
+        {k[len(PARAM_PREFIX) :]: v for k, v in row.items() if k.startswith(PARAM_PREFIX)}
+    )
+    if full.get("repeat") is None:
+        full["repeat"] = 0
+    if full.get("updated_at") is None:
+        full["updated_at"] = _dt.datetime.now(_dt.timezone.utc)
+    return _to_table([full], TRIALS_SCHEMA, "")
+
+
+def _epochs_table(
+    trial_id: str, phase: str, seed: int | None, records: Sequence[Mapping[str, Any]]
+) -> pa.Table:
+    """One trial's records as a table: key columns, :data:`EPOCH_RECORD_FIELDS`, then diagnostics."""
+    recs = [_record_dict(r) for r in records]
+    seen: set[Any] = set()
+    for i, rec in enumerate(recs):
+        e = rec.get("epoch")
+        if e is None:
+            raise ValueError(f"epoch record {i} of trial {trial_id!r} has no 'epoch'")
+        if e in seen:
+            raise ValueError(f"trial {trial_id!r} has two records for epoch {e}")
+        seen.add(e)
+    skip = {_ARM_KEY, *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS}
+    extras = list(dict.fromkeys(k for rec in recs for k in rec if k not in skip))
+    schema = pa.schema([*_EPOCH_BASE_SCHEMA, *(pa.field(str(k), pa.float64()) for k in extras)])
+    keys = {"trial_id": trial_id, "phase": phase, "seed": seed}
+    return _to_table([{**rec, **keys} for rec in recs], schema, f"trial {trial_id!r}: epoch record field ")
+
+
+def _record_dict(record: Any) -> Mapping[str, Any]:
+    """An epoch record as a mapping (an :class:`~lyaptune._records.EpochRecord` via ``to_dict()``)."""
+    if isinstance(record, Mapping):
+        return record
+    to_dict = getattr(record, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    raise TypeError(f"an epoch record must be a mapping or have to_dict(), got {type(record).__name__}")
 
 
 def _param_array(values: list[Any]) -> pa.Array:
@@ -356,93 +402,50 @@ def _param_array(values: list[Any]) -> pa.Array:
     return pa.array([v if v is None or isinstance(v, str) else _to_json(v) for v in values], type=pa.string())
 
 
-def _trials_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    arrays = [pa.array([r.get(name) for r in rows], type=t) for name, t in _TRIAL_TYPES.items()]
-    names = list(TRIAL_COLUMNS)
-    params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIX)})
-    for p in params:
-        arrays.append(_param_array([r.get(p) for r in rows]))
-        names.append(p)
-    return pa.Table.from_arrays(arrays, names=names)
+def _expand_params(params_json: pa.ChunkedArray) -> dict[str, pa.Array]:
+    """``params_json`` as one :func:`_param_array` per hyperparameter, by ``param_<name>``, sorted."""
+    parsed = [json.loads(s) if s else {} for s in params_json.to_pylist()]
+    names = sorted({k for p in parsed for k in p})
+    return {f"{PARAM_PREFIX}{n}": _param_array([p.get(n) for p in parsed]) for n in names}
 
 
-def _conform_trials(table: pa.Table) -> pa.Table:
-    """A trials table read from disk with every fixed column in order and type (added as nulls)."""
-    fixed = [
-        table.column(n).cast(t) if n in table.column_names else pa.nulls(table.num_rows, t)
-        for n, t in _TRIAL_TYPES.items()
-    ]
-    params = sorted(n for n in table.column_names if n.startswith(PARAM_PREFIX))
-    return pa.Table.from_arrays(
-        [*fixed, *(table.column(p) for p in params)], names=[*TRIAL_COLUMNS, *params]
-    ).combine_chunks()
+def _from_legacy(table: pa.Table) -> pa.Table:
+    """A ``trials.parquet`` of an earlier version as a :data:`TRIALS_SCHEMA` table.
 
-
-def _upsert(table: pa.Table, pos: int | None, row: Mapping[str, Any]) -> pa.Table:
-    """``table`` with row ``pos`` replaced by ``row`` (appended when ``pos`` is None).
-
-    Only the new row is converted from Python; a hyperparameter whose values stop all being numbers
-    (a string arrives in a float64 column) makes the whole table rebuild with that column as string.
+    Missing columns are null (``repeat`` 0); the ``param_<name>`` columns become ``params_json`` (the
+    non-null values of each row).
     """
-    new = _trials_table([row])
-    parts = [table, new] if pos is None else [table.slice(0, pos), new, table.slice(pos + 1)]
-    try:
-        merged = pa.concat_tables(parts, promote_options="permissive")
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        rows = table.to_pylist()
-        if pos is None:
-            rows.append(dict(row))
+    n = table.num_rows
+    params = [c for c in table.column_names if c.startswith(PARAM_PREFIX)]
+    if params:
+        cols = [table.column(p).to_pylist() for p in params]
+        names = [p[len(PARAM_PREFIX) :] for p in params]
+        params_json = [_to_json({k: v for k, v in zip(names, vals) if v is not None}) for vals in zip(*cols)]
+    else:
+        params_json = ["{}"] * n
+    arrays = []
+    for field in TRIALS_SCHEMA:
+        if field.name == "params_json":
+            arrays.append(pa.array(params_json, pa.string()))
+        elif field.name in table.column_names:
+            arrays.append(table.column(field.name).cast(field.type))
         else:
-            rows[pos] = dict(row)
-        merged = _trials_table(rows)
-    params = sorted(n for n in merged.column_names if n.startswith(PARAM_PREFIX))
-    return merged.select([*TRIAL_COLUMNS, *params]).combine_chunks()
+            arrays.append(pa.nulls(n, field.type))
+    return _fill_defaults(pa.Table.from_arrays(arrays, schema=TRIALS_SCHEMA))
 
 
-def _epochs_table(
-    trial_id: str, phase: str, seed: int | None, records: Sequence[Mapping[str, Any]]
-) -> pa.Table:
-    """One trial's records as a table: key columns, :data:`EPOCH_RECORD_FIELDS`, then diagnostics."""
-    n = len(records)
-    seen: set[int] = set()
-    epochs: list[int] = []
-    for i, rec in enumerate(records):
-        e = _as_int(rec.get("epoch"), f"epochs[{i}]['epoch']")
-        if e is None:
-            raise ValueError(f"epoch record {i} of trial {trial_id!r} has no 'epoch'")
-        if e in seen:
-            raise ValueError(f"trial {trial_id!r} has two records for epoch {e}")
-        seen.add(e)
-        epochs.append(e)
-    skip = {_ARM_KEY, *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS}
-    extras = list(dict.fromkeys(k for rec in records for k in rec if k not in skip))
-    arrays = [
-        pa.array([trial_id] * n, type=pa.string()),
-        pa.array([phase] * n, type=pa.string()),
-        pa.array([seed] * n, type=pa.int64()),
-    ]
-    names = list(EPOCH_KEY_COLUMNS)
-    for f in EPOCH_RECORD_FIELDS:
-        if f == "epoch":
-            arrays.append(pa.array(epochs, type=pa.int64()))
-        elif f in _EPOCH_INT_FIELDS:
-            arrays.append(pa.array([_as_int(r.get(f), f) for r in records], type=pa.int64()))
-        else:
-            arrays.append(pa.array([_as_float(r.get(f), f) for r in records], type=pa.float64()))
-        names.append(f)
-    for f in extras:
-        arrays.append(pa.array([_as_float(r.get(f), f) for r in records], type=pa.float64()))
-        names.append(f)
-    return pa.Table.from_arrays(arrays, names=names)
+def _fill_defaults(table: pa.Table) -> pa.Table:
+    """``repeat`` 0 where it is null (rows written before the column existed)."""
+    i = table.schema.get_field_index("repeat")
+    if i < 0 or table.column(i).null_count == 0:
+        return table
+    return table.set_column(i, "repeat", pc.fill_null(table.column(i), 0))
 
 
 def _order_epoch_columns(names: Iterable[str]) -> list[str]:
     names = list(names)
     head = [_ARM_KEY, *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS]
     return [c for c in head if c in names] + [c for c in names if c not in head]
-
-
-# -- the run directory ------------------------------------------------------------------------------
 
 
 class RunStore:
@@ -465,9 +468,11 @@ class RunStore:
     def __init__(self, root: str | os.PathLike[str], *, create: bool = False) -> None:
         self._fs, self._root, self.uri = _resolve(root)
         self._lock = threading.RLock()
-        # the writer's copy of trials.parquet and the row number of each trial in it
-        self._table: pa.Table | None = None
-        self._index: dict[str, int] = {}
+        # the writer's view of runs it has recorded or looked up: trial_id -> (arm, created_at)
+        self._known: dict[str, tuple[str, _dt.datetime]] = {}
+        # the legacy trials.parquet's runs (trial_id -> (arm, updated_at)), read on first need
+        self._legacy: dict[str, tuple[str, _dt.datetime | None]] | None = None
+        self._writing = False
         if create:
             self._create()
         else:
@@ -503,6 +508,9 @@ class RunStore:
 
     def _epoch_path(self, arm: str, trial_id: str) -> str:
         return f"{self._epoch_dir(arm)}/{_quote_name(trial_id)}.parquet"
+
+    def _trial_path(self, trial_id: str) -> str:
+        return self._join(TRIALS_DIR, f"{_quote_name(trial_id)}.parquet")
 
     def _exists(self, path: str) -> bool:
         return self._fs.get_file_info(path).type == pafs.FileType.File
@@ -623,32 +631,86 @@ class RunStore:
         return info
 
     # -- trials -----------------------------------------------------------------------------------
-    def _read_trials_table(self, columns: Sequence[str] | None = None) -> pa.Table | None:
+    def _legacy_table(self, columns: Sequence[str] | None = None) -> pa.Table | None:
+        """The ``trials.parquet`` of an earlier version as :data:`TRIALS_SCHEMA`, or ``None``."""
         path = self._join(TRIALS_FILE)
         if not self._exists(path):
             return None
-        table = _read_table_checked(self._fs, path, self._display(path), columns)
-        missing = [c for c in (columns or ("trial_id", "arm", "status")) if c not in table.column_names]
+        table = _read_table_checked(self._fs, path, self._display(path))
+        missing = [c for c in ("trial_id", "arm", "status") if c not in table.column_names]
         if missing:
             raise UserError(
                 f"{self._display(path)} is not a lyaptune trials table (no column {', '.join(missing)})"
             )
-        return table
+        table = _from_legacy(table)
+        return table.select(list(columns)) if columns else table
 
-    def _writer_table(self) -> tuple[pa.Table, dict[str, int]]:
-        """The writer's copy of ``trials.parquet`` and each trial's row number, loaded on first use."""
-        if self._table is None:
-            table = self._read_trials_table()
-            table = _conform_trials(table) if table is not None else _trials_table([])
-            ids = table.column("trial_id").to_pylist()
-            index = {t: i for i, t in enumerate(ids)}
-            if len(index) != len(ids):  # duplicates written by something else: keep each trial's last row
-                rows = {r["trial_id"]: r for r in table.to_pylist()}
-                table = _trials_table(list(rows.values()))
-                index = {t: i for i, t in enumerate(rows)}
-            self._table, self._index = table, index
-            self._remove_stale_temp_files()
-        return self._table, self._index
+    def _trial_files_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every file of ``trials/`` as one :data:`TRIALS_SCHEMA` table (``columns`` only, if given)."""
+        base = self._join(TRIALS_DIR)
+        schema = TRIALS_SCHEMA if not columns else pa.schema([TRIALS_SCHEMA.field(c) for c in columns])
+        if self._fs.get_file_info(base).type != pafs.FileType.Directory:
+            return schema.empty_table()
+        try:
+            dataset = ds.dataset(base, schema=TRIALS_SCHEMA, format="parquet", filesystem=self._fs)
+            table = dataset.to_table(columns=list(columns) if columns else None)
+        except (pa.ArrowException, OSError) as err:
+            raise self._name_bad_file(base, err) from err
+        return _fill_defaults(table)
+
+    def _name_bad_file(self, base: str, err: BaseException) -> UserError:
+        """The error of the file under ``base`` that cannot be read (``err`` came from reading them all)."""
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        for info in self._fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and not info.base_name.startswith((".", "_")):
+                try:
+                    _read_table_checked(self._fs, info.path, self._display(info.path), missing_ok=True)
+                except UserError as bad:
+                    return bad
+        return UserError(f"cannot read {self._display(base)}: {_first_line(err)}")
+
+    def _trials_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The trials table: the rows of ``trials/`` then the legacy rows they do not replace.
+
+        Rows of ``trials/`` are ordered by when their run was first recorded (``created_at``, then
+        ``trial_id``); legacy rows come first, in their file's order.
+        """
+        wanted = list(dict.fromkeys(["trial_id", *columns, "created_at"])) if columns else None
+        table = self._trial_files_table(wanted)
+        table = table.sort_by([("created_at", "ascending"), ("trial_id", "ascending")])
+        legacy = self._legacy_table(wanted)
+        if legacy is not None:
+            if table.num_rows:
+                mask = pc.invert(pc.is_in(legacy.column("trial_id"), value_set=table.column("trial_id")))
+                legacy = legacy.filter(mask)
+            table = pa.concat_tables([legacy.select(table.column_names), table])
+        return table.select(list(columns)) if columns else table
+
+    def _previous(self, trial_id: str) -> tuple[str, _dt.datetime] | None:
+        """``(arm, created_at)`` of a recorded run (its own file, else the legacy table), or ``None``."""
+        known = self._known.get(trial_id)
+        if known is not None:
+            return known
+        path = self._trial_path(trial_id)
+        old = _read_table_checked(
+            self._fs, path, self._display(path), ["arm", "created_at", "updated_at"], missing_ok=True
+        )
+        if old is not None and old.num_rows:
+            arm, created, updated = (old.column(c)[0].as_py() for c in ("arm", "created_at", "updated_at"))
+            return arm, created or updated or _dt.datetime.now(_dt.timezone.utc)
+        if self._legacy is None:
+            legacy = self._legacy_table(["trial_id", "arm", "updated_at"])
+            self._legacy = (
+                {}
+                if legacy is None
+                else {
+                    t: (a, u) for t, a, u in zip(*(legacy.column(c).to_pylist() for c in legacy.column_names))
+                }
+            )
+        if trial_id in self._legacy:
+            arm, updated = self._legacy[trial_id]
+            return arm, updated or _dt.datetime.now(_dt.timezone.utc)
+        return None
 
     def _remove_stale_temp_files(self) -> None:
         """Delete temporary files left by a writer that was killed mid-write."""
@@ -661,30 +723,42 @@ class RunStore:
                     pass
 
     def record_trial(self, row: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]] | None = None) -> None:
-        """Insert or replace one trial: its epochs file, then its row of ``trials.parquet``.
+        """Insert or replace one run: its epochs file, then its trials file.
 
-        A trial recorded again under the same ``trial_id`` (a retry, a resumed run, a status update)
-        replaces its earlier row and, when ``epochs`` is given, its whole epochs file, so no
-        ``(trial_id, epoch)`` pair is ever stored twice. Thread-safe; one process should write a run.
+        A run recorded again under the same ``trial_id`` (a retry, a resumed run, a status update)
+        replaces its earlier row (keeping its ``created_at``, so its place in :meth:`trials`) and, when
+        ``epochs`` is given, its whole epochs file, so no ``(trial_id, epoch)`` pair is ever stored
+        twice. The cost does not depend on how many runs are stored: two files are written and at most
+        the run's own earlier trials file is read. Thread-safe; one process should write a run
+        directory (:func:`lock_run_dir`).
 
         Args:
-          row: the trial's columns (see :func:`trial_row`): the :data:`TRIAL_COLUMNS` (``trial_id``,
-            ``arm``, ``phase`` and ``status`` required; ``updated_at`` defaults to now) and
-            ``param_<name>`` hyperparameters.
-          epochs: the trial's per-epoch records (:data:`EPOCH_RECORD_FIELDS` plus numeric diagnostics);
-            ``None`` leaves any stored epochs as they are, an empty sequence removes them.
+          row: the run's columns (see :func:`trial_row`): the :data:`TRIAL_COLUMNS` (``trial_id``,
+            ``arm``, ``phase`` and ``status`` required; ``repeat`` defaults to 0, ``updated_at`` to now;
+            ``params_json`` is built by the store) and ``param_<name>`` hyperparameters.
+          epochs: the run's per-epoch records (:data:`EPOCH_RECORD_FIELDS` plus numeric diagnostics, as
+            mappings or :class:`~lyaptune._records.EpochRecord`); ``None`` leaves any stored epochs as
+            they are, an empty sequence removes them.
 
         Raises:
-          ValueError: an unknown column, a missing key, a bad phase / status, or a repeated epoch.
-          UserError: a file could not be written (the message names it).
+          ValueError: an unknown column, a missing key, a bad phase / status, a value of the wrong type
+            (naming the column and the value), or a repeated epoch.
+          UserError: a file could not be read or written (the message names it).
         """
-        new = _normalize_row(row)
-        tid, arm = new["trial_id"], new["arm"]
-        epochs_table = _epochs_table(tid, new["phase"], new["seed"], epochs) if epochs else None
+        table = _trial_table(row)
+        tid, arm, phase, seed = (table.column(c)[0].as_py() for c in ("trial_id", "arm", "phase", "seed"))
+        epochs_table = _epochs_table(tid, phase, seed, epochs) if epochs else None
         with self._lock:
-            table, index = self._writer_table()
-            pos = index.get(tid)
-            old_arm = table.column("arm")[pos].as_py() if pos is not None else None
+            if not self._writing:
+                self._remove_stale_temp_files()
+                self._writing = True
+            previous = self._previous(tid)
+            old_arm = previous[0] if previous is not None else None
+            created = table.column("created_at")[0].as_py()
+            if created is None:
+                created = previous[1] if previous is not None else table.column("updated_at")[0].as_py()
+                i = TRIALS_SCHEMA.get_field_index("created_at")
+                table = table.set_column(i, "created_at", pa.array([created], _UTC_US))
             path = self._epoch_path(arm, tid)
             old_path = self._epoch_path(old_arm, tid) if old_arm is not None and old_arm != arm else None
             try:
@@ -693,34 +767,36 @@ class RunStore:
                 elif epochs is not None and self._exists(path):
                     self._fs.delete_file(path)
                 elif old_path is not None and self._exists(old_path):
-                    # the trial moved arm without new epochs: carry its epochs file along
+                    # the run moved arm without new epochs: carry its epochs file along
                     self._fs.create_dir(self._epoch_dir(arm), recursive=True)
                     self._fs.move(old_path, path)
                     old_path = None
-                updated = _upsert(table, pos, new)
-                self._write_parquet(self._join(TRIALS_FILE), updated)
-                if pos is None:
-                    index[tid] = table.num_rows
-                self._table = updated
+                self._write_parquet(self._trial_path(tid), table)
+                self._known[tid] = (arm, created)
                 if old_path is not None and self._exists(old_path):
                     self._fs.delete_file(old_path)
             except (OSError, pa.ArrowException) as err:
                 raise UserError(f"cannot record trial {tid!r} in {self.uri}: {_first_line(err)}") from err
 
     def trials(self) -> pd.DataFrame:
-        """``trials.parquet`` as a DataFrame (the fixed columns, typed, even when no trial is recorded).
+        """The trials table as a DataFrame: :data:`TRIAL_COLUMNS`, then one ``param_<name>`` column per
+        hyperparameter (sorted by name), typed even when no run is recorded.
 
-        ``optuna_number`` is a nullable integer (``Int64``) column.
+        Rows are in the order their runs were first recorded. ``optuna_number`` and ``population_size``
+        are nullable integer (``Int64``) columns; a ``param_`` column is float64 when every value of it
+        is a number, else string (non-strings as JSON).
 
         Raises:
-          UserError: the file is corrupt or truncated (the message names it).
+          UserError: a trials file is corrupt or truncated (the message names it).
         """
-        table = self._read_trials_table()
-        if table is None:
-            table = TRIALS_SCHEMA.empty_table()
+        table = self._trials_table()
         df = table.to_pandas()
-        if "optuna_number" in df:
-            df["optuna_number"] = pd.array(table.column("optuna_number").to_pylist(), dtype="Int64")
+        for col in _NULLABLE_INT_COLUMNS:
+            df[col] = pd.array(table.column(col).to_pylist(), dtype="Int64")
+        params = _expand_params(table.column("params_json"))
+        if params:
+            extra = pd.DataFrame({k: v.to_pandas() for k, v in params.items()}, index=df.index)
+            df = pd.concat([df, extra], axis=1)
         return df
 
     def trial_ids(self, statuses: Collection[str] | None = None) -> set[str]:
@@ -729,14 +805,24 @@ class RunStore:
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
                 raise ValueError(f"unknown status {bad[0]!r}; choices: {', '.join(STATUSES)}")
-        table = self._read_trials_table(columns=["trial_id", "status"])
-        if table is None:
-            return set()
+        table = self._trials_table(columns=["trial_id", "status"])
         ids = table.column("trial_id").to_pylist()
         if statuses is None:
             return set(ids)
         wanted = set(statuses)
         return {t for t, s in zip(ids, table.column("status").to_pylist()) if s in wanted}
+
+    def has_trials(self) -> bool:
+        """Whether any run has been recorded (a file in ``trials/``, or a legacy ``trials.parquet``)."""
+        if self._exists(self._join(TRIALS_FILE)):
+            return True
+        selector = pafs.FileSelector(self._join(TRIALS_DIR), allow_not_found=True)
+        return any(
+            i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith(".")
+            for i in self._fs.get_file_info(selector)
+        )
 
     # -- epochs -----------------------------------------------------------------------------------
     def _epoch_files(self, arm: str | None) -> list[tuple[str, str]]:
@@ -761,7 +847,7 @@ class RunStore:
 
         Args:
           arm: only this arm's trials.
-          include_orphans: also return epochs files whose trial has no row in ``trials.parquet``
+          include_orphans: also return epochs files whose run has no trials row
             (left by a driver killed between the two writes of :meth:`record_trial`).
 
         Returns:
@@ -831,6 +917,12 @@ def _config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"config must be a mapping or have to_dict(), got {type(config).__name__}")
 
 
+def _result_value(result: Any, info: Mapping[str, Any], name: str) -> Any:
+    """``result.<name>``, else ``result.info[name]``, else ``None``."""
+    value = getattr(result, name, None)
+    return info.get(name) if value is None else value
+
+
 def _finite_min(values: Iterable[Any]) -> float | None:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return min(vals) if vals else None
@@ -850,13 +942,16 @@ def trial_row(
     optuna_number: int | None = None,
     params: Mapping[str, Any] | None = None,
     message: str = "",
+    repeat: int | None = None,
 ) -> dict[str, Any]:
-    """The ``trials.parquet`` row of one trial, from its config and :class:`~lyaptune.train.TrialResult`.
+    """The trials-table row of one run, from its config and :class:`~lyaptune.train.TrialResult`.
 
     ``final_*`` come from the last epoch record, ``min_grad_norm`` is the smallest ``grad_norm`` over
     all records (NaN entries skipped, so a diverged trial keeps the minimum it reached),
     ``epochs_completed`` is the number of records, and ``derived_lr``, ``k_hat``, ``initial_loss`` come
-    from ``result.info`` (null when absent).
+    from ``result.info`` (null when absent). ``population_wall_s`` and ``population_size`` come from the
+    result (an attribute, else ``result.info``; null when the run did not train in a vmapped population:
+    then ``wall_s`` is already the population's wall time over its size, METHODS.md section 8 "Cost").
 
     Args:
       study, arm, trial_id, phase, seed: the trial's identity.
@@ -868,12 +963,13 @@ def trial_row(
       optuna_number: the trial's number in its arm's Optuna study.
       params: the searched hyperparameters, stored as ``param_<name>`` columns.
       message: why the trial ended early; default ``result.message``.
+      repeat: the search repeat index; default the config's ``repeat``, else 0.
 
     Returns:
       A dict for :meth:`RunStore.record_trial`.
     """
     cfg = _config_dict(config)
-    records = list(result.records) if result is not None else []
+    records = [_record_dict(r) for r in result.records] if result is not None else []
     info = dict(result.info) if result is not None else {}
     last = records[-1] if records else {}
     row: dict[str, Any] = {
@@ -886,6 +982,7 @@ def trial_row(
         "dataset": cfg.get("dataset"),
         "model": cfg.get("model"),
         "seed": seed,
+        "repeat": repeat if repeat is not None else (cfg.get("repeat") or 0),
         "optuna_number": optuna_number,
         "status": status or (result.status if result is not None else "running"),
         "epochs_completed": len(records),
@@ -893,6 +990,8 @@ def trial_row(
         **{col: last.get(key) for col, key in _TRIAL_FINALS.items()},
         "min_grad_norm": _finite_min(r.get("grad_norm") for r in records),
         "wall_s": result.wall_s if result is not None else None,
+        "population_wall_s": _result_value(result, info, "population_wall_s"),
+        "population_size": _result_value(result, info, "population_size"),
         "derived_lr": info.get("derived_lr"),
         "k_hat": info.get("k_hat"),
         "initial_loss": info.get("initial_loss"),

@@ -20,6 +20,7 @@ from lyaptune.errors import UserError
 from lyaptune.store import (
     EPOCH_RECORD_FIELDS,
     TRIAL_COLUMNS,
+    TRIALS_SCHEMA,
     RunStore,
     read_parquet_checked,
     trial_row,
@@ -85,12 +86,15 @@ def test_empty_store_has_the_fixed_schema(store: RunStore):
     assert list(df.columns) == list(TRIAL_COLUMNS)
     assert len(df) == 0
     assert df["seed"].dtype == np.int64
+    assert df["repeat"].dtype == np.int64
     assert df["epochs_completed"].dtype == np.int64
     assert df["optuna_number"].dtype == pd.Int64Dtype()
-    for col in ("objective", "min_grad_norm", "final_test_acc", "k_hat", "wall_s"):
+    assert df["population_size"].dtype == pd.Int64Dtype()
+    for col in ("objective", "min_grad_norm", "final_test_acc", "k_hat", "wall_s", "population_wall_s"):
         assert df[col].dtype == np.float64, col
-    assert isinstance(df["updated_at"].dtype, pd.DatetimeTZDtype)
-    assert str(df["updated_at"].dtype.tz) == "UTC"
+    for col in ("updated_at", "created_at"):
+        assert isinstance(df[col].dtype, pd.DatetimeTZDtype)
+        assert str(df[col].dtype.tz) == "UTC"
     ep = store.epochs()
     assert list(ep.columns) == ["arm", "trial_id", "phase", "seed", *EPOCH_RECORD_FIELDS]
     assert len(ep) == 0
@@ -99,16 +103,26 @@ def test_empty_store_has_the_fixed_schema(store: RunStore):
 
 def test_partial_table_keeps_arrow_types(store: RunStore):
     store.record_trial(_row("t0", "a", status="running"))  # only the required columns
-    schema = pq.read_schema(Path(store.path) / "trials.parquet")
+    schema = pq.read_schema(Path(store.path) / "trials" / "t0.parquet")
     assert schema.names == list(TRIAL_COLUMNS)
     assert schema.field("seed").type == pa.int64()
+    assert schema.field("repeat").type == pa.int64()
     assert schema.field("optuna_number").type == pa.int64()
+    assert schema.field("population_size").type == pa.int64()
     assert schema.field("objective").type == pa.float64()
+    assert schema.field("population_wall_s").type == pa.float64()
     assert schema.field("initial_loss").type == pa.float64()
     assert schema.field("info_json").type == pa.string()
+    assert schema.field("params_json").type == pa.string()
     assert schema.field("updated_at").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    stored = pq.read_table(Path(store.path) / "trials" / "t0.parquet").to_pylist()[0]
+    assert stored["repeat"] == 0 and stored["params_json"] == "{}"
+    assert stored["population_size"] is None and stored["population_wall_s"] is None
+    assert stored["created_at"] == stored["updated_at"]  # first recorded now
     df = store.trials()
     assert df["optuna_number"].isna().all() and math.isnan(df["objective"].iloc[0])
+    assert df["population_size"].isna().all() and df["repeat"].tolist() == [0]
 
 
 def test_retry_replaces_row_and_epochs(store: RunStore):
@@ -161,16 +175,27 @@ def test_param_columns_union_across_arms(store: RunStore):
     store.record_trial(_row("a0", "adam", param_lr=1e-3, param_beta2=0.99))
     store.record_trial(_row("r0", "rlo", param_lr=np.float32(0.5), param_direction="sign", param_eta=2))
     store.record_trial(_row("r1", "rlo", param_lr=0.25, param_direction="tanh", param_precondition=True))
-    schema = pq.read_schema(Path(store.path) / "trials.parquet")
-    assert schema.names[: len(TRIAL_COLUMNS)] == list(TRIAL_COLUMNS)
-    params = schema.names[len(TRIAL_COLUMNS) :]
+    # every trials file has the one fixed schema; the hyperparameters are a JSON object
+    for name in ("a0", "r0", "r1"):
+        assert pq.read_schema(Path(store.path) / "trials" / f"{name}.parquet").equals(TRIALS_SCHEMA)
+    stored = {
+        r["trial_id"]: json.loads(r["params_json"])
+        for r in pq.read_table(Path(store.path) / "trials").to_pylist()
+    }
+    assert stored == {
+        "a0": {"lr": 1e-3, "beta2": 0.99},
+        "r0": {"lr": 0.5, "direction": "sign", "eta": 2},
+        "r1": {"lr": 0.25, "direction": "tanh", "precondition": True},
+    }
+    full = store.trials()
+    assert list(full.columns[: len(TRIAL_COLUMNS)]) == list(TRIAL_COLUMNS)
+    params = list(full.columns[len(TRIAL_COLUMNS) :])
     assert params == ["param_beta2", "param_direction", "param_eta", "param_lr", "param_precondition"]
-    assert schema.field("param_lr").type == pa.float64()
-    assert schema.field("param_beta2").type == pa.float64()
-    assert schema.field("param_eta").type == pa.float64()
-    assert schema.field("param_direction").type == pa.string()
-    assert schema.field("param_precondition").type == pa.string()
-    df = store.trials().set_index("trial_id")
+    for col in ("param_lr", "param_beta2", "param_eta"):
+        assert full[col].dtype == np.float64, col
+    for col in ("param_direction", "param_precondition"):
+        assert pd.api.types.is_string_dtype(full[col].dtype), col
+    df = full.set_index("trial_id")
     assert df.loc["a0", "param_lr"] == 1e-3 and df.loc["r0", "param_lr"] == 0.5
     assert df.loc["a0", "param_beta2"] == 0.99
     assert pd.isna(df.loc["r0", "param_beta2"]) and pd.isna(df.loc["r1", "param_beta2"])
@@ -183,10 +208,9 @@ def test_param_column_turning_categorical_becomes_string(store: RunStore):
     store.record_trial(_row("t1", "a", param_x=0.5, param_lr=0.1))
     store.record_trial(_row("t2", "a", param_x="auto"))
     store.record_trial(_row("t1", "a", param_x=0.25, param_lr=0.2))  # replaced in place
-    schema = pq.read_schema(Path(store.path) / "trials.parquet")
-    assert schema.field("param_x").type == pa.string()
-    assert schema.field("param_lr").type == pa.float64()
     df = store.trials()
+    assert pd.api.types.is_string_dtype(df["param_x"].dtype)
+    assert df["param_lr"].dtype == np.float64
     assert df["trial_id"].tolist() == ["t1", "t2"]  # a replaced row keeps its place
     assert df["param_x"].tolist() == ["0.25", "auto"]
     assert df["param_lr"].iloc[0] == 0.2 and pd.isna(df["param_lr"].iloc[1])
@@ -214,8 +238,10 @@ def test_other_readers_see_a_store_in_progress(store: RunStore):
 
     pdf = pd.read_parquet(root / "epochs")
     assert len(pdf) == 9 and set(pdf["arm"].astype(str)) == {"lyam", "adam-exp"}
-    assert pq.read_table(root / "trials.parquet").num_rows == 3
-    assert sorted(pd.read_parquet(root / "trials.parquet")["trial_id"]) == ["t1", "t2", "t3"]
+    assert pq.read_table(root / "trials").num_rows == 3
+    trials = pd.read_parquet(root / "trials")  # the whole trials table in one line
+    assert sorted(trials["trial_id"]) == ["t1", "t2", "t3"]
+    assert dict(zip(trials["trial_id"], trials["arm"])) == {"t1": "adam-exp", "t2": "lyam", "t3": "lyam"}
 
     ep = store.epochs()
     assert list(ep.columns) == ["arm", "trial_id", "phase", "seed", *EPOCH_RECORD_FIELDS, "rlo_residual"]
@@ -243,14 +269,11 @@ def test_no_temporary_files_remain(store: RunStore):
     store.write_study_info(end="later")
     files, hidden = _visible_and_hidden(root)
     assert not hidden, hidden
-    assert {p.name for p in files} == {
+    assert {p.relative_to(root).as_posix() for p in files} == {
         "spec.yaml",
         "study.json",
-        "trials.parquet",
-        "t0.parquet",
-        "t1.parquet",
-        "t2.parquet",
-        "t3.parquet",
+        *(f"trials/t{i}.parquet" for i in range(4)),
+        *(f"epochs/arm=arm{i % 2}/t{i}.parquet" for i in range(4)),
     }
 
 
@@ -314,11 +337,11 @@ def test_file_uri(tmp_path: Path):
     writer.write_spec({"name": "u"})
     writer.record_trial(_row("t1", "a", objective=0.5), _records(3))
     assert writer.uri == uri
-    assert (tmp_path / "uri-run" / "trials.parquet").is_file()
+    assert (tmp_path / "uri-run" / "trials" / "t1.parquet").is_file()
     reader = RunStore(uri)
     assert reader.trials()["objective"].tolist() == [0.5]
     assert len(reader.epochs()) == 3
-    assert read_parquet_checked(uri + "/trials.parquet")["trial_id"].tolist() == ["t1"]
+    assert read_parquet_checked(uri + "/trials/t1.parquet")["trial_id"].tolist() == ["t1"]
     assert len(RunStore(tmp_path / "uri-run").trials()) == 1  # the same run as a plain path
 
 
@@ -348,6 +371,24 @@ def test_unwritable_location(tmp_path: Path):
 
 
 def test_corrupt_trials_file_is_named(store: RunStore):
+    store.record_trial(_row("t1", "a"), _records(2))
+    store.record_trial(_row("t2", "a"), _records(2))
+    path = Path(store.path) / "trials" / "t1.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or truncated") as err:
+        store.trials()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"trials/t1\.parquet"):
+        RunStore(store.path).trial_ids()
+    # the writer reads a run's own earlier file only: another run records, this one is refused
+    writer = RunStore(store.path, create=True)
+    writer.record_trial(_row("t3", "a"))
+    with pytest.raises(UserError, match=r"trials/t1\.parquet"):
+        writer.record_trial(_row("t1", "a"))
+
+
+def test_corrupt_legacy_trials_file_is_named(store: RunStore):
     store.record_trial(_row("t1", "a"), _records(2))
     path = Path(store.path) / "trials.parquet"
     path.write_bytes(b"this is not parquet at all")
@@ -454,12 +495,29 @@ def test_bad_spec_and_study_files_are_named(store: RunStore):
         (_row("", "a"), r"non-empty trial_id"),
         (_row("t", "a", seed=1.5), r"seed must be an integer, got 1.5"),
         (_row("t", "a", objective="low"), r"objective must be a number, got 'low'"),
+        (_row("t", "a", repeat=0.5), r"repeat must be an integer, got 0.5"),
+        (_row("t", "a", population_size="four"), r"population_size must be an integer, got 'four'"),
+        (_row("t", "a", population_wall_s="slow"), r"population_wall_s must be a number, got 'slow'"),
+        (_row("t", "a", params_json="{}"), r"unknown trial column\(s\) 'params_json'.*'param_<name>'"),
     ],
 )
 def test_bad_rows_are_rejected(store: RunStore, row: dict, match: str):
     with pytest.raises(ValueError, match=match):
         store.record_trial(row)
-    assert not (Path(store.path) / "trials.parquet").exists()
+    assert not (Path(store.path) / "trials").exists()
+    assert not (Path(store.path) / "epochs").exists()
+
+
+def test_bad_epoch_values_are_rejected(store: RunStore):
+    recs = _records(2)
+    recs[1]["rlo_residual"] = "big"
+    with pytest.raises(ValueError, match=r"trial 't'.*rlo_residual must be a number, got 'big'"):
+        store.record_trial(_row("t", "a"), recs)
+    recs = _records(2)
+    recs[0]["step"] = 2.5
+    with pytest.raises(ValueError, match=r"step must be an integer, got 2.5"):
+        store.record_trial(_row("t", "a"), recs)
+    assert not (Path(store.path) / "trials").exists() and not (Path(store.path) / "epochs").exists()
 
 
 def test_repeated_epoch_is_rejected(store: RunStore):
@@ -565,3 +623,166 @@ def test_info_json_with_numpy_and_tuples(store: RunStore):
 def test_path_property(store: RunStore, tmp_path: Path):
     assert store.path == os.path.abspath(tmp_path / "run")
     assert store.uri == store.path and store.is_local
+
+
+# -- the layout of this version: one trials file per run --------------------------------------------
+
+# The trials.parquet of the previous version: its fixed columns (no repeat, population_*, params_json,
+# created_at), then param_<name> columns typed float64 or string, written whole by its writer.
+_LEGACY_FIXED = [
+    f
+    for f in TRIALS_SCHEMA
+    if f.name not in {"repeat", "population_wall_s", "population_size", "params_json", "created_at"}
+]
+
+
+def _write_legacy_store(root: Path) -> None:
+    t0 = pd.Timestamp("2024-01-01T00:00:00Z").to_pydatetime()
+    rows = [
+        _row("old-a", "adam", objective=0.5, seed=1, updated_at=t0, param_lr=0.01),
+        _row("old-b", "rlo", objective=0.75, updated_at=t0 + pd.Timedelta(seconds=1), param_direction="sign"),
+    ]
+    arrays = [pa.array([r.get(f.name) for r in rows], f.type) for f in _LEGACY_FIXED]
+    arrays += [pa.array([0.01, None], pa.float64()), pa.array([None, "sign"], pa.string())]
+    names = [f.name for f in _LEGACY_FIXED] + ["param_lr", "param_direction"]
+    root.mkdir(parents=True)
+    (root / "spec.yaml").write_text("name: s\n")
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), root / "trials.parquet")
+    for r in rows:
+        (root / "epochs" / f"arm={r['arm']}").mkdir(parents=True)
+        recs = pa.Table.from_pylist(
+            [{"trial_id": r["trial_id"], "phase": "search", "seed": 0, **e} for e in _records(2)]
+        )
+        pq.write_table(recs, root / "epochs" / f"arm={r['arm']}" / f"{r['trial_id']}.parquet")
+
+
+def test_a_store_of_the_previous_version_reads_and_resumes(tmp_path: Path):
+    root = tmp_path / "old"
+    _write_legacy_store(root)
+    legacy_bytes = (root / "trials.parquet").read_bytes()
+    df = RunStore(root).trials()
+    assert df["trial_id"].tolist() == ["old-a", "old-b"]  # the file's order
+    assert list(df.columns) == [*TRIAL_COLUMNS, "param_direction", "param_lr"]
+    assert df["repeat"].tolist() == [0, 0] and df["population_size"].isna().all()
+    assert df["param_lr"].iloc[0] == 0.01 and pd.isna(df["param_lr"].iloc[1])
+    assert df["param_direction"].iloc[1] == "sign" and df["seed"].tolist() == [1, 0]
+    assert RunStore(root).trial_ids({"completed"}) == {"old-a", "old-b"}
+    assert len(RunStore(root).epochs()) == 4
+
+    writer = RunStore(root, create=True)  # a resumed driver
+    writer.record_trial(_row("old-b", "rlo", objective=0.25, param_direction="tanh"), _records(3))
+    writer.record_trial(_row("new-c", "adam", objective=0.125, param_lr=0.1), _records(1))
+    assert (root / "trials.parquet").read_bytes() == legacy_bytes  # never rewritten
+    df = RunStore(root).trials().set_index("trial_id")
+    assert df.index.tolist() == ["old-a", "old-b", "new-c"]  # a re-recorded run keeps its first time
+    assert df.loc["old-b", "objective"] == 0.25 and df.loc["old-b", "param_direction"] == "tanh"
+    assert df.loc["old-b", "created_at"] == pd.Timestamp("2024-01-01T00:00:01Z")
+    assert df.loc["old-a", "objective"] == 0.5 and df.loc["new-c", "param_lr"] == 0.1
+    ep = RunStore(root).epochs()
+    assert ep.groupby("trial_id").size().to_dict() == {"old-a": 2, "old-b": 3, "new-c": 1}
+
+
+def test_recording_a_run_touches_only_its_own_files(store: RunStore):
+    root = Path(store.path)
+    for i in range(20):
+        store.record_trial(_row(f"t{i}", f"arm{i % 3}", objective=float(i)), _records(2))
+    # make every other run's files unreadable garbage: a writer that read them (or rewrote a
+    # table holding them) would fail or change them
+    before = {}
+    for path in [*(root / "trials").glob("*.parquet"), *(root / "epochs").rglob("*.parquet")]:
+        if path.stem not in {"t5", "new"}:
+            path.write_bytes(b"garbage " + path.name.encode())
+            before[path] = path.read_bytes()
+    writer = RunStore(root, create=True)
+    writer.record_trial(_row("new", "arm0", objective=-1.0), _records(3))
+    writer.record_trial(_row("t5", "arm2", objective=-5.0), _records(1))
+    assert {p: p.read_bytes() for p in before} == before
+    got = pq.read_table(root / "trials" / "t5.parquet").to_pylist()[0]
+    assert got["objective"] == -5.0
+    assert pq.read_table(root / "epochs" / "arm=arm0" / "new.parquet").num_rows == 3
+
+
+@pytest.mark.parametrize("reader", ["pandas", "pyarrow", "duckdb", "polars"])
+def test_trials_table_in_one_line_while_a_study_runs(store: RunStore, reader: str):
+    store.record_trial(_row("t1", "adam", objective=1.0, param_lr=0.1), _records(2))
+    store.record_trial(_row("t2", "rlo", objective=2.0, param_direction="sign", repeat=1), _records(2))
+    store.record_trial(_row("t3", "rlo", status="running"))
+    # a writer killed mid-write leaves a hidden temporary file; no reader may see it
+    (Path(store.path) / "trials" / ".lyaptune-tmp-t4.parquet.0123").write_bytes(b"partial")
+    run = store.path
+    if reader == "pandas":
+        table = pa.Table.from_pandas(pd.read_parquet(run + "/trials"), preserve_index=False)
+    elif reader == "pyarrow":
+        table = pq.read_table(run + "/trials")
+    elif reader == "duckdb":
+        duckdb = pytest.importorskip("duckdb")
+        table = duckdb.sql(f"SELECT * FROM read_parquet('{run}/trials/*.parquet')").to_arrow_table()
+    else:
+        polars = pytest.importorskip("polars")
+        table = polars.read_parquet(run + "/trials/*.parquet").to_arrow()
+    assert table.column_names == list(TRIAL_COLUMNS)
+    rows = {r["trial_id"]: r for r in table.to_pylist()}
+    assert set(rows) == {"t1", "t2", "t3"}
+    assert (rows["t1"]["objective"], rows["t2"]["objective"], rows["t3"]["objective"]) == (1.0, 2.0, None)
+    assert [rows[t]["repeat"] for t in ("t1", "t2", "t3")] == [0, 1, 0]
+    assert json.loads(rows["t2"]["params_json"]) == {"direction": "sign"}
+    assert rows["t3"]["status"] == "running"
+
+
+def test_new_columns_from_trial_row(store: RunStore):
+    from lyaptune._records import EpochRecord
+    from lyaptune.train import TrialResult
+
+    records = [
+        EpochRecord(
+            epoch=e,
+            train_loss=1.0 / e,
+            train_acc=0.5,
+            grad_norm=2.0 / e,
+            val_loss=1.0,
+            val_acc=0.5,
+            test_loss=1.0,
+            test_acc=0.5,
+            lr=0.1,
+            lyapunov_drift=-0.1,
+            step=3 * e,
+            time_s=0.25 * e,
+            extra={"rlo_residual": 0.5 * e},
+        )
+        for e in (1, 2)
+    ]
+    # a member of a population of 4 whose wall time was 10 s: charged 10 / 4 = 2.5 s
+    info = {"population_wall_s": 10.0, "population_size": 4}
+    result = TrialResult(status="completed", records=records, info=info, wall_s=2.5)
+    row = trial_row(
+        study="q",
+        arm="a",
+        trial_id="p0",
+        phase="search",
+        seed=3,
+        config={"model": "fc"},
+        result=result,
+        repeat=2,
+        params={"lr": 0.1},
+    )
+    assert (row["population_wall_s"], row["population_size"], row["wall_s"], row["repeat"]) == (
+        10.0,
+        4,
+        2.5,
+        2,
+    )
+    assert row["final_train_loss"] == 0.5 and row["min_grad_norm"] == 1.0 and row["epochs_completed"] == 2
+    store.record_trial(row, result.records)
+    got = store.trials().iloc[0]
+    assert (got["population_wall_s"], got["population_size"], got["repeat"], got["seed"]) == (10.0, 4, 2, 3)
+    ep = store.epochs()
+    assert ep["step"].tolist() == [3, 6] and ep["rlo_residual"].tolist() == [0.5, 1.0]
+
+    alone = TrialResult(status="completed", records=[], info={}, wall_s=1.0)
+    row = trial_row(
+        study="q", arm="a", trial_id="s0", phase="search", seed=0, config={"repeat": 1}, result=alone
+    )
+    assert row["repeat"] == 1  # from the config when the searcher does not pass it
+    assert row["population_wall_s"] is None and row["population_size"] is None
+    bare = trial_row(study="q", arm="a", trial_id="s1", phase="search", seed=0, config={}, result=None)
+    assert bare["repeat"] == 0
