@@ -1,8 +1,9 @@
-"""Budget curves: expected best validation objective after k search trials, per tuned arm.
+"""Budget curves: best validation objective after k search trials, per tuned arm.
 
-Dodge et al. (2019), "Show Your Work", exact without-replacement estimator; the reference arm's
-(derived step's) mean final objective as a line; for each baseline the smallest k at which it
-matches the step size that needs no tuning.
+Each arm by the estimator its sampler allows (METHODS.md section 8): Dodge et al. (2019)'s expected
+maximum for random / quasi-random / grid search, the best-so-far in trial order averaged over search
+repeats for adaptive samplers (TPE, CMA-ES, GP). The reference arm's (derived step's) mean final
+objective as a line; for each baseline the smallest k at which its own curve matches it.
 
     python analysis/budget_curves.py runs/quickstart [--out figures/] [--failed worst|exclude]
 """
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir")
     p.add_argument("--out", default=".", help="output directory (default: .)")
-    p.add_argument("--reference", default="derived")
+    p.add_argument("--reference", default="auto", help="reference arm (default: the spec's, else derived)")
     p.add_argument(
         "--failed",
         default="worst",
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntrials needed to match {ref} (mean final {obj['metric']} {target:.4g}):")
         for _, r in match.iterrows():
             k = "not matched" if pd.isna(r["k"]) else f"k = {int(r['k'])}"
-            print(f"  {r['arm']}: {k} of {r['budget']} trials")
+            print(f"  {r['arm']}: {k} of {r['budget']} trials ({r['method']})")
     return 0
 
 

@@ -23,10 +23,21 @@ def _add_collapse_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=2.0,
         metavar="POINTS",
-        help="... or its test accuracy within POINTS percentage points of chance (default 2)",
+        help="... or its test accuracy within POINTS points of the majority-class rate (default 2)",
     )
-    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--interval",
+        default="t",
+        choices=["t", "bca"],
+        help="interval of means and differences: t (Student-t, default) or bca (BCa bootstrap, n >= 10)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the BCa bootstrap (default 0)")
+
+
+_REFERENCE_HELP = (
+    "the arm to compare against (default: the spec's 'reference', else the derived arm, else the best "
+    "arm on the primary metric; 'none': compare with the best arm)"
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="the run directory (a local path or a pyarrow URI)")
     p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
     p.add_argument("--format", default="md,html", help="comma-separated formats: md, html (default md,html)")
-    p.add_argument(
-        "--reference",
-        default="derived",
-        help="the arm to compare against (default: the derived-constant arm; 'none' for none)",
-    )
+    p.add_argument("--reference", default="auto", help=_REFERENCE_HELP)
     p.add_argument("--no-importance", action="store_true", help="skip PED-ANOVA / fANOVA importances")
     _add_collapse_args(p)
     p.set_defaults(func=_cmd_report)
@@ -48,12 +55,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (several: one combined table)"
     )
-    p.add_argument(
-        "--reference",
-        default="derived",
-        help="the arm to compare against (default: the derived-constant arm; 'none' for none)",
-    )
+    p.add_argument("--reference", default="auto", help=_REFERENCE_HELP)
     p.add_argument("--csv", default=None, metavar="FILE", help="also write the full table as CSV")
+    p.add_argument(
+        "--out",
+        default="lyaptune-compare",
+        metavar="DIR",
+        help="with several runs: where the performance profiles and probabilities of improvement go "
+        "(CSV, JSON, figure; default ./lyaptune-compare)",
+    )
     p.add_argument("--markdown", action="store_true", help="print Markdown tables instead of plain text")
     _add_collapse_args(p)
     p.set_defaults(func=_cmd_compare)
@@ -82,14 +92,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise UserError(f"--out is required for a run directory at a URI ({args.run_dir})")
         out = os.path.join(args.run_dir.removeprefix("file://"), "report")
     study = load_study(args.run_dir)
-    reference = None if args.reference == "none" else args.reference
     files = write_report(
         study,
         out,
         formats,
-        reference=reference,
+        reference=args.reference,
         thresholds=thresholds,
-        n_resamples=args.resamples,
+        method=args.interval,
         seed=args.seed,
         importance=not args.no_importance,
     )
@@ -104,25 +113,32 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     thresholds = _thresholds(args)
     studies = [load_study(d, epochs=False) for d in args.run_dirs]
-    reference = None if args.reference == "none" else args.reference
-    table = compare(studies, reference, thresholds=thresholds, n_resamples=args.resamples, seed=args.seed)
+    table = compare(studies, args.reference, thresholds=thresholds, method=args.interval, seed=args.seed)
     render = render_markdown_table if args.markdown else render_text_table
     tabs = format_compare_tables(table)
     titles = {
         "outcomes": "final-seed runs",
-        "differences": "difference to the reference (arm - reference)",
-        "cost": "tuning cost and rank",
+        "differences": "difference to the reference (arm - reference; p: paired t raw / Holm-adjusted)",
+        "cost": "tuning cost (device-seconds) and rank by the primary metric at the final epoch",
     }
     for key, (head, rows) in tabs.items():
-        if key == "differences" and reference is None:
+        if key == "differences" and not table["is_reference"].any():
             continue
         print(f"\n{titles[key]}:" if key != "outcomes" else f"{titles[key]}:")
         print(render(head, rows))
-    print(f"\ncollapsed: {thresholds.describe()}; collapsed arms are not ranked.")
+    print(
+        f"\ncollapsed: {thresholds.describe()}; collapsed arms are not ranked. 'better'/'worse' only at "
+        "Holm-adjusted p < 0.05."
+    )
     if args.csv:
         try:
             table.to_csv(args.csv, index=False)
         except OSError as err:
             raise UserError(f"--csv: cannot write {args.csv}: {err.strerror or err}") from err
         print(f"full table: {args.csv}")
+    if len(studies) > 1:
+        from lyaptune.analysis.report import write_cross_study
+
+        files = write_cross_study(studies, table, args.out, seed=args.seed)
+        print(f"cross-study answers ({len(studies)} studies): " + ", ".join(str(f) for f in files))
     return 0

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from scipy import stats
 
 from lyaptune.analysis import (
     CollapseThresholds,
-    bootstrap_ci,
+    LabelStats,
     budget_curve,
     classify_collapse,
     compare,
@@ -44,6 +43,7 @@ from lyaptune.analysis import (
     write_report,
 )
 from lyaptune.errors import ConfigError, UserError
+from lyaptune.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 10
@@ -290,36 +290,25 @@ def epoch_rows(final: dict, seed: int, idx: int) -> list[dict]:
     return rows
 
 
-def write_trials(root: Path, rows: list[dict]) -> None:
-    params = sorted({k for r in rows for k in r if k.startswith("param_")})
-    arrays, names = [], []
-    for name, t in TRIAL_TYPES.items():
-        arrays.append(pa.array([r.get(name) for r in rows], type=t))
-        names.append(name)
-    for p in params:
-        arrays.append(pa.array([r.get(p) for r in rows], type=pa.float64()))
-        names.append(p)
-    pq.write_table(pa.Table.from_arrays(arrays, names=names), root / "trials.parquet")
+def write_trials(root: Path, rows: list[dict], epochs: dict[str, list[dict]] | None = None) -> None:
+    """Record ``rows`` (and the epochs of some of them, by trial id) through the real store."""
+    store = RunStore(root, create=True)
+    for r in rows:
+        store.record_trial(r, (epochs or {}).get(r["trial_id"]))
 
 
-def write_epochs(root: Path, arm: str, trial_id: str, phase: str, seed: int, records: list[dict]) -> None:
-    d = root / "epochs" / f"arm={arm}"
-    d.mkdir(parents=True, exist_ok=True)
-    n = len(records)
-    cols = {
-        "trial_id": pa.array([trial_id] * n, pa.string()),
-        "phase": pa.array([phase] * n, pa.string()),
-        "seed": pa.array([seed] * n, pa.int64()),
-    }
-    for k in records[0]:
-        t = pa.int64() if k in ("epoch", "step") else pa.float64()
-        cols[k] = pa.array([r[k] for r in records], t)
-    pq.write_table(pa.table(cols), d / f"{trial_id}.parquet")
+def stored_rows(root: Path) -> list[dict]:
+    """The stored rows, as :func:`run_row` dicts (to modify and record again)."""
+    df = RunStore(root).trials()
+    keep = [c for c in df.columns if c in TRIAL_TYPES or c.startswith("param_") or c in ("repeat",)]
+    return [
+        {k: (None if (isinstance(v, float) and math.isnan(v)) or v is pd.NA else v) for k, v in r.items()}
+        for r in df[keep].to_dict("records")
+    ]
 
 
-def build_run(root: Path, *, finals: bool = True, shuffle: bool = True) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "spec.yaml").write_text(yaml.safe_dump(make_spec(), sort_keys=False))
+def build_run(root: Path, *, finals: bool = True, shuffle: bool = True, spec: dict | None = None) -> Path:
+    RunStore(root, create=True).write_spec(spec or make_spec())
     (root / "study.json").write_text(
         json.dumps(
             {
@@ -370,6 +359,7 @@ def build_run(root: Path, *, finals: bool = True, shuffle: bool = True) -> Path:
                 params={"lr": lr, "beta2": b2},
             )
         )
+    epochs: dict[str, list[dict]] = {}
     if finals:
         for arm, final, params in (
             ("derived", DERIVED, {}),
@@ -381,11 +371,11 @@ def build_run(root: Path, *, finals: bool = True, shuffle: bool = True) -> Path:
                 tid = f"{arm}-final-s{s}"
                 vals = {k: final[k][i] for k in final}
                 rows.append(run_row(arm, tid, "final", s, values=vals, params=params))
-                write_epochs(root, arm, tid, "final", s, epoch_rows(final, s, i))
+                epochs[tid] = epoch_rows(final, s, i)
     if shuffle:  # pairing must go by seed, not by row order
         rng = np.random.default_rng(7)
         rows = [rows[i] for i in rng.permutation(len(rows))]
-    write_trials(root, rows)
+    write_trials(root, rows, epochs)
     return root
 
 
@@ -401,7 +391,7 @@ def study(run_dir):
 
 @pytest.fixture(scope="module")
 def table(study):
-    return compare(study, reference="derived").set_index("arm")
+    return compare(study).set_index("arm")  # the spec names no reference: the derived arm
 
 
 # -- loading ----------------------------------------------------------------------------------------------
@@ -424,18 +414,19 @@ def test_load_study_from_a_file_uri(run_dir):
     assert st.path == run_dir.as_uri()
 
 
-def test_missing_trials_parquet_names_the_file(tmp_path):
-    root = build_run(tmp_path / "r")
-    (root / "trials.parquet").unlink()
-    with pytest.raises(UserError, match=r"trials\.parquet"):
+def test_a_study_without_trials_says_so(tmp_path):
+    root = tmp_path / "r"
+    RunStore(root, create=True).write_spec(make_spec())
+    with pytest.raises(UserError, match=r"no trials recorded"):
         load_study(root)
 
 
-def test_corrupt_trials_parquet_names_the_file(tmp_path):
+def test_corrupt_trials_file_names_the_file(tmp_path):
     root = build_run(tmp_path / "r")
-    data = (root / "trials.parquet").read_bytes()
-    (root / "trials.parquet").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match=r"trials\.parquet"):
+    bad = next((root / "trials").glob("adam-cosine-final-s3*.parquet"))
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"adam-cosine-final-s3"):
         load_study(root)
 
 
@@ -455,19 +446,20 @@ def test_not_a_run_directory(tmp_path):
 def test_in_progress_run_with_only_search_rows_loads(tmp_path):
     root = build_run(tmp_path / "r", finals=False)
     # one search trial still running
-    df = pq.read_table(root / "trials.parquet").to_pylist()
-    df.append(
-        run_row(
-            "adam-cosine",
-            "adam-cosine-search-8-s0",
-            "search",
-            0,
-            status="running",
-            number=8,
-            params={"lr": 1e-2},
-        )
+    write_trials(
+        root,
+        [
+            run_row(
+                "adam-cosine",
+                "adam-cosine-search-8-s0",
+                "search",
+                0,
+                status="running",
+                number=8,
+                params={"lr": 1e-2},
+            )
+        ],
     )
-    write_trials(root, df)
     st = load_study(root)
     assert set(st.trials["phase"]) == {"search"}
     assert st.epochs.empty
@@ -491,11 +483,11 @@ def test_in_progress_run_with_only_search_rows_loads(tmp_path):
 # -- statistics ---------------------------------------------------------------------------------------------
 
 
-def numpy_bootstrap(x, seed=0, b=10_000, conf=0.95):
+def t_interval(x, level=0.95):
     x = np.asarray(x, float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(b, x.size))].mean(axis=1)
-    return np.quantile(means, [(1 - conf) / 2, (1 + conf) / 2])
+    if np.ptp(x) == 0:  # no spread: the interval is the point (scipy gives NaN for scale 0)
+        return (x.mean(), x.mean())
+    return stats.t.interval(level, x.size - 1, loc=x.mean(), scale=stats.sem(x))
 
 
 @pytest.mark.parametrize(
@@ -504,38 +496,34 @@ def numpy_bootstrap(x, seed=0, b=10_000, conf=0.95):
 @pytest.mark.parametrize(
     "metric", ["final_test_acc", "final_train_loss", "final_grad_norm", "min_grad_norm", "wall_s"]
 )
-def test_mean_std_ci_match_numpy(table, arm, values, metric):
+def test_mean_std_ci_match_scipy(table, arm, values, metric):
     x = np.array(values[metric], float)
     r = table.loc[arm]
     assert r[f"{metric}_mean"] == pytest.approx(x.mean(), rel=1e-12)
     assert r[f"{metric}_std"] == pytest.approx(x.std(ddof=1), rel=1e-12)
-    lo, hi = numpy_bootstrap(x)
+    lo, hi = t_interval(x)
     assert r[f"{metric}_ci_low"] == pytest.approx(lo, rel=1e-12)
     assert r[f"{metric}_ci_high"] == pytest.approx(hi, rel=1e-12)
-    assert x.min() <= r[f"{metric}_ci_low"] <= x.mean() <= r[f"{metric}_ci_high"] <= x.max()
+    assert r[f"{metric}_ci_method"] == "t" and r[f"{metric}_n"] == 6
 
 
-def test_bootstrap_ci_coverage():
-    """Over many normal samples of n=30, the 95% interval covers the true mean about 95% of the time."""
-    rng = np.random.default_rng(123)
-    hits = 0
-    reps = 300
-    for i in range(reps):
-        x = rng.normal(1.0, 2.0, size=30)
-        lo, hi = bootstrap_ci(x, n_resamples=2000, seed=i)
-        hits += lo <= 1.0 <= hi
-    assert 0.88 <= hits / reps <= 0.99
-    assert all(math.isnan(v) for v in bootstrap_ci([1.0]))
-    with pytest.raises(ConfigError, match="confidence"):
-        bootstrap_ci([1.0, 2.0], confidence=1.5)
+def holm_by_hand(p):
+    """Holm's step-down procedure written out for a handful of p-values."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    m = len(p)
+    adj, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj
 
 
-def test_paired_difference_by_seed_and_direction(table):
+def test_paired_difference_by_seed_holm_and_verdict(table):
     r = table.loc["adam-cosine"]
     d = np.array(COSINE["final_test_acc"]) - np.array(DERIVED["final_test_acc"])
     assert r["final_test_acc_diff"] == pytest.approx(d.mean(), rel=1e-12)
     assert r["final_test_acc_n_pairs"] == 6
-    lo, hi = numpy_bootstrap(d)
+    lo, hi = t_interval(d)
     assert (r["final_test_acc_diff_ci_low"], r["final_test_acc_diff_ci_high"]) == pytest.approx(
         (lo, hi), rel=1e-12
     )
@@ -545,12 +533,22 @@ def test_paired_difference_by_seed_and_direction(table):
     assert r["final_test_acc_p_ttest"] == pytest.approx(p, rel=1e-9)
     # all six differences negative: exact two-sided Wilcoxon p = 2 / 2^6
     assert r["final_test_acc_p_wilcoxon"] == pytest.approx(2 / 64, rel=1e-9)
-    assert r["final_test_acc_direction"] == "worse"  # lower accuracy than the derived step
-    # lower loss is better: the cosine arm's higher loss and gradient norm are worse too
-    assert r["final_train_loss_direction"] == "worse"
-    assert r["min_grad_norm_direction"] == "worse"
-    assert table.loc["derived", "final_test_acc_direction"] == "reference"
+    # Holm across the three arms compared with the derived one, per metric
+    for m in ("final_test_acc", "final_train_loss", "min_grad_norm"):
+        arms = ["adam-cosine", "dead", "lyam-grid"]
+        raw = []
+        for vals in (COSINE, DEAD, GRID_FINAL):
+            dd = np.array(vals[m]) - np.array(DERIVED[m])
+            tt = dd.mean() / (dd.std(ddof=1) / math.sqrt(dd.size))
+            raw.append(2 * stats.t.sf(abs(tt), dd.size - 1))
+        adj = holm_by_hand(raw)
+        for arm, p_adj in zip(arms, adj):
+            assert table.loc[arm, f"{m}_p_adj"] == pytest.approx(p_adj, rel=1e-9)
+        assert adj[0] < 0.05  # the cosine arm is significantly worse on each of these metrics
+        assert table.loc["adam-cosine", f"{m}_verdict"] == "worse"
+    assert table.loc["derived", "final_test_acc_verdict"] == "reference"
     assert table.loc["derived", "is_reference"]
+    assert table.loc["derived", "reference_source"] == "derived"
 
 
 def test_paired_test_direction_and_small_n():
@@ -567,10 +565,16 @@ def test_tuning_cost(table):
     wall = sum(w for _, _, w in COSINE_SEARCH.values())
     assert r["search_trials"] == 8 and r["search_runs"] == 8
     assert r["search_wall_s"] == pytest.approx(wall)
+    assert r["search_device_s"] == pytest.approx(wall) and r["khat_s"] == 0
+    assert r["tuning_device_s"] == pytest.approx(wall)
     assert r["cpu_s"] == pytest.approx(wall * RESOURCES["cpu"])
     assert r["gpu_s"] == pytest.approx(wall * RESOURCES["gpu"])
+    assert pd.isna(r["population_wall_s"])  # no population runs in this study
     d = table.loc["derived"]
-    assert d["search_trials"] == 0 and d["cpu_s"] == 0
+    # the derived step is not free: six final runs, each with a 0.4 s K_hat estimate
+    assert d["search_trials"] == 0 and d["search_device_s"] == 0
+    assert d["khat_s"] == pytest.approx(6 * 0.4) and d["tuning_device_s"] == pytest.approx(2.4)
+    assert d["cpu_s"] == pytest.approx(2.4 * RESOURCES["cpu"])
     assert d["lipschitz_s"] == pytest.approx(0.4)
 
 
@@ -595,10 +599,8 @@ def test_collapsed_arm_is_flagged_and_never_ranked(table):
 
 def test_an_arm_with_a_diverged_final_run_is_not_ranked(tmp_path):
     root = build_run(tmp_path / "r")
-    rows = pq.read_table(root / "trials.parquet").to_pylist()
-    for r in rows:
-        if r["trial_id"] == "adam-cosine-final-s2":
-            r.update(status="diverged", message="non-finite loss")
+    rows = [r for r in stored_rows(root) if r["trial_id"] == "adam-cosine-final-s2"]
+    rows[0].update(status="diverged", message="non-finite loss")
     write_trials(root, rows)
     t = compare(load_study(root)).set_index("arm")
     assert t.loc["adam-cosine", "n_diverged"] == 1 and t.loc["adam-cosine", "n_completed"] == 5
@@ -636,12 +638,14 @@ def test_collapse_thresholds_at_the_boundary():
         "",
         "loss",
         "",
-        "chance accuracy",
+        "majority-class accuracy",
         "",
-        "chance accuracy",
-        "loss + chance accuracy",
+        "majority-class accuracy",
+        "loss + majority-class accuracy",
         "",
     ]
+    # without label statistics the fallback is the balanced one: ln C and 1/C
+    assert c["label_entropy"].tolist() == pytest.approx([math.log(10)] * 9)
     assert c["chance_acc"].tolist() == pytest.approx([0.1] * 9)
     looser = classify_collapse(rows, CollapseThresholds(loss_rel=0.06, acc_points=1.0))
     assert looser["collapsed"].tolist() == [True, True, True, False, False, False, False, True, False]
@@ -651,9 +655,15 @@ def test_collapse_thresholds_at_the_boundary():
 
 def test_collapse_thresholds_are_configurable_in_compare(study):
     # tight thresholds: only some dead seeds stay within 0.1% of L(w0) or exactly at chance accuracy
-    t = compare(study, thresholds=CollapseThresholds(loss_rel=0.001, acc_points=0.0)).set_index("arm")
+    th = CollapseThresholds(loss_rel=0.001, acc_points=0.0)
+    t = compare(study, thresholds=th, labels=LabelStats.uniform(N_CLASSES)).set_index("arm")
     accs, losses = np.array(DEAD["final_test_acc"]), np.array(DEAD["final_train_loss"])
-    hand = (np.abs(losses - L0) <= 0.001 * L0) | (np.abs(accs - 1 / N_CLASSES) <= 0.0)
+    h = math.log(N_CLASSES)
+    hand = (
+        (np.abs(losses - L0) <= 0.001 * L0)
+        | (np.abs(losses - h) <= 0.001 * h)
+        | (np.abs(accs - 1 / N_CLASSES) <= 0.0)
+    )
     assert 0 < hand.sum() < 6
     assert t.loc["dead", "n_collapsed"] == hand.sum()
     assert pd.isna(t.loc["dead", "rank"])
@@ -690,16 +700,39 @@ def test_expected_best_matches_brute_force(values, mode):
 
 
 @pytest.mark.parametrize("failed", ["worst", "exclude"])
-def test_budget_curve_on_the_study(study, failed):
+def test_budget_curve_of_a_random_search_is_expected_max(tmp_path, failed):
+    spec = make_spec()
+    spec["search"]["sampler"] = "random"
+    study = load_study(build_run(tmp_path / "r", spec=spec))
     ok = [o for _, o, _ in COSINE_SEARCH.values() if o is not None]
     values = ok + ([max(ok)] if failed == "worst" else [])  # one diverged trial, min objective
     curve = budget_curve(study, "adam-cosine", failed=failed)
     assert curve["k"].tolist() == list(range(1, len(values) + 1))
+    assert set(curve["method"]) == {"expected-max"}
     for k in range(1, len(values) + 1):
-        assert curve["expected_best"].iloc[k - 1] == pytest.approx(
-            brute_force_expected_best(values, k, "min")[0]
-        )
+        assert curve["best"].iloc[k - 1] == pytest.approx(brute_force_expected_best(values, k, "min")[0])
     assert curve["n_failed"].iloc[0] == (1 if failed == "worst" else 0)
+
+
+@pytest.mark.parametrize("failed", ["worst", "exclude"])
+def test_budget_curve_of_a_tpe_search_is_best_so_far(study, failed):
+    # trial order 0..7; trial 3 diverged (the worst completed value, 0.9, or left out)
+    order = [v[1] for _, v in sorted(COSINE_SEARCH.items())]
+    worst = max(o for o in order if o is not None)
+    vals = [worst if o is None else o for o in order if o is not None or failed == "worst"]
+    running = [min(vals[: k + 1]) for k in range(len(vals))]
+    curve = budget_curve(study, "adam-cosine", failed=failed)
+    assert set(curve["method"]) == {"best-so-far"}  # TPE trials are not i.i.d.: never expected-max
+    assert curve["best"].tolist() == pytest.approx(running)
+    assert curve["n_repeats"].tolist() == [1] * len(vals)
+    assert curve["sd"].isna().all()  # one repeat: no spread to show
+    # the grid arm of the same study is an exhaustive grid: expected-max is valid there
+    grid = budget_curve(study, "lyam-grid")
+    assert set(grid["method"]) == {"expected-max"}
+    vals = list(GRID.values())
+    assert grid["best"].tolist() == pytest.approx(
+        [brute_force_expected_best(vals, k, "min")[0] for k in range(1, 5)]
+    )
     assert budget_curve(study, "derived").empty  # not tuned
     with pytest.raises(ConfigError, match="did you mean 'adam-cosine'"):
         budget_curve(study, "adam-cosin")
@@ -707,8 +740,7 @@ def test_budget_curve_on_the_study(study, failed):
 
 def test_search_trials_average_over_search_seeds(tmp_path):
     root = tmp_path / "two-seeds"
-    root.mkdir()
-    (root / "spec.yaml").write_text(yaml.safe_dump(make_spec(search_seeds=(0, 1))))
+    RunStore(root, create=True).write_spec(make_spec(search_seeds=(0, 1), final_seeds=(2, 3)))
     rows = []
     plan = {0: [(0, 0.4), (1, 0.6)], 1: [(0, 0.3), (1, None)], 2: [(0, 0.2)]}  # None: diverged
     for n, runs in plan.items():
@@ -732,17 +764,17 @@ def test_search_trials_average_over_search_seeds(tmp_path):
     assert tv.loc[2, "state"] == "pending"  # one of its two seeds has not finished
     curve = budget_curve(load_study(root), "adam-cosine")
     # one completed trial (0.5) and one failed one counted as the worst completed value (0.5)
-    assert curve["expected_best"].tolist() == pytest.approx([0.5, 0.5])
+    assert curve["best"].tolist() == pytest.approx([0.5, 0.5])
     assert curve["n_pending"].iloc[0] == 1
 
 
 def test_matching_budget(study):
-    ok = [o for _, o, _ in COSINE_SEARCH.values() if o is not None]
-    values = ok + [max(ok)]
+    order = [v[1] for _, v in sorted(COSINE_SEARCH.items())]
+    values = [max(o for o in order if o is not None) if o is None else o for o in order]
     target = np.mean(DERIVED["objective"])
-    expected_k = next(
-        k for k in range(1, len(values) + 1) if brute_force_expected_best(values, k, "min")[0] <= target
-    )
+    # TPE: the arm's own curve is the best-so-far in trial order
+    expected_k = next(k for k in range(1, len(values) + 1) if min(values[:k]) <= target)
+    assert expected_k == 6
     m = matching_budget(study, "adam-cosine", "derived")
     assert m.target == pytest.approx(target)
     assert m.k == expected_k
@@ -761,7 +793,7 @@ def test_reference_resolution(study):
     assert t.loc["adam-cosine", "is_reference"]
     d = np.array(DERIVED["final_test_acc"]) - np.array(COSINE["final_test_acc"])
     assert t.loc["derived", "final_test_acc_diff"] == pytest.approx(d.mean())
-    assert t.loc["derived", "final_test_acc_direction"] == "better"
+    assert t.loc["derived", "final_test_acc_verdict"] == "better"
     with pytest.raises(ConfigError, match="did you mean 'derived'"):
         compare(study, reference="derivd")
     none = compare(study, reference=None)
@@ -996,7 +1028,7 @@ def test_analysis_scripts(run_dir, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "t.csv")) == 4
     assert _script("fig_constant_steps")([str(run_dir), "--out", str(tmp_path / "figs")]) == 0
     assert _script("budget_curves")([str(run_dir), "--out", str(tmp_path / "figs")]) == 0
-    assert "adam-cosine: k = 4 of 8 trials" in capsys.readouterr().out
+    assert "adam-cosine: k = 6 of 8 trials (best-so-far)" in capsys.readouterr().out
     assert _script("sensitivity")([str(run_dir), "--arms", "lyam-grid", "--out", str(tmp_path / "figs")]) == 0
     for stem in ("constant_steps", "budget_curves", "slices_lyam-grid", "grid_lyam-grid", "divergence"):
         assert (tmp_path / "figs" / f"{stem}.png").is_file(), stem

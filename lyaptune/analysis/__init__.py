@@ -8,7 +8,7 @@ Example::
     from lyaptune.analysis import load_study, compare, budget_curve, write_report
 
     study = load_study("runs/quickstart")
-    table = compare(study, reference="derived")
+    table = compare(study)  # reference, primary metric: from the spec (METHODS.md section 8)
     curve = budget_curve(study, "adam-exponential")
     write_report(study, "runs/quickstart/report")
 """
@@ -22,14 +22,27 @@ from lyaptune.analysis.budget import (
     matching_budgets,
     search_trial_values,
 )
-from lyaptune.analysis.collapse import CollapseThresholds, classify_collapse, num_classes_of
+from lyaptune.analysis.collapse import (
+    CollapseThresholds,
+    LabelStats,
+    classify_collapse,
+    label_stats,
+    num_classes_of,
+    task_label_stats,
+)
 from lyaptune.analysis.compare import (
     DEFAULT_METRICS,
     METRIC_SENSE,
-    bootstrap_ci,
     compare,
-    paired_test,
+    reference_choice,
     resolve_reference,
+    run_device_seconds,
+)
+from lyaptune.analysis.crossstudy import (
+    pairwise_improvement,
+    performance_profile,
+    probability_of_improvement,
+    study_scores,
 )
 from lyaptune.analysis.figures import (
     budget_figure,
@@ -38,6 +51,7 @@ from lyaptune.analysis.figures import (
     divergence_figure,
     grid_response_figure,
     importance_figure,
+    performance_profile_figure,
     save_figure,
     slices_figure,
     study_curves_figure,
@@ -52,9 +66,11 @@ from lyaptune.analysis.sensitivity import (
     sensitivity,
     study_k_hat,
 )
+from lyaptune.analysis.stats import holm_adjust, mean_interval, paired_interval, paired_test
 
 __all__ = [
     "CollapseThresholds",
+    "LabelStats",
     "DEFAULT_METRICS",
     "FAILED_POLICIES",
     "METRIC_SENSE",
@@ -62,7 +78,6 @@ __all__ = [
     "REPORT_FORMATS",
     "Sensitivity",
     "Study",
-    "bootstrap_ci",
     "budget_curve",
     "budget_figure",
     "classify_collapse",
@@ -74,6 +89,18 @@ __all__ = [
     "expected_best",
     "format_compare_tables",
     "grid_response_figure",
+    "holm_adjust",
+    "label_stats",
+    "mean_interval",
+    "paired_interval",
+    "pairwise_improvement",
+    "performance_profile",
+    "performance_profile_figure",
+    "probability_of_improvement",
+    "reference_choice",
+    "run_device_seconds",
+    "study_scores",
+    "task_label_stats",
     "importance_figure",
     "load_study",
     "matching_budget",

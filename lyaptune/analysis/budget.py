@@ -1,11 +1,17 @@
-"""Budget curves: how good an arm's best configuration is expected to be after k trials of tuning.
+"""Budget curves: how good an arm's best configuration is after k trials of tuning.
 
-Dodge et al. (2019), "Show Your Work: Improved Reporting of Experimental Results", report the expected
-best validation score of a random search as a function of its budget. Here the budget is counted in
-Optuna trials of an arm's search phase, and the expectation is over which k of the n trials the
-study ran had been drawn (without replacement). Comparing that curve with the derived step size
-(which needs no tuning) answers "how many trials of tuning does Adam + cosine need to do what the
-derived step does with none".
+Two estimators, chosen per arm by how its trials were drawn (METHODS.md section 8):
+
+- ``expected-max`` (random, quasi-random and grid search): Dodge et al. (2019), "Show Your Work:
+  Improved Reporting of Experimental Results", the expected best validation score of k trials drawn
+  without replacement from the n the study ran. It assumes the trials are exchangeable draws.
+- ``best-so-far`` (adaptive samplers: TPE, CMA-ES, GP, anything else): later trials learn from
+  earlier ones, so a random k-subset is not what k trials of that search give, and Dodge's curve would
+  be optimistic at small k. The curve is the best value among the first k trials in trial order,
+  averaged over the arm's independent search repeats (``search.repeats``), with its spread.
+
+Comparing a curve with the derived step size (which needs no tuning) answers "how many trials of
+tuning does Adam + cosine need to do what the derived step does with none".
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from lyaptune.analysis.load import Study
 from lyaptune.errors import ConfigError, UserError
 
 __all__ = [
+    "BUDGET_METHODS",
+    "IID_SAMPLERS",
+    "budget_method",
+    "best_so_far",
     "FAILED_POLICIES",
     "MatchingBudget",
     "budget_curve",
@@ -31,6 +41,11 @@ __all__ = [
     "matching_budgets",
     "search_trial_values",
 ]
+
+#: Samplers whose trials are exchangeable draws, for which Dodge et al.'s expected maximum is valid.
+IID_SAMPLERS: tuple[str, ...] = ("random", "qmc", "sobol", "grid")
+#: The budget-curve estimators: expected maximum of k draws, and best-so-far in trial order.
+BUDGET_METHODS: tuple[str, ...] = ("expected-max", "best-so-far")
 
 #: What a failed search trial (diverged, errored, or stopped early) counts as in a budget curve.
 FAILED_POLICIES: tuple[str, ...] = ("worst", "exclude")
@@ -100,29 +115,61 @@ def expected_best(
     return exp, sd
 
 
+def best_so_far(values: Sequence[float] | np.ndarray, *, mode: str = "max") -> np.ndarray:
+    r"""The running best of ``values`` in their order: :math:`b_k = \max_{i \le k} v_i` (``min`` for
+    ``mode="min"``); NaN entries (trials that found nothing) leave the running best unchanged.
+
+    Args:
+      values: one search's trial values in trial order.
+      mode: ``max`` or ``min``.
+
+    Returns:
+      ``b_1..b_n`` (NaN until the first finite value).
+    """
+    if mode not in ("min", "max"):
+        raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+    v = np.asarray(values, dtype=float)
+    fill = np.inf if mode == "min" else -np.inf
+    acc = (np.minimum if mode == "min" else np.maximum).accumulate(np.where(np.isfinite(v), v, fill))
+    return np.where(np.isfinite(acc), acc, np.nan)
+
+
+def budget_method(study: Study, arm: str) -> str:
+    """``expected-max`` for a random, quasi-random or grid arm, else (adaptive) ``best-so-far``."""
+    return "expected-max" if study.sampler_of(arm) in IID_SAMPLERS else "best-so-far"
+
+
+def _repeat_col(rows: pd.DataFrame) -> pd.Series:
+    if "repeat" not in rows:
+        return pd.Series(0, index=rows.index, dtype="int64")
+    return pd.to_numeric(rows["repeat"], errors="coerce").fillna(0).astype("int64")
+
+
 def search_trial_values(study: Study, arm: str) -> pd.DataFrame:
     """The arm's search-phase Optuna trials, one row each, with the value the search saw.
 
     A trial's value is the mean of its runs' ``objective`` over the search seeds (what Optuna was
     told). A trial is ``pending`` while it has fewer finished runs than search seeds or a run still
     ``running``, ``failed`` when a run diverged, errored or was stopped early, else ``completed``.
+    Trials of independent search repeats (the ``repeat`` column; absent in older stores: repeat 0)
+    are kept apart: each repeat is its own Optuna study, numbered from 0.
 
     Returns:
-      Columns ``trial`` (Optuna number, or the trial id when there is none), ``value`` (NaN unless
-      completed), ``state``, ``runs``, ``wall_s`` (summed), and one ``param_<name>`` column per
-      hyperparameter (the first run's value).
+      Columns ``repeat``, ``trial`` (Optuna number, or the trial id when there is none), ``value`` (NaN
+      unless completed), ``state``, ``runs``, ``wall_s`` (summed), and one ``param_<name>`` column
+      per hyperparameter (the first run's value), sorted by repeat and trial order.
     """
     study.check_arm(arm)
     t = study.trials
     rows = t[(t["arm"] == arm) & (t["phase"] == "search")] if len(t) else t
     n_seeds = max(len((study.spec.get("search") or {}).get("seeds") or [0]), 1)
     params = [c for c in t.columns if c.startswith("param_")]
-    cols = ["trial", "value", "state", "runs", "wall_s", *params]
+    cols = ["repeat", "trial", "value", "state", "runs", "wall_s", *params]
     if not len(rows):
         return pd.DataFrame(columns=cols)
     key = rows["optuna_number"].astype("object").where(rows["optuna_number"].notna(), rows["trial_id"])
     out = []
-    for trial, g in rows.groupby(key, sort=False):
+    for (rep, trial), g in rows.groupby([_repeat_col(rows), key], sort=False):
         statuses = set(g["status"])
         obj = pd.to_numeric(g["objective"], errors="coerce").to_numpy(float)
         if "running" in statuses or len(g) < n_seeds:
@@ -132,6 +179,7 @@ def search_trial_values(study: Study, arm: str) -> pd.DataFrame:
         else:
             state = "failed"
         rec = {
+            "repeat": int(rep),
             "trial": trial,
             "value": float(obj.mean()) if state == "completed" else math.nan,
             "state": state,
@@ -142,21 +190,41 @@ def search_trial_values(study: Study, arm: str) -> pd.DataFrame:
         rec.update({p: first[p] for p in params})
         out.append(rec)
     df = pd.DataFrame(out, columns=cols)
-    try:
-        return df.sort_values("trial", key=lambda s: pd.to_numeric(s, errors="coerce")).reset_index(drop=True)
-    except TypeError:
-        return df
+    order = pd.to_numeric(df["trial"], errors="coerce")
+    if order.notna().all():
+        df = df.assign(_o=order).sort_values(["repeat", "_o"], kind="stable").drop(columns="_o")
+    return df.reset_index(drop=True)
+
+
+BUDGET_COLUMNS = [
+    "k",
+    "best",
+    "sd",
+    "low",
+    "high",
+    "n_trials",
+    "n_failed",
+    "n_pending",
+    "n_repeats",
+    "method",
+]
 
 
 def budget_curve(study: Study, arm: str, *, failed: str = "worst") -> pd.DataFrame:
-    """Expected best validation objective of ``arm`` after k = 1..n search trials (:func:`expected_best`).
+    """Best validation objective of ``arm`` after k = 1..n search trials, by the arm's estimator.
+
+    The estimator (:func:`budget_method`) is ``expected-max`` for random, quasi-random and grid arms:
+    :func:`expected_best` over all finished trials (of every repeat pooled), ``sd`` its standard
+    deviation and ``low`` / ``high`` = best -+ sd. For adaptive samplers it is ``best-so-far``: per
+    search repeat, :func:`best_so_far` of the finished trials in trial order; ``best`` is the mean
+    over the repeats that ran at least k trials, ``sd`` their standard deviation (ddof = 1, NaN with
+    one repeat) and ``low`` / ``high`` their minimum and maximum.
 
     Only finished trials count (pending ones are left out). Failed trials (diverged, errored, or
     stopped early by ASHA) are, with ``failed="worst"`` (default), given the worst objective among
-    the arm's completed trials: a failed trial is a spent trial that found nothing better, so it can
-    never raise the expected best but does lower it at small k. With ``failed="exclude"`` they are
-    dropped, as if they had never been run (an optimistic curve). The spec's objective mode decides
-    what "best" means.
+    the arm's completed trials: a failed trial is a spent trial that found nothing better. With
+    ``failed="exclude"`` they are dropped, as if they had never been run (an optimistic curve). The
+    spec's objective mode decides what "best" means.
 
     Args:
       study: the study.
@@ -164,35 +232,63 @@ def budget_curve(study: Study, arm: str, *, failed: str = "worst") -> pd.DataFra
       failed: ``worst`` or ``exclude``.
 
     Returns:
-      Columns ``k``, ``expected_best``, ``sd``, ``n_trials`` (n), ``n_failed``, ``n_pending``;
-      empty when no trial has completed.
+      Columns ``k``, ``best``, ``sd``, ``low``, ``high``, ``n_trials`` (n, the most any repeat ran),
+      ``n_failed``, ``n_pending``, ``n_repeats`` (repeats that reach k), ``method``; empty when no
+      trial has completed.
+
+    References:
+      Dodge et al. (2019), "Show Your Work", EMNLP (expected-max); METHODS.md section 8.
     """
     if failed not in FAILED_POLICIES:
         raise ConfigError(f"failed must be one of {', '.join(FAILED_POLICIES)}; got {failed!r}")
     mode = study.objective["mode"]
+    method = budget_method(study, arm)
     trials = search_trial_values(study, arm)
-    cols = ["k", "expected_best", "sd", "n_trials", "n_failed", "n_pending"]
     ok = trials.loc[trials["state"] == "completed", "value"].to_numpy(float)
     n_failed = int((trials["state"] == "failed").sum())
     n_pending = int((trials["state"] == "pending").sum())
     if ok.size == 0:
-        return pd.DataFrame(columns=cols)
-    values = ok
-    if failed == "worst" and n_failed:
-        worst = ok.max() if mode == "min" else ok.min()
-        values = np.concatenate([ok, np.full(n_failed, worst)])
-    exp, sd = expected_best(values, mode=mode)
-    n = values.size
+        return pd.DataFrame(columns=BUDGET_COLUMNS)
+    worst = ok.max() if mode == "min" else ok.min()
+    finished = trials[trials["state"] != "pending"]
+    if failed == "exclude":
+        finished = finished[finished["state"] == "completed"]
+    vals = finished["value"].to_numpy(float)
+    vals = np.where(finished["state"].to_numpy() == "failed", worst, vals)
+    if method == "expected-max":
+        exp, sd = expected_best(vals, mode=mode)
+        n = vals.size
+        k = np.arange(1, n + 1)
+        best, low, high = exp, exp - sd, exp + sd
+        reps = np.full(n, finished["repeat"].nunique())
+    else:
+        runs = [
+            best_so_far(g["value"].to_numpy(float), mode=mode)
+            for _, g in finished.assign(value=vals).groupby("repeat")
+        ]
+        n = max(r.size for r in runs)
+        mat = np.full((len(runs), n), np.nan)
+        for i, r in enumerate(runs):
+            mat[i, : r.size] = r
+        k = np.arange(1, n + 1)
+        reps = np.isfinite(mat).sum(axis=0)
+        best = np.nanmean(mat, axis=0)
+        sd = np.array([np.nanstd(c, ddof=1) if np.isfinite(c).sum() >= 2 else np.nan for c in mat.T])
+        low, high = np.nanmin(mat, axis=0), np.nanmax(mat, axis=0)
     return pd.DataFrame(
         {
-            "k": np.arange(1, n + 1),
-            "expected_best": exp,
+            "k": k,
+            "best": best,
             "sd": sd,
+            "low": low,
+            "high": high,
             "n_trials": n,
             "n_failed": n_failed if failed == "worst" else 0,
             "n_pending": n_pending,
+            "n_repeats": reps.astype(int),
+            "method": method,
         },
-        columns=cols,
+        columns=BUDGET_COLUMNS,
     )
 
 
@@ -203,10 +299,11 @@ class MatchingBudget:
     Attributes:
       baseline, reference: arm names.
       target: the reference arm's mean objective over its completed final-seed runs.
-      k: the smallest budget k whose expected best objective is at least as good as ``target``, or
-        ``None`` when even the whole search (``budget`` trials) does not reach it.
+      k: the smallest budget k whose curve value (the arm's own estimator) is at least as good as
+        ``target``, or ``None`` when even the whole search (``budget`` trials) does not reach it.
       budget: the number of finished search trials of ``baseline``.
-      expected_at_k: the expected best at ``k`` (or at ``budget`` when not matched).
+      expected_at_k: the curve's value at ``k`` (or at ``budget`` when not matched).
+      method: the curve's estimator (``expected-max`` or ``best-so-far``).
       mode: the objective's mode.
     """
 
@@ -217,16 +314,18 @@ class MatchingBudget:
     budget: int
     expected_at_k: float
     mode: str
+    method: str = ""
 
 
 def matching_budget(
-    study: Study, baseline: str, reference: str = "derived", *, failed: str = "worst"
+    study: Study, baseline: str, reference: str = "auto", *, failed: str = "worst"
 ) -> MatchingBudget:
-    """The smallest number of ``baseline``'s search trials whose expected best matches ``reference``.
+    """The smallest number of ``baseline``'s search trials whose budget curve matches ``reference``.
 
     The target is the mean ``objective`` (the spec's validation metric) of the reference arm's
-    completed final-seed runs; the baseline's curve is :func:`budget_curve`. Matching means
-    ``expected_best(k) <= target`` for a ``min`` objective, ``>=`` for ``max``.
+    completed final-seed runs; the baseline's curve is its own :func:`budget_curve` (expected-max or
+    best-so-far, by its sampler). Matching means ``best(k) <= target`` for a ``min`` objective,
+    ``>=`` for ``max``.
 
     Raises:
       ConfigError: an unknown arm.
@@ -246,25 +345,28 @@ def matching_budget(
     target = float(obj.mean())
     curve = budget_curve(study, baseline, failed=failed)
     if curve.empty:
-        return MatchingBudget(baseline, ref, target, None, 0, math.nan, mode)
-    e = curve["expected_best"].to_numpy(float)
+        return MatchingBudget(baseline, ref, target, None, 0, math.nan, mode, budget_method(study, baseline))
+    method = str(curve["method"].iloc[0])
+    e = curve["best"].to_numpy(float)
     hit = e <= target if mode == "min" else e >= target
     idx = int(np.argmax(hit)) if hit.any() else None
     budget = int(curve["n_trials"].iloc[0])
     if idx is None:
-        return MatchingBudget(baseline, ref, target, None, budget, float(e[-1]), mode)
-    return MatchingBudget(baseline, ref, target, int(curve["k"].iloc[idx]), budget, float(e[idx]), mode)
+        return MatchingBudget(baseline, ref, target, None, budget, float(e[-1]), mode, method)
+    return MatchingBudget(
+        baseline, ref, target, int(curve["k"].iloc[idx]), budget, float(e[idx]), mode, method
+    )
 
 
-def matching_budgets(study: Study, reference: str = "derived", *, failed: str = "worst") -> pd.DataFrame:
+def matching_budgets(study: Study, reference: str = "auto", *, failed: str = "worst") -> pd.DataFrame:
     """:func:`matching_budget` for every arm with search trials other than the reference.
 
     Returns:
       Columns ``arm``, ``reference``, ``target``, ``k`` (nullable integer), ``budget``,
-      ``expected_at_k``, ``mode``; empty when the reference has no completed final run.
+      ``expected_at_k``, ``mode``, ``method``; empty when the reference has no completed final run.
     """
     ref = resolve_reference(study, reference)
-    cols = ["arm", "reference", "target", "k", "budget", "expected_at_k", "mode"]
+    cols = ["arm", "reference", "target", "k", "budget", "expected_at_k", "mode", "method"]
     rows = []
     if ref is None:
         return pd.DataFrame(columns=cols)
@@ -275,7 +377,7 @@ def matching_budgets(study: Study, reference: str = "derived", *, failed: str = 
             m = matching_budget(study, arm, ref, failed=failed)
         except UserError:
             return pd.DataFrame(columns=cols)
-        rows.append([m.baseline, m.reference, m.target, m.k, m.budget, m.expected_at_k, m.mode])
+        rows.append([m.baseline, m.reference, m.target, m.k, m.budget, m.expected_at_k, m.mode, m.method])
     df = pd.DataFrame(rows, columns=cols)
     df["k"] = pd.array(df["k"].tolist(), dtype="Int64")
     return df

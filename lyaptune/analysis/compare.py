@@ -1,11 +1,14 @@
 """The comparison table: every arm's final-seed runs against a reference arm, with uncertainty.
 
-For each arm, on its ``phase == "final"`` runs that completed, :func:`compare` reports the mean, the
-sample standard deviation and a percentile-bootstrap confidence interval over seeds of each metric
-(final test accuracy, final training loss, final and minimum gradient norm, wall time), the paired
-difference to the reference arm (runs matched by seed) with its bootstrap interval and paired tests,
-the tuning cost (search runs and CPU/GPU-seconds), the collapsed runs (:mod:`.collapse`), and a rank by
-gradient norm that only arms without a collapsed run take part in.
+The protocol is METHODS.md section 8. For each arm, on its ``phase == "final"`` runs that completed,
+:func:`compare` reports the mean, the sample standard deviation and a Student-t interval (BCa as an
+option from n = 10) of each metric, the paired difference to the reference arm (runs matched by
+seed) with its t interval, the paired t-test (the decision test; Wilcoxon shown from 6 pairs),
+Holm-adjusted p-values across the arms compared with the reference per metric, and a verdict
+(better / worse / no significant difference) from the adjusted p. Arms are ranked by the spec's
+primary metric at the final epoch (``compare:``; never a minimum over epochs), collapsed arms
+(:mod:`.collapse`) never. The tuning cost is counted in device-seconds per run (a population member
+charged wall / P), the derived arm's K_hat estimate included.
 """
 
 from __future__ import annotations
@@ -17,23 +20,41 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lyaptune._registry import unknown_choice
-from lyaptune.analysis.collapse import CollapseThresholds, classify_collapse
+from lyaptune.analysis.collapse import (
+    CollapseThresholds,
+    LabelStats,
+    classify_collapse,
+    num_classes_of,
+    task_label_stats,
+)
 from lyaptune.analysis.load import DERIVED_SCHEDULE, Study, parse_json_column
+from lyaptune.analysis.stats import (
+    BCA_MIN_N,
+    INTERVAL_METHODS,
+    holm_adjust,
+    mean_interval,
+    paired_interval,
+    paired_test,
+    verdict,
+)
 from lyaptune.errors import ConfigError
 
 __all__ = [
     "DEFAULT_METRICS",
     "METRIC_LABELS",
     "METRIC_SENSE",
-    "bootstrap_ci",
+    "ALPHA",
     "compare",
     "compare_json",
     "paired_test",
+    "reference_choice",
     "resolve_reference",
 ]
+
+#: Significance level of every verdict (on Holm-adjusted p-values).
+ALPHA = 0.05
 
 #: The metrics :func:`compare` reports by default (columns of ``trials.parquet``).
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -68,141 +89,130 @@ METRIC_LABELS: dict[str, str] = {
     "objective": "objective",
     "epochs_completed": "epochs",
 }
-#: Paired Wilcoxon signed-rank tests are run from this many pairs on: the smallest n at which the
-#: exact two-sided test can reach p < 0.05 (its smallest p is 2 / 2^n).
-WILCOXON_MIN_PAIRS = 6
+#: How :func:`reference_choice` found the reference: named by the caller, by the spec, the derived arm
+#: by default, the best arm on the primary metric (no reference named), or no comparison at all.
+REFERENCE_SOURCES: tuple[str, ...] = ("given", "spec", "derived", "best", "none")
 
 
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    *,
-    n_resamples: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the mean.
+def reference_choice(study: Study, reference: str | None = "auto") -> tuple[str | None, str]:
+    """The reference arm of ``study`` and how it was chosen (METHODS.md section 8).
 
-    Draws ``n_resamples`` resamples of size n with replacement (``rng.integers(0, n, (B, n))`` with
-    ``rng = numpy.random.default_rng(seed)``), takes each resample's mean, and returns the
-    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles (numpy's default linear
-    interpolation) of those means.
-
-    Args:
-      values: the sample (e.g. one metric over seeds); non-finite values are dropped.
-      n_resamples: bootstrap resamples B.
-      confidence: the interval's nominal coverage, in (0, 1).
-      seed: seed of the resampling, so every table is reproducible.
+    - ``"auto"``: the spec's ``reference:``; without one, the arm called ``derived``, else the arm
+      whose schedule is ``derived-constant`` if exactly one has it, else the best arm.
+    - an arm name: that arm (``"derived"`` also finds a lone ``derived-constant`` arm).
+    - ``"none"`` or ``"best"`` (also the spec's ``reference: none``): no fixed reference; every arm is
+      compared with the best arm on the primary metric, chosen by :func:`compare`.
+    - ``None``: no differences at all.
 
     Returns:
-      ``(low, high)``; ``(nan, nan)`` with fewer than two finite values.
-
-    References:
-      Efron & Tibshirani, An Introduction to the Bootstrap (1993), ch. 13 (percentile interval).
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
-    if int(n_resamples) < 1:
-        raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = x.size
-    if n < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, n, size=(int(n_resamples), n))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(low), float(high))
-
-
-def paired_test(x: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Paired tests of ``x`` against ``reference`` (equal-length, matched by seed).
-
-    The paired t-test (``scipy.stats.ttest_rel``) runs from 2 pairs on when the differences are not
-    all equal (to a relative 1e-12); the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) from
-    :data:`WILCOXON_MIN_PAIRS` pairs on when some difference is non-zero. Both are two-sided.
-
-    Returns:
-      ``{"n": pairs, "mean_diff": mean(x - reference), "p_ttest": p, "p_wilcoxon": p}`` (NaN where a
-      test does not apply).
-    """
-    a = np.asarray(x, dtype=float)
-    b = np.asarray(reference, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples must have the same length, got {a.size} and {b.size}")
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    d = a - b
-    out = {"n": int(d.size), "mean_diff": float(d.mean()) if d.size else math.nan}
-    out["p_ttest"] = math.nan
-    out["p_wilcoxon"] = math.nan
-    # differences equal up to rounding have no spread to test against (scipy would divide ~0 by ~0)
-    if d.size >= 2 and np.ptp(d) > 1e-12 * np.max(np.abs(d)):
-        out["p_ttest"] = float(stats.ttest_rel(a, b).pvalue)
-    if d.size >= WILCOXON_MIN_PAIRS and np.any(d != 0):
-        out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
-    return out
-
-
-def resolve_reference(study: Study, reference: str | None) -> str | None:
-    """The arm that ``reference`` names in ``study``.
-
-    ``"derived"`` means the arm called ``derived`` or, if there is none, the first arm whose schedule
-    is ``derived-constant``. ``None`` or ``"none"`` means no reference.
+      ``(arm, source)``: ``arm`` is ``None`` for ``best`` and ``none``; ``source`` is one of
+      :data:`REFERENCE_SOURCES`.
 
     Raises:
-      ConfigError: no such arm (naming the study's arms and the closest match).
+      ConfigError: a named arm the study does not have (naming its arms and the closest match).
     """
-    if reference is None or reference == "none":
-        return None
+    if reference is None:
+        return None, "none"
+    source = "given"
+    if reference == "auto":
+        spec_ref = study.reference_setting
+        if spec_ref is None:
+            arms = study.arms
+            if "derived" in arms:
+                return "derived", "derived"
+            derived = [a for a in arms if study.schedule_of(a) == DERIVED_SCHEDULE]
+            return (derived[0], "derived") if len(derived) == 1 else (None, "best")
+        reference, source = spec_ref, "spec"
+    if reference in ("none", "best"):
+        return None, "best"
     arms = study.arms
     if reference in arms:
-        return reference
+        return reference, source
     if reference == "derived":
-        for arm in arms:
-            if study.schedule_of(arm) == DERIVED_SCHEDULE:
-                return arm
-    err = unknown_choice(f"reference arm of study '{study.name}':", reference, arms)
-    raise ConfigError(f"{err} (or 'none')")
+        derived = [a for a in arms if study.schedule_of(a) == DERIVED_SCHEDULE]
+        if len(derived) == 1:
+            return derived[0], source
+    where = "--reference" if source == "given" else "spec reference"
+    err = unknown_choice(f"reference arm of study '{study.name}' ({where}):", reference, arms)
+    raise ConfigError(f"{err} (or 'none': compare with the best arm)")
+
+
+def resolve_reference(study: Study, reference: str | None = "auto") -> str | None:
+    """The reference arm's name (see :func:`reference_choice`); ``None`` when there is no fixed one."""
+    return reference_choice(study, reference)[0]
 
 
 def _sense(metric: str, study: Study) -> str:
     if metric == "objective":
         return study.objective["mode"]
+    for p in study.primary_metrics:
+        if p["metric"] == metric:
+            return p["mode"]
     return METRIC_SENSE.get(metric, "min")
 
 
-def _direction(diff: float, sense: str) -> str:
-    if not math.isfinite(diff):
-        return ""
-    if diff == 0:
-        return "same"
-    return "better" if (diff > 0) == (sense == "max") else "worse"
+def _num_col(rows: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in rows or not len(rows):
+        return np.full(len(rows), np.nan)
+    return pd.to_numeric(rows[name], errors="coerce").to_numpy(float)
+
+
+def run_device_seconds(rows: pd.DataFrame) -> np.ndarray:
+    """Seconds of device time charged to each run: ``population_wall_s / population_size`` for a member
+    of a vmapped population (the population's wall time shared by its P members), else ``wall_s``."""
+    wall = _num_col(rows, "wall_s")
+    pop_wall = _num_col(rows, "population_wall_s")
+    pop_size = _num_col(rows, "population_size")
+    pop = np.isfinite(pop_wall) & np.isfinite(pop_size) & (pop_size >= 1)
+    out = wall.copy()
+    out[pop] = pop_wall[pop] / pop_size[pop]
+    return out
+
+
+def _lipschitz_each(rows: pd.DataFrame) -> np.ndarray:
+    infos = parse_json_column(rows["info_json"]) if "info_json" in rows and len(rows) else []
+    vals = [i.get("lipschitz_seconds") for i in infos]
+    return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in vals], dtype=float)
 
 
 def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
     t = study.trials
-    rows = t[(t["arm"] == arm) & (t["phase"] == "search")] if len(t) else t
+    arm_rows = t[t["arm"] == arm] if len(t) else t
+    rows = arm_rows[arm_rows["phase"] == "search"] if len(arm_rows) else arm_rows
     key = rows["optuna_number"].astype("object").where(rows["optuna_number"].notna(), rows["trial_id"])
-    wall = (
-        float(np.nansum(pd.to_numeric(rows["wall_s"], errors="coerce").to_numpy(float))) if len(rows) else 0.0
-    )
+    device = run_device_seconds(rows)
+    search_s = float(np.nansum(device)) if len(rows) else 0.0
+    khat = _lipschitz_each(arm_rows)
+    khat_s = float(np.nansum(khat)) if khat.size else 0.0
+    pop_wall = math.nan
+    if len(rows) and "population_wall_s" in rows and rows["population_wall_s"].notna().any():
+        # members of one population share its wall time: count each population once
+        pops = rows[["population_wall_s", "population_size"]].dropna().drop_duplicates()
+        pop_wall = float(pd.to_numeric(pops["population_wall_s"], errors="coerce").sum())
     res = study.resources
+    tuning = search_s + khat_s
     return {
         "search_trials": int(key.nunique()) if len(rows) else 0,
         "search_runs": int(len(rows)),
-        "search_wall_s": wall,
-        "cpu_s": wall * res["cpu"],
-        "gpu_s": wall * res["gpu"],
+        "search_wall_s": float(np.nansum(_num_col(rows, "wall_s"))) if len(rows) else 0.0,
+        "search_device_s": search_s,
+        "khat_s": khat_s,
+        "tuning_device_s": tuning,
+        "population_wall_s": pop_wall,
+        "cpu_s": tuning * res["cpu"],
+        "gpu_s": tuning * res["gpu"],
     }
 
 
 def _lipschitz_seconds(final: pd.DataFrame) -> float:
-    vals = [
-        i.get("lipschitz_seconds") for i in parse_json_column(final.get("info_json", pd.Series(dtype=str)))
-    ]
-    vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-    return float(np.mean(vals)) if vals else math.nan
+    vals = _lipschitz_each(final)
+    vals = vals[np.isfinite(vals)]
+    return float(np.mean(vals)) if vals.size else math.nan
+
+
+def _seed_values(rows: pd.DataFrame, metric: str) -> pd.Series:
+    one = rows.drop_duplicates("seed").set_index("seed")[metric]
+    return pd.to_numeric(one, errors="coerce")
 
 
 def _study_table(
@@ -210,28 +220,36 @@ def _study_table(
     reference: str | None,
     metrics: Sequence[str],
     thresholds: CollapseThresholds,
-    rank_by: str,
-    n_resamples: int,
-    confidence: float,
+    rank_by: str | None,
+    level: float,
+    method: str,
     seed: int,
+    labels: LabelStats | None,
 ) -> pd.DataFrame:
-    ref = resolve_reference(study, reference)
-    t = classify_collapse(study.trials, thresholds) if len(study.trials) else study.trials
+    ref, ref_source = reference_choice(study, reference)
+    primary = study.primary_metrics
+    rank_by = rank_by or primary[0]["metric"]
+    if labels is None and len(study.trials):
+        c = _study_num_classes(study)
+        labels = task_label_stats(study.task, c)
+    t = classify_collapse(study.trials, thresholds, labels=labels) if len(study.trials) else study.trials
     final_all = t[t["phase"] == "final"] if len(t) else t
-    wanted = list(dict.fromkeys([*metrics, rank_by]))
+    wanted = list(dict.fromkeys([*(p["metric"] for p in primary), *metrics, rank_by]))
     for m in wanted:
         if len(t) and m not in t.columns:
-            raise unknown_choice("metric", m, [c for c in t.columns if pd.api.types.is_numeric_dtype(t[c])])
+            numeric = [c for c in t.columns if pd.api.types.is_numeric_dtype(t[c])]
+            raise unknown_choice("metric", m, numeric)
 
     def completed(arm: str) -> pd.DataFrame:
         rows = final_all[(final_all["arm"] == arm) & (final_all["status"] == "completed")] if len(t) else t
-        return rows.sort_values("seed")
+        return rows.sort_values("seed") if len(rows) else rows
 
-    ref_rows = completed(ref) if ref is not None else None
     rows_out = []
+    done_by_arm = {}
     for arm in study.arms:
         final = final_all[final_all["arm"] == arm] if len(t) else t
         done = completed(arm)
+        done_by_arm[arm] = done
         status = final["status"].value_counts().to_dict() if len(final) else {}
         row: dict[str, Any] = {
             "study": study.name,
@@ -240,7 +258,7 @@ def _study_table(
             "arm": arm,
             "optimizer": study.arm_spec(arm).get("optimizer"),
             "schedule": study.schedule_of(arm),
-            "is_reference": arm == ref,
+            "sampler": study.sampler_of(arm),
             "n_final": int(len(final)),
             "n_completed": int(len(done)),
             "n_diverged": int(status.get("diverged", 0)),
@@ -251,36 +269,14 @@ def _study_table(
         }
         row["collapsed"] = row["n_collapsed"] > 0
         for m in wanted:
-            x = pd.to_numeric(done[m], errors="coerce").to_numpy(float) if len(done) else np.zeros(0)
+            x = _num_col(done, m)
             xf = x[np.isfinite(x)]
             row[f"{m}_n"] = int(xf.size)
             row[f"{m}_mean"] = float(xf.mean()) if xf.size else math.nan
             row[f"{m}_std"] = float(xf.std(ddof=1)) if xf.size >= 2 else math.nan
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = bootstrap_ci(
-                xf, n_resamples=n_resamples, confidence=confidence, seed=seed
-            )
-            if ref_rows is None or arm == ref:
-                d_stats = {"n": 0, "mean_diff": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
-                ci = (math.nan, math.nan)
-            else:
-                a = done.drop_duplicates("seed").set_index("seed")[m]
-                b = ref_rows.drop_duplicates("seed").set_index("seed")[m]
-                common = sorted(set(a.index) & set(b.index))
-                xa = pd.to_numeric(a.loc[common], errors="coerce").to_numpy(float)
-                xb = pd.to_numeric(b.loc[common], errors="coerce").to_numpy(float)
-                d_stats = paired_test(xa, xb)
-                keep = np.isfinite(xa) & np.isfinite(xb)
-                ci = bootstrap_ci(
-                    xa[keep] - xb[keep], n_resamples=n_resamples, confidence=confidence, seed=seed
-                )
-            row[f"{m}_diff"] = d_stats["mean_diff"]
-            row[f"{m}_diff_ci_low"], row[f"{m}_diff_ci_high"] = ci
-            row[f"{m}_n_pairs"] = d_stats["n"]
-            row[f"{m}_p_ttest"] = d_stats["p_ttest"]
-            row[f"{m}_p_wilcoxon"] = d_stats["p_wilcoxon"]
-            row[f"{m}_direction"] = (
-                "reference" if arm == ref else _direction(d_stats["mean_diff"], _sense(m, study))
-            )
+            m_method = method if (method != "bca" or xf.size >= BCA_MIN_N) else "t"
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean_interval(xf, level, m_method, seed=seed)
+            row[f"{m}_ci_method"] = m_method
         row.update(_tuning_cost(study, arm))
         row["lipschitz_s"] = _lipschitz_seconds(done)
         rows_out.append(row)
@@ -298,64 +294,141 @@ def _study_table(
     asc = _sense(rank_by, study) == "min"
     df["rank"] = values.rank(method="min", ascending=asc).astype("Int64")
     df["rank_by"] = rank_by
+    df["eligible"] = eligible
+    if ref is None and ref_source == "best":
+        best = df.loc[df["rank"] == 1, "arm"]
+        ref = str(best.iloc[0]) if len(best) else None
+    df["is_reference"] = df["arm"] == ref if ref is not None else False
+    df["reference"] = ref
+    df["reference_source"] = ref_source
+    ref_rows = done_by_arm.get(ref) if ref is not None else None
+    for m in wanted:
+        sense = _sense(m, study)
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in ("diff", "diff_ci_low", "diff_ci_high", "n_pairs", "p_ttest", "p_wilcoxon", "ci_method")
+        }
+        for arm in df["arm"]:
+            done = done_by_arm[arm]
+            if ref_rows is None or arm == ref or not len(done) or not len(ref_rows):
+                d = {"n": 0, "mean_diff": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
+                ci, ci_m = (math.nan, math.nan), ""
+            else:
+                a, b = _seed_values(done, m), _seed_values(ref_rows, m)
+                common = sorted(set(a.index) & set(b.index))
+                xa, xb = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+                d = paired_test(xa, xb)
+                ci_m = method if (method != "bca" or d["n"] >= BCA_MIN_N) else "t"
+                ci = paired_interval(xa, xb, level, ci_m, seed=seed)
+            cols["diff"].append(d["mean_diff"])
+            cols["diff_ci_low"].append(ci[0])
+            cols["diff_ci_high"].append(ci[1])
+            cols["n_pairs"].append(d["n"])
+            cols["p_ttest"].append(d["p_ttest"])
+            cols["p_wilcoxon"].append(d["p_wilcoxon"])
+            cols["ci_method"].append(ci_m)
+        for k, v in cols.items():
+            df[f"{m}_{k}" if k != "ci_method" else f"{m}_diff_ci_method"] = v
+        # Holm across the arms compared with this reference, for this metric
+        df[f"{m}_p_adj"] = holm_adjust(df[f"{m}_p_ttest"].to_numpy(float))
+        df[f"{m}_verdict"] = [
+            "reference"
+            if r["is_reference"]
+            else verdict(r[f"{m}_diff"], r[f"{m}_p_adj"], sense, r[f"{m}_n_pairs"], ALPHA)
+            if ref is not None
+            else ""
+            for _, r in df.iterrows()
+        ]
+        df[f"{m}_mode"] = sense
     return df
+
+
+def _study_num_classes(study: Study) -> int | None:
+    t = study.trials
+    infos = parse_json_column(t["info_json"].head(20)) if "info_json" in t else []
+    for i in infos:
+        c = num_classes_of(i, {"dataset": study.task.get("dataset"), **study.task})
+        if c:
+            return c
+    return num_classes_of({}, {"dataset": study.task.get("dataset"), **study.task})
 
 
 def compare(
     study: Study | Sequence[Study],
-    reference: str | None = "derived",
+    reference: str | None = "auto",
     metrics: Sequence[str] = DEFAULT_METRICS,
     *,
     thresholds: CollapseThresholds | None = None,
-    rank_by: str = "min_grad_norm",
-    n_resamples: int = 10_000,
-    confidence: float = 0.95,
+    rank_by: str | None = None,
+    level: float = 0.95,
+    method: str = "t",
     seed: int = 0,
+    labels: LabelStats | None = None,
 ) -> pd.DataFrame:
     """The comparison table of one study, or of several studies stacked into one table.
 
-    Per arm, over its completed final-seed runs (``phase == "final"``, ``status == "completed"``):
+    Per arm, over its completed final-seed runs (``phase == "final"``, ``status == "completed"``),
+    for each metric m (the spec's primary metrics first, then ``metrics``):
 
-    - ``<m>_mean``, ``<m>_std`` (ddof = 1), ``<m>_ci_low`` / ``<m>_ci_high`` (:func:`bootstrap_ci`);
-    - the paired difference ``<m>_diff = mean_s (x_s - x_s^ref)`` over the seeds s both arms completed,
-      its bootstrap interval ``<m>_diff_ci_low`` / ``_high``, ``<m>_p_ttest`` / ``<m>_p_wilcoxon``
-      (:func:`paired_test`) and ``<m>_direction`` (``better`` / ``worse`` / ``same`` than the reference
-      by the metric's sense, :data:`METRIC_SENSE`);
+    - ``<m>_n``, ``<m>_mean``, ``<m>_std`` (ddof = 1) and the interval ``<m>_ci_low`` / ``_high`` of
+      the mean (:func:`~lyaptune.analysis.stats.mean_interval`; ``<m>_ci_method`` says which: ``t``, or
+      ``bca`` where asked for and n >= 10);
+    - against the reference, over the seeds both arms completed: ``<m>_diff = mean_s (x_s - x_s^ref)``,
+      its interval ``<m>_diff_ci_low`` / ``_high`` (:func:`~lyaptune.analysis.stats.paired_interval`),
+      ``<m>_n_pairs``, the raw p of the paired t-test ``<m>_p_ttest``, the Wilcoxon p
+      ``<m>_p_wilcoxon`` (from 6 pairs, shown only), the Holm-adjusted t-test p ``<m>_p_adj`` (across
+      the arms compared with the reference, for this metric) and ``<m>_verdict``: ``better`` /
+      ``worse`` when the adjusted p < :data:`ALPHA` (direction by the metric's mode ``<m>_mode``),
+      else ``no significant difference``; ``reference`` for the reference arm;
     - counts of final runs by status (``n_final``, ``n_completed``, ``n_diverged``, ...), collapsed runs
       ``n_collapsed`` (:func:`~lyaptune.analysis.collapse.classify_collapse`) and ``collapsed`` (any);
-    - the tuning cost: ``search_trials`` (Optuna trials), ``search_runs`` (training runs, one per trial
-      and search seed), ``search_wall_s`` (their summed wall time), ``cpu_s`` / ``gpu_s`` (wall time x
-      the spec's per-trial resources), and ``lipschitz_s`` (mean K_hat estimation time of a final run);
+    - the tuning cost in device-seconds: ``search_trials``, ``search_runs``, ``search_wall_s``,
+      ``search_device_s`` (each search run charged its own seconds, a population member wall / P),
+      ``khat_s`` (K_hat estimation seconds summed over the arm's runs: the derived step's tuning),
+      ``tuning_device_s`` (their sum), ``population_wall_s`` (population wall time, when recorded),
+      ``cpu_s`` / ``gpu_s`` (tuning device-seconds x the spec's per-trial resources) and
+      ``lipschitz_s`` (mean K_hat time of a final run);
     - ``rank`` (1 = best) by ``<rank_by>_mean`` among arms with at least one completed final run
       and no collapsed, diverged, errored or stopped one; other arms get no rank.
 
     Args:
       study: a :class:`Study`, or several (e.g. the same study on several datasets).
-      reference: the arm the differences are taken against (see :func:`resolve_reference`); ``None``
-        for no differences.
-      metrics: ``trials.parquet`` columns to summarise.
+      reference: see :func:`reference_choice` (default ``"auto"``: the spec's, else the derived arm,
+        else the best arm); ``None`` for no differences.
+      metrics: ``trials.parquet`` columns to summarise besides the primary metrics.
       thresholds: collapse thresholds (default :class:`CollapseThresholds`).
-      rank_by: the metric arms are ranked by (default the minimum gradient norm, papers/003's claim).
-      n_resamples, confidence, seed: bootstrap settings (every interval uses the same seed).
+      rank_by: the ranking metric (default the spec's first primary metric, at the final epoch).
+      level: confidence level of every interval.
+      method: ``t`` (default) or ``bca`` (used where n >= 10, ``t`` below, each cell saying which).
+      seed: seed of the BCa resampling.
+      labels: the task's label statistics for the collapse rule (default: read from the dataset,
+        :func:`~lyaptune.analysis.collapse.task_label_stats`).
 
     Returns:
       One row per (study, arm), in the spec's arm order.
 
     Raises:
-      ConfigError: an unknown reference arm or metric.
+      ConfigError: an unknown reference arm, metric or interval method.
+
+    References:
+      METHODS.md section 8; Holm (1979); Student (1908).
     """
     studies = [study] if isinstance(study, Study) else list(study)
     if not studies:
         raise ConfigError("compare needs at least one study, got none")
+    if method not in INTERVAL_METHODS:
+        raise ConfigError(f"interval method={method!r} is unknown; choices: {', '.join(INTERVAL_METHODS)}")
     th = thresholds or CollapseThresholds()
-    tables = [
-        _study_table(s, reference, metrics, th, rank_by, n_resamples, confidence, seed) for s in studies
-    ]
+    tables = [_study_table(s, reference, metrics, th, rank_by, level, method, seed, labels) for s in studies]
     out = pd.concat(tables, ignore_index=True)
     out.attrs["thresholds"] = th.to_dict()
-    out.attrs["metrics"] = list(metrics)
-    out.attrs["confidence"] = confidence
-    out.attrs["n_resamples"] = n_resamples
+    out.attrs["metrics"] = list(
+        dict.fromkeys([*(p["metric"] for s in studies for p in s.primary_metrics), *metrics])
+    )
+    out.attrs["primary"] = [p for s in studies[:1] for p in s.primary_metrics]
+    out.attrs["level"] = level
+    out.attrs["method"] = method
+    out.attrs["alpha"] = ALPHA
     out.attrs["seed"] = seed
     return out
 

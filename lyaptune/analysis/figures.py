@@ -31,6 +31,7 @@ __all__ = [
     "importance_figure",
     "save_figure",
     "slices_figure",
+    "performance_profile_figure",
     "study_curves_figure",
     "training_curves_figure",
 ]
@@ -251,12 +252,13 @@ def budget_figure(
     matches: Mapping[str, int | None] | None = None,
     colors: Mapping[str, str] | None = None,
 ) -> Figure:
-    """Expected best validation objective against the number of search trials (Dodge et al. 2019).
+    """Best validation objective against the number of search trials, each arm by its own estimator.
 
-    Each arm's curve (:func:`~lyaptune.analysis.budget.budget_curve`) is drawn with a +-1 sd band (cut
-    at the best trial's value, which no budget can beat); the
-    reference arm's mean final objective is a horizontal dashed line, and the smallest budget at which
-    an arm matches it is marked.
+    Each arm's curve (:func:`~lyaptune.analysis.budget.budget_curve`) is labelled with its estimator:
+    ``expected-max`` (Dodge et al. 2019; band +-1 sd, cut at the best trial's value, which no budget
+    can beat) or ``best-so-far`` (mean over search repeats, dashed; band from the worst to the best
+    repeat). The reference arm's mean final objective is a horizontal dashed line, and the smallest
+    budget at which an arm matches it is marked.
 
     Returns:
       The figure.
@@ -268,12 +270,17 @@ def budget_figure(
     ax = fig.subplots()
     for arm in arms:
         c = curves[arm]
-        k, e, sd = (c[x].to_numpy(float) for x in ("k", "expected_best", "sd"))
+        k, e, lo, hi = (c[x].to_numpy(float) for x in ("k", "best", "low", "high"))
+        method = str(c["method"].iloc[0]) if "method" in c else "expected-max"
         col = colors.get(arm, "C0")
-        ax.plot(k, e, "-o", ms=3, color=col, label=arm)
-        # the best of k trials is never better than the best trial run (the curve's last value)
-        lo, hi = (np.maximum(e - sd, e[-1]), e + sd) if mode == "min" else (e - sd, np.minimum(e + sd, e[-1]))
-        ax.fill_between(k, lo, hi, color=col, alpha=0.15, lw=0)
+        reps = int(c["n_repeats"].max()) if "n_repeats" in c else 1
+        label = f"{arm} ({method}" + (f", {reps} repeats)" if method == "best-so-far" else ")")
+        ax.plot(k, e, "-o" if method == "expected-max" else "--s", ms=3, color=col, label=label)
+        if method == "expected-max":
+            # the best of k trials is never better than the best trial run (the curve's last value)
+            lo, hi = (np.maximum(lo, e[-1]), hi) if mode == "min" else (lo, np.minimum(hi, e[-1]))
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.fill_between(k[ok], lo[ok], hi[ok], color=col, alpha=0.15, lw=0)
         km = matches.get(arm)
         if km is not None and not pd.isna(km):
             ax.plot([km], [e[int(km) - 1]], marker="*", ms=13, color=col, mec="black", zorder=4)
@@ -285,16 +292,15 @@ def budget_figure(
             lw=1.5,
             label=f"{reference or 'reference'}: mean final {metric} (no tuning)",
         )
-    drawn = (
-        np.concatenate([curves[a]["expected_best"].to_numpy(float) for a in arms]) if arms else np.zeros(0)
-    )
+    drawn = np.concatenate([curves[a]["best"].to_numpy(float) for a in arms]) if arms else np.zeros(0)
     if target is not None and math.isfinite(target):
         drawn = np.append(drawn, target)
+    drawn = drawn[np.isfinite(drawn)]
     if drawn.size and (drawn > 0).all() and drawn.max() / drawn.min() > 5:
         ax.set_yscale("log")  # keep a far-off arm from flattening the others
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("search trials k")
-    ax.set_ylabel(f"expected best {metric} ({'lower' if mode == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"best {metric} after k trials ({'lower' if mode == 'min' else 'higher'} is better)")
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -302,11 +308,39 @@ def budget_figure(
             handles,
             labels,
             loc="outside lower center",
-            ncol=min(len(labels), 3),
+            ncol=min(len(labels), 2),
             fontsize="small",
             frameon=False,
         )
     ax.set_title("budget curves (stars: first k matching the reference)", fontsize="medium")
+    return fig
+
+
+def performance_profile_figure(profile: pd.DataFrame, *, metric: str = "", mode: str = "") -> Figure:
+    """Performance profiles (:func:`~lyaptune.analysis.crossstudy.performance_profile`) as step curves.
+
+    x: the factor tau (1 = as good as the best arm of a study); y: the fraction of studies where the
+    arm is within tau of the best.
+
+    Returns:
+      The figure.
+    """
+    fig = _figure(6.0, 4.2)
+    ax = fig.subplots()
+    arms = list(pd.unique(profile["arm"]))
+    colors = arm_colors(arms)
+    for arm in arms:
+        g = profile[profile["arm"] == arm]
+        ax.step(g["tau"], g["fraction"], where="post", color=colors.get(arm, "C0"), label=arm)
+    n = int(profile["n_studies"].iloc[0]) if len(profile) else 0
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("tau (ratio to the best arm of each study" + (f", {metric} {mode}" if metric else "") + ")")
+    ax.set_ylabel(f"fraction of {n} studies within tau")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize="small")
+    ax.set_title("performance profiles", fontsize="medium")
     return fig
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from lyaptune._registry import unknown_choice
-from lyaptune.errors import UserError
+from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import EPOCH_KEY_COLUMNS, EPOCH_RECORD_FIELDS, PARAM_PREFIX, TRIALS_FILE, RunStore
 
 __all__ = ["Study", "load_study", "JOURNAL_FILE", "DERIVED_SCHEDULE"]
@@ -64,6 +64,51 @@ class Study:
             "mode": str(obj.get("mode", "min")),
             "at": str(obj.get("at", "final")),
         }
+
+    @property
+    def primary_metrics(self) -> list[dict[str, str]]:
+        """The metrics the study's claims are about: ``[{"metric", "mode"}, ...]``, first = ranking.
+
+        From the spec's ``compare:`` (``{metric: NAME, mode: min|max}`` or a list of them; NAME is a
+        ``trials.parquet`` field, a value at the final epoch such as ``final_grad_norm``). A spec
+        without it (older runs) uses its objective's metric at the final epoch
+        (``final_<objective metric>``, e.g. ``val_loss`` -> ``final_val_loss``) and mode.
+
+        Raises:
+          ConfigError: a malformed ``compare`` entry (names the entry, the value and what is valid).
+        """
+        raw = self.spec.get("compare")
+        if raw is None:
+            obj = self.objective
+            m = obj["metric"]
+            metric = m if m.startswith(("final_", "min_")) or m == "objective" else f"final_{m}"
+            return [{"metric": metric, "mode": obj["mode"]}]
+        entries = raw if isinstance(raw, (list, tuple)) else [raw]
+        out = []
+        for i, e in enumerate(entries):
+            where = "compare" if not isinstance(raw, (list, tuple)) else f"compare[{i}]"
+            if not isinstance(e, Mapping) or not isinstance(e.get("metric"), str) or not e["metric"]:
+                raise ConfigError(f"{where}: expected {{metric: NAME, mode: min|max}}, got {e!r}")
+            mode = e.get("mode", "min")
+            if mode not in ("min", "max"):
+                raise ConfigError(f"{where}.mode: {mode!r} is not valid; choices: min, max")
+            out.append({"metric": str(e["metric"]), "mode": str(mode)})
+        if not out:
+            raise ConfigError("compare: give at least one {metric: NAME, mode: min|max}")
+        return out
+
+    @property
+    def reference_setting(self) -> str | None:
+        """The spec's ``reference:`` (an arm name or ``"none"``), or ``None`` when it has none."""
+        ref = self.spec.get("reference")
+        return None if ref is None else str(ref)
+
+    def sampler_of(self, arm: str) -> str:
+        """How ``arm``'s search trials were drawn: ``grid`` for a grid arm, else the spec's sampler."""
+        if self.is_grid(arm):
+            return "grid"
+        own = self.arm_spec(arm).get("sampler")
+        return str(own or (self.spec.get("search") or {}).get("sampler") or "tpe")
 
     @property
     def arms(self) -> list[str]:
@@ -165,17 +210,22 @@ def load_study(path_or_uri: str | os.PathLike[str], *, epochs: bool = True) -> S
       The study's trials, epochs, spec and info.
 
     Raises:
-      UserError: not a run directory, no ``trials.parquet`` yet, or a missing / corrupt / truncated
+      UserError: not a run directory, no trials recorded yet, or a missing / corrupt / truncated
         Parquet file (the message names the file).
     """
     store = RunStore(path_or_uri)
     spec = store.read_spec()
     info = store.read_study_info()
-    trials_path = store.path.rstrip("/") + "/" + TRIALS_FILE
-    if store.filesystem.get_file_info(trials_path).type != pafs.FileType.File:
+    has_trials = getattr(store, "has_trials", None)
+    if has_trials is not None:
+        recorded = has_trials()
+    else:  # a store from before the one-file-per-run layout
+        trials_path = store.path.rstrip("/") + "/" + TRIALS_FILE
+        recorded = store.filesystem.get_file_info(trials_path).type == pafs.FileType.File
+    if not recorded:
         raise UserError(
-            f"missing Parquet file {store.uri.rstrip('/')}/{TRIALS_FILE} "
-            "(no run of this study has been recorded yet)"
+            f"no trials recorded in {store.uri.rstrip('/')} (neither trials/*.parquet nor {TRIALS_FILE}): "
+            "no run of this study has finished yet"
         )
     trials = store.trials()
     ep = store.epochs() if epochs else pd.DataFrame(columns=["arm", *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS])

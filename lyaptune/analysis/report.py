@@ -19,15 +19,24 @@ from typing import Any
 
 import pandas as pd
 
-from lyaptune.analysis.budget import budget_curve, matching_budgets
-from lyaptune.analysis.collapse import CollapseThresholds, classify_collapse
-from lyaptune.analysis.compare import DEFAULT_METRICS, METRIC_LABELS, compare, compare_json, resolve_reference
+from lyaptune.analysis.budget import BUDGET_COLUMNS, budget_curve, budget_method, matching_budgets
+from lyaptune.analysis.collapse import CollapseThresholds, LabelStats, classify_collapse, task_label_stats
+from lyaptune.analysis.compare import (
+    ALPHA,
+    DEFAULT_METRICS,
+    METRIC_LABELS,
+    _study_num_classes,
+    compare,
+    compare_json,
+)
+from lyaptune.analysis.crossstudy import pairwise_improvement, performance_profile, study_scores
 from lyaptune.analysis.figures import (
     arm_colors,
     budget_figure,
     divergence_figure,
     grid_response_figure,
     importance_figure,
+    performance_profile_figure,
     save_figure,
     slices_figure,
     training_curves_figure,
@@ -38,6 +47,7 @@ from lyaptune.errors import ConfigError, UserError
 
 __all__ = [
     "REPORT_FORMATS",
+    "write_cross_study",
     "write_report",
     "format_compare_tables",
     "render_markdown_table",
@@ -87,6 +97,10 @@ def format_compare_tables(
 ) -> dict[str, tuple[list[str], list[list[str]]]]:
     """The comparison table as three display tables of strings: outcomes, differences, cost and rank.
 
+    Every interval cell says its method and n (``[low, high] t n=5``); the differences give the raw
+    and the Holm-adjusted p of the paired t-test, the Wilcoxon p where it ran (from 6 pairs), and the
+    verdict (better / worse / no significant difference at adjusted p < 0.05).
+
     Args:
       table: the output of :func:`~lyaptune.analysis.compare.compare`.
       metrics: metrics to show (default those it was computed for).
@@ -100,12 +114,16 @@ def format_compare_tables(
     keys = ["study", "arm"] if multi else ["arm"]
     if multi and table["dataset"].nunique() > 1:
         keys = ["study", "dataset", "arm"]
-    conf = float(table.attrs.get("confidence", 0.95))
+    level = float(table.attrs.get("level", 0.95))
+    primary = {p["metric"] for p in table.attrs.get("primary", [])}
+
+    def label(m: str) -> str:
+        return METRIC_LABELS.get(m, m) + (" (primary)" if m in primary else "")
 
     def key_cells(r: pd.Series) -> list[str]:
         cells = [str(r[k]) for k in keys]
         if r.get("is_reference"):
-            cells[-1] += " (ref)"
+            cells[-1] += " (ref)" if r.get("reference_source") != "best" else " (ref: best arm)"
         if r.get("n_collapsed", 0) > 0:
             cells[-1] += f" [collapsed {r['n_collapsed']}/{r['n_completed']}]"
         return cells
@@ -113,7 +131,7 @@ def format_compare_tables(
     head = (
         keys
         + ["runs", "collapsed", "diverged"]
-        + [f"{METRIC_LABELS.get(m, m)}: mean +- sd [{conf:.0%} CI]" for m in metrics]
+        + [f"{label(m)}: mean +- sd [{level:.0%} CI, method, n]" for m in metrics]
     )
     outcomes = []
     for _, r in table.iterrows():
@@ -129,37 +147,49 @@ def format_compare_tables(
             cell = _fmt_metric(m, r[f"{m}_mean"])
             if r[f"{m}_n"] >= 2:
                 sd, lo, hi = (_fmt_metric(m, r[f"{m}_{k}"]) for k in ("std", "ci_low", "ci_high"))
-                cell += f" +- {sd} [{lo}, {hi}]"
+                cell += f" +- {sd} [{lo}, {hi}] {r[f'{m}_ci_method']} n={r[f'{m}_n']}"
+            else:
+                cell += f" (n={r[f'{m}_n']}, no interval)"
             row.append(cell)
         outcomes.append(row)
-    dhead = keys + [f"{METRIC_LABELS.get(m, m)}: diff [{conf:.0%} CI], p (t / Wilcoxon)" for m in metrics]
+    dhead = keys + [
+        f"{label(m)}: diff [{level:.0%} CI, method], p t-test raw / Holm-adjusted (Wilcoxon), verdict"
+        for m in metrics
+    ]
     diffs = []
     for _, r in table.iterrows():
         row = key_cells(r)
         for m in metrics:
-            if r[f"{m}_direction"] == "reference":
+            v = r.get(f"{m}_verdict", "")
+            if v == "reference":
                 row.append("reference")
                 continue
             if r[f"{m}_n_pairs"] == 0:
                 row.append("-")
                 continue
-            cell = f"{_fmt_metric(m, r[f'{m}_diff']) if not m.endswith('_acc') else _pp(r[f'{m}_diff'])}"
+            acc = m.endswith("_acc")
+            cell = _pp(r[f"{m}_diff"]) if acc else _num(r[f"{m}_diff"])
             lo, hi = r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"]
             if math.isfinite(lo):
-                fmt = _pp if m.endswith("_acc") else _num
-                cell += f" [{fmt(lo)}, {fmt(hi)}]"
-            p_t, p_w = _fmt_p(r[f"{m}_p_ttest"]), _fmt_p(r[f"{m}_p_wilcoxon"])
-            cell += f", p {p_t} / {p_w}, {r[f'{m}_direction']} (n={r[f'{m}_n_pairs']})"
+                fmt = _pp if acc else _num
+                cell += f" [{fmt(lo)}, {fmt(hi)}, {r[f'{m}_diff_ci_method']}]"
+            p_t, p_a, p_w = (_fmt_p(r[f"{m}_{k}"]) for k in ("p_ttest", "p_adj", "p_wilcoxon"))
+            cell += f", p {p_t} / {p_a}" + (f" (W {p_w})" if p_w != "-" else "")
+            cell += f", {v} (n={r[f'{m}_n_pairs']})"
             row.append(cell)
         diffs.append(row)
-    rank_by = str(table["rank_by"].iloc[0]) if len(table) else "min_grad_norm"
+    rank_by = str(table["rank_by"].iloc[0]) if len(table) else "objective"
+    has_pop = "population_wall_s" in table and table["population_wall_s"].notna().any()
     chead = keys + [
         "search trials",
         "search runs",
+        "search device-s",
+        "K_hat device-s",
+        "tuning device-s",
+        *(["population wall s"] if has_pop else []),
         "CPU-s",
         "GPU-s",
-        "K_hat estimate s / run",
-        f"rank by {METRIC_LABELS.get(rank_by, rank_by)}",
+        f"rank by final {METRIC_LABELS.get(rank_by, rank_by)}",
     ]
     cost = []
     for _, r in table.iterrows():
@@ -178,9 +208,12 @@ def format_compare_tables(
             + [
                 str(r["search_trials"]),
                 str(r["search_runs"]),
+                _num(r["search_device_s"]),
+                _num(r["khat_s"]),
+                _num(r["tuning_device_s"]),
+                *([_num(r["population_wall_s"])] if has_pop else []),
                 _num(r["cpu_s"]),
                 _num(r["gpu_s"]),
-                _num(r["lipschitz_s"]),
                 rank,
             ]
         )
@@ -422,17 +455,20 @@ def write_report(
     out_dir: str | os.PathLike[str],
     formats: Sequence[str] = REPORT_FORMATS,
     *,
-    reference: str | None = "derived",
+    reference: str | None = "auto",
     thresholds: CollapseThresholds | None = None,
-    n_resamples: int = 10_000,
+    level: float = 0.95,
+    method: str = "t",
     seed: int = 0,
     importance: bool = True,
 ) -> list[Path]:
     """Write the study's report into ``out_dir``.
 
-    Files: ``report.md`` / ``report.html`` (per ``formats``), ``compare.csv`` and ``compare.json``
-    (the full comparison table and its settings: reference, collapse thresholds, bootstrap),
-    ``budget.csv`` (every arm's budget curve), ``matching.csv`` (trials each baseline needs to match
+    The report opens with "How to read this report" (the protocol of METHODS.md section 8 in plain
+    words). Files: ``report.md`` / ``report.html`` (per ``formats``), ``compare.csv`` and
+    ``compare.json`` (the full comparison table and its settings: reference, primary metrics,
+    interval method, collapse thresholds and label statistics), ``budget.csv`` (every arm's budget
+    curve, its ``method`` column naming the estimator), ``matching.csv`` (trials each baseline needs to match
     the reference), ``runs.csv`` (every run with its collapse classification), and under ``figures/``
     PNG and SVG of: ``curves`` (gradient norm, training loss, test accuracy against epoch per arm),
     ``budget`` (budget curves), ``slices_<arm>``, ``grid_<arm>`` (grid arms), ``importance_<arm>``
@@ -442,9 +478,10 @@ def write_report(
       study: a loaded study (:func:`~lyaptune.analysis.load.load_study`).
       out_dir: a local directory (created).
       formats: any of ``md``, ``html``.
-      reference: the reference arm (``derived`` finds the derived-constant arm; ``None``: none).
+      reference: the reference arm (see :func:`~lyaptune.analysis.compare.reference_choice`; default
+        ``"auto"``: the spec's, else the derived arm, else the best arm on the primary metric).
       thresholds: collapse thresholds (stored in the report).
-      n_resamples, seed: bootstrap settings.
+      level, method, seed: interval level and method (``t``, or ``bca`` where n >= 10), BCa seed.
       importance: compute hyperparameter importances (needs the Optuna journal).
 
     Returns:
@@ -468,7 +505,6 @@ def write_report(
     except OSError as err:
         raise UserError(f"cannot create the report directory {out}: {err.strerror or err}") from err
     th = thresholds or CollapseThresholds()
-    ref = resolve_reference(study, reference)
     written: list[Path] = []
 
     def fig_block(fig: Any, stem: str, caption: str) -> Block:
@@ -477,9 +513,14 @@ def write_report(
         return ("fig", f"{FIGURES_DIR}/{stem}.png", f"{FIGURES_DIR}/{stem}.svg", caption)
 
     obj = study.objective
-    table = compare(study, ref, thresholds=th, n_resamples=n_resamples, seed=seed)
-    classified = classify_collapse(study.trials, th) if len(study.trials) else study.trials
+    labels = task_label_stats(study.task, _study_num_classes(study))
+    table = compare(study, reference, thresholds=th, level=level, method=method, seed=seed, labels=labels)
+    ref = next((str(a) for a, r in zip(table["arm"], table["is_reference"]) if r), None)
+    ref_source = str(table["reference_source"].iloc[0]) if len(table) else "none"
+    classified = classify_collapse(study.trials, th, labels=labels) if len(study.trials) else study.trials
+    methods = {arm: budget_method(study, arm) for arm in study.arms}
     blocks: list[Block] = [("h1", f"lyaptune report: {study.name}")]
+    blocks += _how_to_read(study, table, th, labels, methods, ref, ref_source)
     blocks += _spec_blocks(study)
     blocks += [
         ("h3", "Runs recorded"),
@@ -492,22 +533,31 @@ def write_report(
 
     # -- comparison
     tabs = format_compare_tables(table)
-    conf = "95%"
+    primary = ", ".join(f"{p['metric']} ({p['mode']})" for p in study.primary_metrics)
+    ref_text = {
+        "best": f"none named, so every arm is compared with the best arm on the primary metric ({ref})",
+        "none": "none",
+    }.get(ref_source, f"{ref} ({'from the spec' if ref_source == 'spec' else ref_source})")
     blocks += [
         ("h2", "Comparison of the final configurations"),
         (
             "p",
             f"Each arm's best configuration (by the validation objective {obj['metric']}) re-run on the "
-            f"final seeds. Statistics over completed final runs: mean, sample sd, and a {conf} percentile "
-            f"bootstrap interval ({n_resamples} resamples, seed {seed}). Reference arm: {ref or 'none'}. "
-            "Differences are paired by seed (arm minus reference) with a bootstrap interval, a paired t-test "
-            "and, from 6 pairs, a Wilcoxon signed-rank test; 'better'/'worse' follows each metric's sense.",
+            f"final seeds. Primary metric(s), at the final epoch: {primary}; ranking uses the first. "
+            f"Statistics over completed final runs: mean, sample sd and a {level:.0%} "
+            f"{'Student-t' if method == 't' else 'BCa bootstrap (t below n = 10)'} interval; each cell "
+            f"gives its method and n. Reference arm: {ref_text}. Differences are paired by seed (arm "
+            "minus reference) with a t interval and a paired t-test; the t-test p-values are "
+            f"Holm-adjusted across the arms compared with the reference, per metric; 'better'/'worse' "
+            f"only at adjusted p < {ALPHA:g}, else 'no significant difference'. The Wilcoxon "
+            "signed-rank p (W, from 6 pairs) is shown beside it.",
         ),
         (
             "p",
             f"Collapse rule (thresholds stored in compare.json): {th.describe()} (loss_rel={th.loss_rel:g}, "
-            f"acc_points={th.acc_points:g}). Collapsed runs count in the statistics but an arm with any "
-            "collapsed (or diverged, errored, stopped) final run is never ranked.",
+            f"acc_points={th.acc_points:g}; {_labels_text(labels)}). Collapsed runs count in the "
+            "statistics but an arm with any collapsed (or diverged, errored, stopped) final run is never "
+            "ranked.",
         ),
         ("table", *tabs["outcomes"]),
         ("h3", "Difference to the reference"),
@@ -521,7 +571,7 @@ def write_report(
     ]
     blocks += [("p", "Collapsed final-seed runs per arm:"), ("ul", collapsed_lines)]
     (out / "compare.csv").write_text(table.to_csv(index=False))
-    (out / "compare.json").write_text(_compare_json(table, th, ref))
+    (out / "compare.json").write_text(_compare_json(table, th, ref, labels))
     written += [out / "compare.csv", out / "compare.json"]
 
     # -- curves
@@ -555,7 +605,7 @@ def write_report(
     long = (
         pd.concat([c.assign(arm=a) for a, c in curves.items()], ignore_index=True)
         if curves
-        else pd.DataFrame(columns=["arm", "k", "expected_best", "sd", "n_trials", "n_failed", "n_pending"])
+        else pd.DataFrame(columns=["arm", *BUDGET_COLUMNS])
     )
     (out / "budget.csv").write_text(long.to_csv(index=False))
     (out / "matching.csv").write_text(match.to_csv(index=False))
@@ -572,18 +622,25 @@ def write_report(
             matches=matches,
             colors=colors,
         )
+        est = [f"{a}: {c['method'].iloc[0]} (sampler {study.sampler_of(a)})" for a, c in curves.items()]
         blocks += [
             (
                 "p",
-                f"Expected best validation {obj['metric']} after k search trials (Dodge et al. 2019, exact "
-                "without-replacement order statistics over the trials run). Failed trials (diverged, "
-                "errored, stopped) count as the arm's worst completed value; pending trials are left out.",
+                f"Best validation {obj['metric']} after k search trials, each arm by the estimator its "
+                "sampler allows. 'expected-max' (random, quasi-random, grid search): Dodge et al. 2019's "
+                "expected best of k trials drawn without replacement from those run, +-1 sd. "
+                "'best-so-far' (adaptive samplers such as TPE, CMA-ES, GP, whose trials learn from "
+                "earlier ones and are not independent draws): the best of the first k trials in trial "
+                "order, averaged over the arm's independent search repeats, the band spanning the worst "
+                "to the best repeat (none with a single repeat). Failed trials (diverged, errored, "
+                "stopped) count as the arm's worst completed value; pending trials are left out.",
             ),
+            ("ul", est),
             fig_block(
                 fig,
                 "budget",
-                "Expected best objective against the number of search trials (+-1 sd); the "
-                "dashed line is the reference arm's mean final objective.",
+                "Best objective against the number of search trials, each curve labelled with its "
+                "estimator; the dashed line is the reference arm's mean final objective.",
             ),
         ]
         if len(match):
@@ -595,6 +652,7 @@ def write_report(
                     "not matched" if pd.isna(r["k"]) else str(int(r["k"])),
                     str(r["budget"]),
                     _num(r["expected_at_k"]),
+                    str(r["method"]),
                 ]
                 for _, r in match.iterrows()
             ]
@@ -608,7 +666,8 @@ def write_report(
                         "reference objective",
                         "k",
                         "trials run",
-                        "expected best at k (or at all)",
+                        "curve value at k (or at all)",
+                        "estimator",
                     ],
                     rows,
                 ),
@@ -712,9 +771,176 @@ def write_report(
     return sorted(set(written))
 
 
-def _compare_json(table: pd.DataFrame, th: CollapseThresholds, ref: str | None) -> str:
+def _compare_json(table: pd.DataFrame, th: CollapseThresholds, ref: str | None, labels: LabelStats) -> str:
     data = json.loads(compare_json(table))
     data["settings"].update(
-        {"reference": ref, "collapse_thresholds": th.to_dict(), "collapse_rule": th.describe()}
+        {
+            "reference": ref,
+            "reference_source": str(table["reference_source"].iloc[0]) if len(table) else "none",
+            "collapse_thresholds": th.to_dict(),
+            "collapse_rule": th.describe(),
+            "label_stats": {
+                "label_entropy": labels.label_entropy,
+                "majority_rate": labels.majority_rate,
+                "num_classes": labels.num_classes,
+                "source": labels.source,
+                "note": labels.note,
+            },
+        }
     )
-    return json.dumps(data, indent=2)
+    return json.dumps(data, indent=2, default=str)
+
+
+def _method_name(method: str) -> str:
+    return "Student-t" if method == "t" else "BCa bootstrap (Student-t where n < 10)"
+
+
+def _labels_text(labels: LabelStats) -> str:
+    if not math.isfinite(labels.label_entropy):
+        return "H(y) and the majority rate are unknown (no class count): only the L(w0) test applies"
+    src = (
+        "from the dataset's labels"
+        if labels.source == "labels"
+        else f"assumed balanced: ln C and 1/C. Note: {labels.note}"
+    )
+    return f"H(y) = {labels.label_entropy:.4g} nats, majority-class rate {labels.majority_rate:.2%}, {src}"
+
+
+def _how_to_read(
+    study: Study,
+    table: pd.DataFrame,
+    th: CollapseThresholds,
+    labels: LabelStats,
+    methods: dict[str, str],
+    ref: str | None,
+    ref_source: str,
+) -> list[Block]:
+    search = dict(study.spec.get("search") or {})
+    primary = "; ".join(
+        f"{p['metric']} ({'lower' if p['mode'] == 'min' else 'higher'} is better)"
+        for p in study.primary_metrics
+    )
+    n_final = sorted({int(n) for n in table["n_completed"]}) if len(table) else []
+    ref_line = {
+        "best": "No reference arm is named, so each arm is compared with the best arm on the primary "
+        f"metric ({ref}).",
+        "none": "No reference arm: arms are not compared pairwise.",
+    }.get(ref_source, f"Each arm is compared with the reference arm '{ref}'.")
+    by_method: dict[str, list[str]] = {}
+    for arm, m in methods.items():
+        if study.searched_params(arm):
+            by_method.setdefault(m, []).append(arm)
+    budget_line = (
+        "Budget curves: "
+        + "; ".join(f"{m} for {', '.join(a)}" for m, a in by_method.items())
+        + ". 'expected-max' (Dodge et al. 2019) is used only where trials are independent draws (random, "
+        "quasi-random, grid); adaptive searches (TPE, CMA-ES, GP) get the best-so-far in trial order, "
+        "averaged over independent search repeats."
+        if by_method
+        else "Budget curves: no arm was searched."
+    )
+    items = [
+        f"Final seeds {search.get('final_seeds')} are disjoint from the search seeds {search.get('seeds')} "
+        "where the spec says so (the default): a tuned arm's final runs are then fresh runs, not the runs "
+        "that won its search."
+        if not set(search.get("final_seeds") or []) & set(search.get("seeds") or [])
+        else f"Warning: final seeds {search.get('final_seeds')} overlap the search seeds "
+        f"{search.get('seeds')}: a tuned arm's final runs include the runs that won its search "
+        "(a winner's-curse bias in its favour).",
+        f"Primary metric, taken at the final epoch (never the minimum over epochs, which rewards transient "
+        f"dips): {primary}. Arms are ranked by it; minima over epochs are secondary columns.",
+        f"Intervals are {_method_name(table.attrs.get('method', 't'))} {table.attrs.get('level', 0.95):.0%} "
+        "intervals of the mean over final "
+        f"seeds (n = completed runs per arm: {', '.join(map(str, n_final)) or '-'}); every cell states its "
+        "method and n. With n <= 10, a skewed metric (gradient norms, losses near zero) makes any "
+        "interval less reliable than its nominal level: read it as a rough range.",
+        ref_line,
+        f"Differences are paired by seed and tested with a paired t-test; the p-values are Holm-adjusted "
+        f"across the arms compared with the reference, per metric. 'better' or 'worse' means the adjusted "
+        f"p < {ALPHA:g} in the metric's direction; 'no significant difference' means the data cannot tell "
+        "the arms apart at that level, whatever the sign of the mean difference (it does not prove them "
+        "equal).",
+        budget_line,
+        f"Collapse: {th.describe()} ({_labels_text(labels)}). Collapsed runs are counted and shown, never "
+        "ranked as wins.",
+        "Cost: tuning cost is in device-seconds per run (a run trained inside a vmapped population of P "
+        "members is charged the population's wall time / P; the population wall is its own column); the "
+        "derived step's K_hat estimate is its tuning cost, counted the same way.",
+    ]
+    return [("h2", "How to read this report"), ("ul", items)]
+
+
+def write_cross_study(
+    studies: Sequence[Study],
+    table: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[Path]:
+    """Write the cross-study answers of several studies into ``out_dir``.
+
+    Files: ``profiles.csv`` (:func:`~lyaptune.analysis.crossstudy.performance_profile` on each
+    study's primary metric at the final epoch), ``improvement.csv`` (P(A beats B) per ordered pair
+    of arms with a stratified-bootstrap interval,
+    :func:`~lyaptune.analysis.crossstudy.pairwise_improvement`), ``cross_study.json`` (both, with the
+    per-study scores and settings) and ``figures/profiles.png`` / ``.svg``.
+
+    Args:
+      studies: the loaded studies.
+      table: their :func:`~lyaptune.analysis.compare.compare` table.
+      out_dir: a local directory (created).
+      level, n_resamples, seed: the bootstrap interval's settings.
+
+    Returns:
+      The paths written, sorted.
+
+    Raises:
+      UserError: ``out_dir`` cannot be written; ConfigError: studies whose primary metrics point in
+        different directions, or non-positive values for a profile.
+    """
+    out = Path(os.fspath(out_dir))
+    try:
+        (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the output directory {out}: {err.strerror or err}") from err
+    scores = study_scores(table)
+    profile = performance_profile(scores)
+    runs: dict[str, dict[str, Any]] = {}
+    modes: dict[str, str] = {}
+    for st in studies:
+        rows = table[table["study"] == st.name]
+        m = str(rows["rank_by"].iloc[0])
+        modes[st.name] = str(rows[f"{m}_mode"].iloc[0])
+        t = st.trials
+        fin = t[(t["phase"] == "final") & (t["status"] == "completed")] if len(t) else t
+        runs[st.name] = {}
+        for _, r in rows.iterrows():
+            if not bool(r["eligible"]):
+                continue  # collapsed or failed arms are not counted as wins anywhere
+            vals = fin.loc[fin["arm"] == r["arm"], m] if len(fin) else pd.Series(dtype=float)
+            runs[st.name][str(r["arm"])] = pd.to_numeric(vals, errors="coerce").to_numpy(float)
+    poi = pairwise_improvement(runs, modes, level=level, n_resamples=n_resamples, seed=seed)
+    (out / "scores.csv").write_text(scores.to_csv(index=False))
+    (out / "profiles.csv").write_text(profile.to_csv(index=False))
+    (out / "improvement.csv").write_text(poi.to_csv(index=False))
+    data = {
+        "settings": {
+            "studies": [s.name for s in studies],
+            "level": level,
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "interval": "stratified percentile bootstrap (rliable), runs resampled within each study",
+        },
+        "scores": json.loads(scores.to_json(orient="records")),
+        "improvement": json.loads(poi.to_json(orient="records")),
+        "profiles": json.loads(profile.to_json(orient="records")),
+    }
+    (out / "cross_study.json").write_text(json.dumps(data, indent=2))
+    metric = str(scores["metric"].iloc[0]) if len(scores) else ""
+    fig = performance_profile_figure(profile, metric=metric, mode=next(iter(modes.values()), ""))
+    paths = [Path(p) for p in save_figure(fig, out / FIGURES_DIR / "profiles")]
+    return sorted(
+        [out / "scores.csv", out / "profiles.csv", out / "improvement.csv", out / "cross_study.json", *paths]
+    )

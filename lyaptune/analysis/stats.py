@@ -1,0 +1,225 @@
+"""Intervals, paired tests and multiplicity corrections that hold at the seed counts papers use (3-10).
+
+METHODS.md section 8: means and paired differences get Student-t intervals (exact for normal data at
+any n), with the BCa bootstrap as an option from n = 10; never a plain percentile bootstrap at small
+n (at n = 3 its "95%" covers about 74%). Paired differences are tested with the paired t-test (the
+decision test) and, from :data:`WILCOXON_MIN_PAIRS` pairs on, the Wilcoxon signed-rank test (shown
+beside it); p-values are Holm-adjusted across the arms compared with one reference, per metric, and
+an arm is called better or worse only when its adjusted p is below the level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from lyaptune.errors import ConfigError
+
+__all__ = [
+    "INTERVAL_METHODS",
+    "BCA_MIN_N",
+    "WILCOXON_MIN_PAIRS",
+    "mean_interval",
+    "paired_interval",
+    "paired_test",
+    "holm_adjust",
+    "verdict",
+]
+
+#: Interval methods of :func:`mean_interval`: Student-t (default) and the BCa bootstrap.
+INTERVAL_METHODS: tuple[str, ...] = ("t", "bca")
+#: The BCa bootstrap is refused below this many values (its acceleration and bias estimates are
+#: themselves too noisy there; METHODS.md section 8).
+BCA_MIN_N = 10
+#: The Wilcoxon signed-rank test is run from this many pairs on: the smallest n at which the exact
+#: two-sided test can reach p < 0.05 (its smallest p is 2 / 2^n).
+WILCOXON_MIN_PAIRS = 6
+
+_Array = Sequence[float] | np.ndarray
+
+
+def _finite(values: _Array) -> np.ndarray:
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def _check_level(level: float) -> float:
+    if not isinstance(level, (int, float)) or isinstance(level, bool) or not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"level={level!r} must be a number in (0, 1), e.g. 0.95")
+    return float(level)
+
+
+def mean_interval(
+    values: _Array, level: float = 0.95, method: str = "t", *, seed: int = 0
+) -> tuple[float, float]:
+    r"""Confidence interval of the mean of ``values``.
+
+    With ``method="t"`` (default) the Student-t interval
+
+    .. math::
+
+        \bar x \pm t_{(1+\text{level})/2,\; n-1}\, s / \sqrt{n},
+        \qquad s^2 = \tfrac{1}{n-1}\textstyle\sum_i (x_i - \bar x)^2,
+
+    exact for normal data at any n >= 2. With ``method="bca"`` the bias-corrected and accelerated
+    bootstrap (``scipy.stats.bootstrap(method="BCa")``, 10,000 resamples, seeded), only for
+    n >= :data:`BCA_MIN_N`.
+
+    Args:
+      values: the sample (e.g. one metric over final seeds); non-finite values are dropped.
+      level: nominal coverage, in (0, 1).
+      method: ``"t"`` or ``"bca"``.
+      seed: seed of the bootstrap resampling (``bca`` only).
+
+    Returns:
+      ``(low, high)``; ``(nan, nan)`` with fewer than two finite values; ``(mean, mean)`` when all
+      values are equal.
+
+    Raises:
+      ConfigError: an unknown method, a level outside (0, 1), or ``bca`` with fewer than 10 values.
+
+    References:
+      Student (1908), "The probable error of a mean", Biometrika 6(1). Efron (1987), "Better
+      bootstrap confidence intervals", JASA 82(397) (BCa).
+    """
+    if method not in INTERVAL_METHODS:
+        raise ConfigError(f"interval method={method!r} is unknown; choices: {', '.join(INTERVAL_METHODS)}")
+    level = _check_level(level)
+    x = _finite(values)
+    n = x.size
+    if method == "bca" and n < BCA_MIN_N:
+        raise ConfigError(
+            f"interval method='bca' needs n >= {BCA_MIN_N} values, got n={n}; use method='t' "
+            "(a bootstrap undercovers at small n)"
+        )
+    if n < 2:
+        return (math.nan, math.nan)
+    mean = float(x.mean())
+    if np.ptp(x) == 0.0:
+        return (mean, mean)
+    if method == "t":
+        half = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
+        return (mean - half, mean + half)
+    res = stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=10_000,
+        method="BCa",
+        random_state=np.random.default_rng(seed),
+    )
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def paired_interval(
+    a: _Array, b: _Array, level: float = 0.95, method: str = "t", *, seed: int = 0
+) -> tuple[float, float]:
+    """Confidence interval of the mean paired difference ``mean(a_i - b_i)``.
+
+    The pairs (e.g. two arms' runs on the same seed) are matched by position; a pair with a
+    non-finite member is dropped. The interval is :func:`mean_interval` of the differences.
+
+    Args:
+      a, b: equal-length samples.
+      level, method, seed: as :func:`mean_interval`.
+
+    Returns:
+      ``(low, high)`` (``(nan, nan)`` with fewer than two pairs).
+
+    Raises:
+      ValueError: ``a`` and ``b`` differ in length.
+      ConfigError: as :func:`mean_interval`.
+    """
+    x = np.asarray(a, dtype=float).ravel()
+    y = np.asarray(b, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples must have the same length, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return mean_interval(x[keep] - y[keep], level, method, seed=seed)
+
+
+def paired_test(x: _Array, reference: _Array) -> dict[str, float]:
+    """Paired tests of ``x`` against ``reference`` (equal-length, matched by seed).
+
+    The paired t-test (``scipy.stats.ttest_rel``, two-sided) runs from 2 pairs on when the
+    differences are not all equal (to a relative 1e-12); when they are all equal and non-zero its
+    statistic is infinite and p = 0. The Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
+    two-sided, exact for small n) runs from :data:`WILCOXON_MIN_PAIRS` pairs on when some difference
+    is non-zero.
+
+    Returns:
+      ``{"n": pairs, "mean_diff": mean(x - reference), "p_ttest": p, "p_wilcoxon": p}`` (NaN where a
+      test does not apply).
+
+    Raises:
+      ValueError: the samples differ in length.
+    """
+    a = np.asarray(x, dtype=float).ravel()
+    b = np.asarray(reference, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must have the same length, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    d = a - b
+    out = {"n": int(d.size), "mean_diff": float(d.mean()) if d.size else math.nan}
+    out["p_ttest"] = math.nan
+    out["p_wilcoxon"] = math.nan
+    if d.size >= 2:
+        scale = float(np.max(np.abs(d)))
+        if np.ptp(d) > 1e-12 * scale:
+            out["p_ttest"] = float(stats.ttest_rel(a, b).pvalue)
+        elif scale > 0:  # identical non-zero differences: no spread, a certain shift
+            out["p_ttest"] = 0.0
+    if d.size >= WILCOXON_MIN_PAIRS and np.any(d != 0):
+        out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
+    return out
+
+
+def holm_adjust(pvalues: _Array) -> np.ndarray:
+    r"""Holm's step-down adjusted p-values (family-wise error control).
+
+    With the m finite p-values sorted, :math:`p_{(1)} \le \dots \le p_{(m)}`,
+
+    .. math::
+
+        \tilde p_{(i)} = \min\Big(1,\; \max_{j \le i} (m - j + 1)\, p_{(j)}\Big),
+
+    and an arm is significant at level alpha when its adjusted p is below alpha. NaN entries (tests
+    that did not run) stay NaN and do not count in m.
+
+    Args:
+      pvalues: raw p-values, one per hypothesis (e.g. per arm compared with the reference).
+
+    Returns:
+      The adjusted p-values, in the input order.
+
+    References:
+      Holm (1979), "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6(2).
+    """
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def verdict(mean_diff: float, p_adjusted: float, mode: str, n_pairs: int, alpha: float = 0.05) -> str:
+    """``better`` / ``worse`` than the reference, or ``no significant difference``.
+
+    ``better`` or ``worse`` only when ``p_adjusted < alpha``; the direction then follows the sign of
+    ``mean_diff`` (arm minus reference) and the metric's mode (``max``: higher is better). Fewer than
+    two pairs give ``not tested``.
+    """
+    if n_pairs < 2:
+        return "not tested"
+    if not (math.isfinite(p_adjusted) and p_adjusted < alpha and math.isfinite(mean_diff) and mean_diff != 0):
+        return "no significant difference"
+    return "better" if (mean_diff > 0) == (mode == "max") else "worse"
