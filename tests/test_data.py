@@ -730,3 +730,128 @@ def test_device_placement_cuda():
     assert xb.is_cuda and xb.shape == (32, 1, 8, 8)
     cpu = load_dataset("digits", validation_fraction=0.1, cache=False)
     torch.testing.assert_close(data.train.x.cpu(), cpu.train.x)
+
+
+# ----------------------------------------------------------------------------- ImageNet (ImageFolder)
+
+
+def _write_imagenet(root: Path) -> dict:
+    """A tiny ``<root>/imagenet/{train,val}/<wnid>/`` tree of non-square images (PNG and .JPEG)."""
+    rng = np.random.default_rng(11)
+    wnids = ["n01440764", "n01443537", "n01484850"]  # sorted already: class index = position
+    truth = {}
+    for split, per_class in (("train", 3), ("val", 2)):
+        for k, w in enumerate(wnids):
+            folder = root / "imagenet" / split / w
+            folder.mkdir(parents=True)
+            for j in range(per_class):
+                h, w_px = (30, 44) if (j + k) % 2 else (52, 36)  # landscape and portrait
+                arr = rng.integers(0, 256, (h, w_px, 3), dtype=np.uint8)
+                ext = "JPEG" if j == 0 else "png"
+                path = folder / f"{w}_{j}.{ext}"
+                Image.fromarray(arr).save(path, format="JPEG" if ext == "JPEG" else "PNG")
+                truth[str(path)] = k
+    (root / "imagenet" / "train" / "n01440764" / "notes.txt").write_text("not an image")
+    return truth
+
+
+def _torchvision_eval_transform(path: str, size: int, crop: float) -> np.ndarray:
+    """ImageNet's evaluation transform written with torchvision.transforms, the reference."""
+    from torchvision import transforms
+
+    t = transforms.Compose(
+        [
+            transforms.Resize(round(size / crop), interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist()),
+        ]
+    )
+    with Image.open(path) as im:
+        return t(im.convert("RGB")).double().numpy()
+
+
+@pytest.mark.parametrize(("size", "crop"), [(16, 0.875), (24, 1.0)])
+def test_imagenet_image_folder_matches_the_torchvision_eval_transform(tmp_path, size, crop):
+    truth = _write_imagenet(tmp_path)
+    data = load_dataset("imagenet", data_root=tmp_path, image_size=size, crop_ratio=crop, cache=False)
+    assert data.input_shape == (3, size, size) and data.num_classes == 1000
+    assert data.normalization == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert data.info["source"]["classes_found"] == 3 and data.info["source"]["test_split"] == "val"
+    assert data.train.x is None and (len(data.train), len(data.test)) == (9, 6)
+    for split in (data.train, data.test):
+        ds = split.dataset
+        for i in range(len(ds)):
+            x, label = ds[i]
+            assert int(label) == truth[ds.files[i]]
+            assert x.shape == (3, size, size)
+            np.testing.assert_allclose(
+                x.double().numpy(), _torchvision_eval_transform(ds.files[i], size, crop), atol=1e-5
+            )
+    mem = load_dataset(
+        "imagenet", data_root=tmp_path, image_size=size, crop_ratio=crop, in_memory=True, cache=False
+    )
+    lazy_x, lazy_y = next(iterate_batches(data.train, None, shuffle=False))
+    torch.testing.assert_close(mem.train.x, lazy_x)
+    assert torch.equal(mem.train.y, lazy_y)
+
+
+def test_imagenet_validation_carve_out_keeps_the_crop(tmp_path):
+    _write_imagenet(tmp_path)
+    data = load_dataset("imagenet", data_root=tmp_path, image_size=16, validation_fraction=1 / 3, cache=False)
+    assert (len(data.train), len(data.val)) == (6, 3)
+    x, _ = data.val.dataset[0]
+    np.testing.assert_allclose(
+        x.double().numpy(), _torchvision_eval_transform(data.val.dataset.files[0], 16, 0.875), atol=1e-5
+    )
+
+
+def test_imagenet_missing_files_name_the_expected_path(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("imagenet", data_root=tmp_path, cache=False)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(tmp_path / "imagenet" / "train") in msg and str(tmp_path / "imagenet" / "val") in msg
+    assert "train/<wnid>/*.JPEG" in msg and "cannot be downloaded" in msg
+    # only val missing: that path alone
+    (tmp_path / "imagenet" / "train" / "n0").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"missing \S+imagenet/val; expected"):
+        load_dataset("imagenet", data_root=tmp_path, cache=False)
+
+
+def test_imagenet_layout_errors(tmp_path):
+    _write_imagenet(tmp_path)
+    with pytest.raises(ConfigError, match=r"3 class folders .* num_classes=2; set the option num_classes"):
+        load_dataset("imagenet", data_root=tmp_path, num_classes=2, cache=False)
+    subset = load_dataset("imagenet", data_root=tmp_path, num_classes=3, image_size=8, cache=False)
+    assert subset.num_classes == 3
+    with pytest.raises(ConfigError, match=r"crop_ratio=1.5 must be in"):
+        load_dataset("imagenet", data_root=tmp_path, crop_ratio=1.5, cache=False)
+    (tmp_path / "imagenet" / "val" / "n99999999").mkdir()
+    with pytest.raises(DataError, match=r"class folders not in train/: n99999999"):
+        load_dataset("imagenet", data_root=tmp_path, cache=False)
+
+
+def test_imagenet_missing_is_one_cli_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lyaptune.cli",
+            "lipschitz",
+            "--dataset",
+            "imagenet",
+            "--data-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lyaptune: error: dataset 'imagenet': missing ")
+    assert str(tmp_path / "imagenet" / "train") in lines[0]

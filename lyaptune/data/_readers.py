@@ -29,6 +29,7 @@ __all__ = [
     "read_cifar",
     "read_failed",
     "gtsrb_samples",
+    "image_folder_samples",
     "tinyimagenet_samples",
 ]
 
@@ -85,23 +86,54 @@ def read_cifar(name: str, paths: Sequence[Path], label_key: str) -> tuple[torch.
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
-def load_image(path: str, size: int | None) -> torch.Tensor:
-    """One RGB image as ``uint8`` ``(3, H, W)``, resized to ``size x size`` (bilinear) when given."""
+def load_image(path: str, size: int | None, crop: float | None = None) -> torch.Tensor:
+    """One RGB image as ``uint8`` ``(3, H, W)``.
+
+    Args:
+      path: the image file.
+      size: side of the square output; None keeps the image as it is.
+      crop: None: resize to ``size x size`` directly (bilinear). A ratio in (0, 1]: ImageNet's
+        evaluation transform, torchvision's ``Resize(round(size / crop))`` of the shorter side
+        (bilinear, the longer side ``int(short_target * long / short)``) then ``CenterCrop(size)``;
+        ``crop = 0.875`` at ``size = 224`` is the usual resize-256 / crop-224.
+
+    Returns:
+      The image, ``uint8`` ``(3, size, size)`` when ``size`` is given.
+    """
     with Image.open(path) as im:
         im = im.convert("RGB")
-        if size is not None and im.size != (size, size):
+        if size is not None and crop is not None:
+            im = _resize_shorter_center_crop(im, size, crop)
+        elif size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
         arr = np.array(im, dtype=np.uint8)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def load_images(name: str, paths: Sequence[str], size: int) -> torch.Tensor:
-    """Read many images (in a thread pool) into one ``uint8`` tensor ``(N, 3, size, size)``."""
+def _resize_shorter_center_crop(im: Image.Image, size: int, crop: float) -> Image.Image:
+    w, h = im.size
+    short_target = max(size, int(round(size / crop)))
+    if w <= h:
+        new_w, new_h = short_target, int(short_target * h / w)
+    else:
+        new_w, new_h = int(short_target * w / h), short_target
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.BILINEAR)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
+
+
+def load_images(name: str, paths: Sequence[str], size: int, crop: float | None = None) -> torch.Tensor:
+    """Read many images (in a thread pool) into one ``uint8`` tensor ``(N, 3, size, size)``.
+
+    ``crop`` as in :func:`load_image`.
+    """
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
 
     def one(i: int) -> None:
         try:
-            out[i] = load_image(paths[i], size)
+            out[i] = load_image(paths[i], size, crop)
         except OSError as exc:
             raise read_failed(name, paths[i], exc) from exc
 
@@ -164,6 +196,50 @@ def tinyimagenet_samples(base: Path) -> tuple[list[str], list[int], list[str], l
     return train_files, train_labels, val_files, val_labels, classes
 
 
+def image_folder_samples(
+    name: str, base: Path
+) -> tuple[list[str], list[int], list[str], list[int], list[str]]:
+    """List ``base/train/<class>/**/<image>`` and ``base/val/<class>/**/<image>`` (torchvision ImageFolder).
+
+    The classes are the sorted folder names of ``train`` (torchvision's ``find_classes``); the files of
+    each split are listed by torchvision's ``make_dataset`` (the ImageFolder extensions, sorted).
+    ``val`` must use the classes of ``train``.
+
+    Returns:
+      ``(train_files, train_labels, val_files, val_labels, classes)``.
+
+    Raises:
+      DataError: no class folders, a class folder without images, or a ``val`` class unknown to ``train``.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, to_idx = find_classes(base / "train")
+    except FileNotFoundError:
+        raise DataError(
+            f"dataset '{name}': no class folders in {base / 'train'}; expected the ImageFolder layout "
+            f"{base / 'train'}/<class>/<image>"
+        ) from None
+    val_classes = sorted(d.name for d in (base / "val").iterdir() if d.is_dir())
+    unknown = [c for c in val_classes if c not in to_idx]
+    if unknown or not val_classes:
+        what = f"class folders not in train/: {', '.join(unknown[:5])}" if unknown else "no class folders"
+        raise DataError(
+            f"dataset '{name}': {base / 'val'} has {what}; expected {base / 'val'}/<class>/<image> with "
+            f"the classes of {base / 'train'}"
+        )
+    splits = []
+    for split, allow_empty in (("train", False), ("val", True)):
+        try:
+            samples = make_dataset(base / split, to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
+        except FileNotFoundError as exc:  # a train class folder without images
+            raise DataError(f"dataset '{name}': {base / split}: {str(exc).splitlines()[0]}") from None
+        splits.append(([f for f, _ in samples], [y for _, y in samples]))
+    if not splits[1][0]:
+        raise DataError(f"dataset '{name}': no images under {base / 'val'}/<class>/")
+    return splits[0][0], splits[0][1], splits[1][0], splits[1][1], classes
+
+
 def gtsrb_samples(base: Path) -> tuple[list[str], list[int], list[str], list[int]]:
     """List GTSRB's images in torchvision's layout under ``base = <root>/gtsrb``.
 
@@ -201,6 +277,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
       mean, std: per-channel normalisation (shape ``(C,)``), or ``None`` for none.
       poison_images: ``(P, C, H, W)`` float images in [0, 1], or ``None``.
       poison_slot: ``(N,)`` int64, the row of ``poison_images`` for poisoned examples, -1 elsewhere.
+      crop: None (resize to the square) or the center-crop ratio of :func:`load_image`.
     """
 
     def __init__(
@@ -212,8 +289,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
         std: torch.Tensor | None = None,
         poison_images: torch.Tensor | None = None,
         poison_slot: torch.Tensor | None = None,
+        crop: float | None = None,
     ) -> None:
         self.files = list(files)
+        self.crop = crop
         self.labels = labels
         self.image_size = int(image_size)
         self.mean = None if mean is None else mean.reshape(-1, 1, 1)
@@ -229,7 +308,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
         if slot >= 0:
             x = self.poison_images[slot].clone()
         else:
-            x = load_image(self.files[i], self.image_size).float().div_(255.0)
+            x = load_image(self.files[i], self.image_size, self.crop).float().div_(255.0)
         if self.mean is not None:
             x.sub_(self.mean).div_(self.std)
         return x, self.labels[i]

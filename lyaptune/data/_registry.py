@@ -54,12 +54,15 @@ class RawSplit:
         (images already in [0, 1], or generated data).
       files: image file paths (RGB images, resized to ``image_size`` when read).
       image_size: side length lazily read images are resized to.
+      crop: None (lazily read images are resized to the square) or the center-crop ratio of
+        :func:`lyaptune.data._readers.load_image` (ImageNet's resize-shorter-side then center crop).
     """
 
     y: torch.Tensor
     x: torch.Tensor | None = None
     files: list[str] | None = None
     image_size: int | None = None
+    crop: float | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -72,6 +75,7 @@ class RawSplit:
             x=self.x[idx] if self.x is not None else None,
             files=[self.files[i] for i in idx.tolist()] if self.files is not None else None,
             image_size=self.image_size,
+            crop=self.crop,
         )
 
 

@@ -8,11 +8,13 @@
 - ``cifar100``: ``<root>/cifar-100-python``, fine labels; (3, 32, 32), 100.
 - ``gtsrb``: torchvision layout ``<root>/gtsrb``, resized to ``image_size``; (3, 32, 32), 43.
 - ``tinyimagenet``: ``<root>/tiny-imagenet-200/{train,val}``, read lazily by default; (3, 64, 64), 200.
+- ``imagenet``: ``<root>/imagenet/{train,val}/<wnid>/`` (torchvision ImageFolder), shorter side 256 then
+  center crop 224, read lazily; (3, 224, 224), 1000. ``tinyimagenet`` is its documented stand-in.
 - ``synthetic``: seeded Gaussian clusters of any shape and class count; (1, 8, 8), 10 by default.
 
 Default normalisations follow METHODS.md section 7: MNIST family and digits ``(x - 0.5) / 0.5``,
-CIFAR-10 its per-channel mean/std, CIFAR-100, GTSRB and TinyImageNet the ImageNet mean/std; synthetic
-data are used as generated.
+CIFAR-10 its per-channel mean/std, CIFAR-100, GTSRB, TinyImageNet and ImageNet the ImageNet mean/std;
+synthetic data are used as generated.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from lyaptune.data._readers import (
     gtsrb_samples,
+    image_folder_samples,
     load_images,
     missing_files,
     raise_missing,
@@ -375,6 +378,79 @@ def _tinyimagenet(root: Path, download: bool, options: dict[str, Any]) -> RawDat
             splits.append(RawSplit(y=y, files=files, image_size=size))
     info = {"image_size": size, "in_memory": in_memory, "test_split": "val", "classes_found": len(classes)}
     return RawData(splits[0], splits[1], (3, size, size), 200, info)
+
+
+_IMAGENET_FILES = ("imagenet/train", "imagenet/val")
+
+
+@register_dataset(
+    "imagenet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ImageNet (ILSVRC-2012), torchvision ImageFolder layout <root>/imagenet/{train,val}/<wnid>/",
+    files=_IMAGENET_FILES,
+    reference="Russakovsky et al. (2015), ILSVRC; used in papers/001 (ResNet-50, ViT-S/16, ViT-B/16)",
+    options={"image_size": 224, "crop_ratio": 0.875, "num_classes": 1000, "in_memory": False},
+    normalization="imagenet",
+)
+def _imagenet(root: Path, download: bool, options: dict[str, Any]) -> RawData:
+    """ImageNet read from ``<root>/imagenet/train/<wnid>/*.JPEG`` and ``<root>/imagenet/val/<wnid>/*``.
+
+    The layout is torchvision's ``ImageFolder`` (classes = the sorted wnid folders of ``train``; the
+    official validation set, sorted into ``val/<wnid>/`` folders, is the test split; a validation
+    fraction carves a search split out of ``train`` as for every dataset). Every image is read like
+    ImageNet's evaluation transform: the shorter side resized to ``round(image_size / crop_ratio)``
+    (bilinear), then a ``image_size`` center crop (224 from 256 by default; ``crop_ratio: 1`` crops the
+    square from the shorter side), then the ImageNet mean/std normalisation of METHODS.md section 7. No
+    augmentation. Images are read lazily (``in_memory: false``, the default; 1.28M images do not fit).
+
+    The files cannot be downloaded (ImageNet needs a registration at image-net.org); a missing folder
+    is a one-line error naming the expected path. ``num_classes`` (default 1000) is the classifier's
+    width and must cover the classes found, so a class subset (e.g. ImageNet-100) works with its own
+    count.
+
+    Stand-in: papers/001's ImageNet results (ResNet-50, ViT-S/16, ViT-B/16) need the full set. Without
+    it, ``tinyimagenet`` (200 classes, 64 px, the papers/000 dataset; ``image_size: 64``) is the
+    documented smaller stand-in a spec may name instead, and a ``--smoke`` run with the files absent
+    uses ``synthetic`` data of the same shape and class count (:mod:`lyaptune.study.standin`).
+    """
+    size = _int_option("imagenet", "image_size", options["image_size"], 1)
+    crop = _float_option("imagenet", "crop_ratio", options["crop_ratio"], 0.0, 1.0 + 1e-12, open_low=True)
+    num_classes = _int_option("imagenet", "num_classes", options["num_classes"], 1)
+    in_memory = options["in_memory"]
+    if not isinstance(in_memory, bool):
+        raise ConfigError(f"dataset 'imagenet': option in_memory={in_memory!r} must be true or false")
+    missing = missing_files(root, _IMAGENET_FILES)
+    if missing:
+        raise DataError(
+            f"dataset 'imagenet': missing {', '.join(str(root / m) for m in missing)}; expected "
+            f"torchvision's ImageFolder layout {root / 'imagenet'}/train/<wnid>/*.JPEG and "
+            ".../val/<wnid>/*.JPEG "
+            "(ImageNet cannot be downloaded: get ILSVRC-2012 from image-net.org, or point data_root / "
+            "$LYAPTUNE_DATA_ROOT at the directory holding imagenet/)"
+        )
+    tr_f, tr_y, te_f, te_y, classes = image_folder_samples("imagenet", root / "imagenet")
+    if len(classes) > num_classes:
+        raise ConfigError(
+            f"dataset 'imagenet': {len(classes)} class folders in {root / 'imagenet' / 'train'} but "
+            f"num_classes={num_classes}; set the option num_classes to at least {len(classes)}"
+        )
+    splits = []
+    for files, labels in ((tr_f, tr_y), (te_f, te_y)):
+        y = torch.tensor(labels, dtype=torch.int64)
+        if in_memory:
+            splits.append(RawSplit(y=y, x=load_images("imagenet", files, size, crop)))
+        else:
+            splits.append(RawSplit(y=y, files=files, image_size=size, crop=crop))
+    info = {
+        "image_size": size,
+        "crop_ratio": crop,
+        "resize": f"shorter side {max(size, round(size / crop))} (PIL bilinear), center crop {size}",
+        "in_memory": in_memory,
+        "test_split": "val",
+        "classes_found": len(classes),
+    }
+    return RawData(splits[0], splits[1], (3, size, size), num_classes, info)
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -133,7 +133,7 @@ def _image_datasets() -> list[str]:
 def _unit_images(split: RawSplit, name: str) -> torch.Tensor:
     """The inputs of an in-memory or lazy split as ``float32``; ``uint8`` images become [0, 1]."""
     if split.x is None:
-        return load_images(name, split.files, split.image_size).to(torch.float32).div_(255.0)
+        return load_images(name, split.files, split.image_size, split.crop).to(torch.float32).div_(255.0)
     if split.x.dtype == torch.uint8:
         return split.x.to(torch.float32).div_(255.0)
     return split.x.to(torch.float32)
@@ -172,7 +172,14 @@ def _finalize(
             None,
             None,
             ImageFileDataset(
-                raw.files, y, raw.image_size, mean, std, poison_x if slot is not None else None, slot
+                raw.files,
+                y,
+                raw.image_size,
+                mean,
+                std,
+                poison_x if slot is not None else None,
+                slot,
+                crop=raw.crop,
             ),
         )
     x = _unit_images(raw, name)
