@@ -218,3 +218,36 @@ def test_derived_step_reports_progress_per_k_hat_sample():
     # alpha = sqrt(2 L(w0) / (K_hat T)), T = epochs x 1 step (full batch)
     alpha = math.sqrt(2 * result.info["initial_loss"] / (result.info["k_hat"] * 2))
     assert result.records[0]["lr"] == pytest.approx(alpha, rel=1e-12)
+
+
+def _saved_and_loaded(state, path):
+    """A checkpoint as the Ray trainable keeps it: torch.save, then torch.load(weights_only=True)."""
+    torch.save(state, path)
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_checkpoints_survive_a_file_round_trip_with_weights_only(tmp_path):
+    single = cfg(
+        optimizer="rlo-lifted",
+        optimizer_args={"lr": 1e-2},
+        schedule="cosine",
+        batch_size=16,
+        grad_noise=0.02,
+        epochs=4,
+    )
+    saved = []
+    full = run_trial(single, on_checkpoint=saved.append, checkpoint_every=2)
+    assert saved[0]["records"] == saved[0]["members"][0]["records"]  # what the trainable reports
+    state = _saved_and_loaded(saved[0], tmp_path / "single.pt")
+    resumed = run_trial(single, resume_from=state)
+    assert _strip(resumed.records) == _strip(full.records)
+
+    members = [
+        cfg(optimizer="adam", optimizer_args={"lr": 1e-2}, schedule="one-cycle", epochs=4),
+        cfg(optimizer="expdecay-gradnorm", optimizer_args={"lr": 0.5, "decay": 0.1}, seed=1, epochs=4),
+    ]
+    saved = []
+    full_pop = run_population(members, on_checkpoint=saved.append, checkpoint_every=3)
+    state = _saved_and_loaded(saved[0], tmp_path / "population.pt")
+    for a, b in zip(full_pop, run_population(members, resume_from=state)):
+        assert _strip(a.records) == _strip(b.records)
