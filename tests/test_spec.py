@@ -47,7 +47,7 @@ def base() -> dict[str, Any]:
             "sampler": "tpe",
             "trials_per_arm": 12,
             "seeds": [0],
-            "final_seeds": [0, 1, 2],
+            "final_seeds": [1, 2, 3],
             "scheduler": "none",
         },
         "resources": {"cpu": 1, "gpu": 0},
@@ -90,7 +90,7 @@ def test_quickstart_loads() -> None:
     assert [a.name for a in spec.arms] == ["derived", "adam-exponential", "lyam"]
     assert spec.task.dataset == "digits" and spec.task.model == "fc"
     assert spec.objective.metric == "val_loss" and spec.objective.mode == "min"
-    assert spec.search.final_seeds == (0, 1, 2)
+    assert spec.search.final_seeds == (1, 2, 3)
     assert [spec.budget(a) for a in spec.arms] == [0, spec.search.trials_per_arm, spec.search.trials_per_arm]
     assert not spec.arms[0].is_searched and spec.arms[1].is_searched
     assert spec.arms[0].needs_lipschitz
@@ -314,9 +314,9 @@ def test_smoke_shrinks_the_study() -> None:
     # what is not shrunk stays
     assert small.arm("adam-exponential").space == spec.arm("adam-exponential").space
     assert small.task.model_args == spec.task.model_args and small.name == spec.name
-    # no final seeds -> seed 0
+    # no final seeds -> the seed after the (cut) search seed 3, never a search seed
     d["search"]["final_seeds"] = []
-    assert StudySpec.from_dict(d).smoke().search.final_seeds == (0,)
+    assert StudySpec.from_dict(d).smoke().search.final_seeds == (4,)
 
 
 def test_smoke_cuts_a_grid_whose_last_list_has_one_value() -> None:
@@ -603,6 +603,68 @@ BAD_SPECS = [
 ]
 
 
+BAD_SPECS += [
+    (
+        "final-seeds-overlap-search-seeds",
+        _set("search.final_seeds", [0, 1, 2]),
+        "search.final_seeds",
+        "final seeds [0, 1, 2] overlap the search seeds [0] (search.seeds) in [0]",
+    ),
+    (
+        "final-seeds-overlap-several",
+        lambda d: d["search"].update(seeds=[3, 4], final_seeds=[4, 5, 6, 3]),
+        "search.final_seeds",
+        "final seeds [4, 5, 6, 3] overlap the search seeds [3, 4] (search.seeds) in [3, 4]",
+    ),
+    ("repeats-zero", _set("search.repeats", 0), "search.repeats", "integer >= 1, got 0"),
+    (
+        "compare-unknown-metric",
+        _set("compare", {"metric": "final_acc"}),
+        "compare.metric",
+        "unknown compare metric 'final_acc'; did you mean 'final_val_acc'? choices: final_train_loss, "
+        "final_train_acc, final_grad_norm, final_val_loss, final_val_acc, final_test_loss, final_test_acc",
+    ),
+    (
+        "compare-bare-field-name",
+        _set("compare", [{"metric": "final_grad_norm"}, {"metric": "test_acc"}]),
+        "compare[1].metric",
+        "write the final-epoch value as 'final_test_acc', got 'test_acc'",
+    ),
+    (
+        "compare-mode-against-metric",
+        _set("compare", {"metric": "final_test_acc", "mode": "min"}),
+        "compare.mode",
+        "'min' with metric 'final_test_acc' would rank the worst arm first; use 'max'",
+    ),
+    (
+        "compare-bad-mode",
+        _set("compare", {"metric": "final_grad_norm", "mode": "low"}),
+        "compare.mode",
+        "min, max",
+    ),
+    ("compare-no-metric", _set("compare", {"mode": "min"}), "compare.metric", "required"),
+    (
+        "compare-unknown-key",
+        _set("compare", {"metric": "final_grad_norm", "at": "final"}),
+        "compare.at",
+        "metric",
+    ),
+    ("compare-empty-list", _set("compare", []), "compare", "non-empty list"),
+    (
+        "compare-twice",
+        _set("compare", [{"metric": "final_grad_norm"}, {"metric": "final_grad_norm", "mode": "min"}]),
+        "compare[1].metric",
+        "listed twice",
+    ),
+    (
+        "reference-unknown-arm",
+        _set("reference", "lyamm"),
+        "reference",
+        "unknown reference arm 'lyamm'; did you mean 'lyam'? choices: derived, adam-exponential, lyam, none",
+    ),
+]
+
+
 def test_bad_spec_table_is_large_enough() -> None:
     assert len(BAD_SPECS) >= 25
     assert len({case[0] for case in BAD_SPECS}) == len(BAD_SPECS)
@@ -821,3 +883,135 @@ def test_param_spec_str_for_listings() -> None:
     assert str(ParamSpec.range(16, 128, type="int", step=16)) == "[16, 128] step 16 int"
     assert str(ParamSpec.categorical(["sign", "tanh"])) == "{sign, tanh}"
     assert str(ParamSpec.fixed(0.9)) == "= 0.9"
+
+
+# --------------------------------------------------------------------------------------------------
+# Honest comparisons (METHODS.md section 8): fresh final seeds, compare metrics, reference arm, repeats.
+
+
+@pytest.mark.parametrize(
+    ("seeds", "expected"), [([0], (1, 2, 3)), ([0, 1, 2], (3, 4, 5)), ([7, 2], (8, 9, 10))]
+)
+def test_default_final_seeds_start_after_the_largest_search_seed(seeds, expected) -> None:
+    d = base()
+    d["search"]["seeds"] = seeds
+    del d["search"]["final_seeds"]
+    spec = StudySpec.from_dict(d)
+    assert spec.search.final_seeds == expected
+    assert not set(spec.search.final_seeds) & set(seeds)
+    assert SearchSpec(seeds=tuple(seeds)).final_seeds == expected
+    # the stored spec carries the resolved seeds and loads back equal
+    assert spec.to_dict()["search"]["final_seeds"] == list(expected)
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+
+
+def test_empty_final_seeds_stay_empty() -> None:
+    assert SearchSpec(seeds=(0,), final_seeds=()).final_seeds == ()
+
+
+def test_every_experiment_has_fresh_final_seeds() -> None:
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        spec = load_spec(path)
+        assert not set(spec.search.final_seeds) & set(spec.search.seeds), path.name
+        small = spec.smoke()
+        assert not set(small.search.final_seeds) & set(small.search.seeds), path.name
+
+
+def test_compare_defaults_to_the_objective_at_the_final_epoch() -> None:
+    spec = StudySpec.from_dict(base())
+    assert [c.to_dict() for c in spec.compare] == [{"metric": "final_val_loss", "mode": "min"}]
+    d = base()
+    d["objective"] = {"metric": "val_acc"}
+    assert StudySpec.from_dict(d).primary_metric.to_dict() == {"metric": "final_val_acc", "mode": "max"}
+
+
+def test_compare_one_mapping_or_a_list_with_modes_resolved() -> None:
+    d = base()
+    d["compare"] = {"metric": "final_test_acc"}
+    assert [c.to_dict() for c in StudySpec.from_dict(d).compare] == [
+        {"metric": "final_test_acc", "mode": "max"}
+    ]
+    d["compare"] = [{"metric": "final_grad_norm", "mode": "min"}, {"metric": "final_train_loss"}]
+    spec = StudySpec.from_dict(d)
+    assert spec.to_dict()["compare"] == [
+        {"metric": "final_grad_norm", "mode": "min"},
+        {"metric": "final_train_loss", "mode": "min"},
+    ]
+    assert spec.primary_metric.metric == "final_grad_norm"
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+    assert StudySpec.from_dict(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_reference_defaults_to_the_derived_arm_else_none() -> None:
+    assert StudySpec.from_dict(base()).reference == "derived"
+    d = base()
+    d["arms"][0]["name"] = "adam-derived"  # a derived arm not called "derived" is still the derived arm
+    assert StudySpec.from_dict(d).reference == "adam-derived"
+    d = base()
+    del d["arms"][0]
+    spec = StudySpec.from_dict(d)
+    assert spec.reference == "none" and spec.to_dict()["reference"] == "none"
+    d["reference"] = "lyam"
+    assert StudySpec.from_dict(d).reference == "lyam"
+    d = base()
+    d["reference"] = "none"
+    assert StudySpec.from_dict(d).reference == "none"
+
+
+def test_every_experiment_names_its_papers_primary_metric() -> None:
+    primary = {
+        "000": ("final_test_acc", "max"),
+        "001": ("final_test_acc", "max"),
+        "002": ("final_train_loss", "min"),
+        "003": ("final_grad_norm", "min"),
+    }
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert "compare" in raw, f"{path.name}: no compare: field"
+        spec = load_spec(path)
+        paper = path.stem[:3]
+        if paper in primary:
+            assert (spec.primary_metric.metric, spec.primary_metric.mode) == primary[paper], path.name
+        if paper == "003":
+            assert [c.metric for c in spec.compare] == ["final_grad_norm", "final_train_loss"], path.name
+        assert spec.reference in [a.name for a in spec.arms] + ["none"]
+        if any(a.name == "derived" for a in spec.arms):
+            assert spec.reference == "derived", path.name
+        stored = yaml.safe_load(spec.to_yaml())
+        assert stored["compare"][0] == {
+            "metric": spec.primary_metric.metric,
+            "mode": spec.primary_metric.mode,
+        }
+        assert stored["reference"] == spec.reference
+
+
+def test_repeats_multiply_the_budget_of_sampled_arms_only() -> None:
+    d = base()
+    d["search"]["repeats"] = 3
+    d["arms"].append(
+        {"name": "sweep", "optimizer": "lyam", "grid": {"lr": [1e-3, 1e-2], "beta2": [0.9, 0.99]}}
+    )
+    spec = StudySpec.from_dict(d)
+    assert [spec.repeats(a) for a in spec.arms] == [1, 3, 3, 1]
+    assert [spec.budget(a) for a in spec.arms] == [0, 36, 36, 4]
+    assert spec.to_dict()["search"]["repeats"] == 3
+    assert spec.smoke().search.repeats == 1
+    d["search"]["sampler"] = "grid"
+    d["arms"] = [{"name": "c", "optimizer": "lyam", "space": {"lr": {"choices": [1e-3, 1e-2]}}}]
+    grid = StudySpec.from_dict(d)
+    assert grid.repeats("c") == 1 and grid.budget("c") == 2
+
+
+def test_sampler_of_repeat_r_draws_as_an_independent_seed() -> None:
+    arm = ArmSpec(name="a", optimizer="adam", space={"lr": {"low": 1e-4, "high": 1e-1, "log": True}})
+
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        return [suggest(study.ask(), arm.resolved_space())["lr"] for _ in range(4)]
+
+    search = SearchSpec(sampler="random", sampler_seed=5)
+    r0, r1, r2 = (draws(make_sampler(search, arm, repeat=r)) for r in range(3))
+    assert r0 != r1 and r1 != r2 and r0 != r2
+    assert r2 == draws(optuna.samplers.RandomSampler(seed=7))
+    with pytest.raises(ConfigError, match="repeat must be an integer >= 0, got -1"):
+        make_sampler(search, arm, repeat=-1)

@@ -29,7 +29,8 @@ SPEC = {
         "device": "cpu",
     },
     "objective": {"metric": "val_loss", "mode": "min", "at": "final"},
-    "search": {"sampler": "tpe", "trials_per_arm": 3, "seeds": [0], "final_seeds": [0, 1]},
+    # final_seeds left out: the default, the 3 seeds after the largest search seed (1, 2, 3)
+    "search": {"sampler": "tpe", "trials_per_arm": 3, "seeds": [0]},
     "resources": {"cpu": 1, "gpu": 0},
     "max_concurrent": 2,
     "arms": [
@@ -44,6 +45,12 @@ SPEC = {
     ],
 }
 SEARCHED = ("adam-exponential", "lyam")
+DEFAULT_FINAL_SEEDS = [1, 2, 3]  # seeds [0] -> the three seeds after 0 (METHODS.md section 8)
+
+
+def stored_trials(run_dir: Path) -> pd.DataFrame:
+    """The trials table of a run directory, read through the store (whatever its file layout)."""
+    return RunStore(run_dir).trials()
 
 
 def write_spec(tmp_path, **changes):
@@ -82,7 +89,7 @@ def check_complete(run_dir: Path, spec_dict=SPEC):
     """The guarantees of a finished run directory."""
     store = RunStore(run_dir)
     trials = store.trials()
-    n_final = len(spec_dict["search"]["final_seeds"])
+    n_final = len(spec_dict["search"].get("final_seeds", DEFAULT_FINAL_SEEDS))
     budget = spec_dict["search"]["trials_per_arm"]
     assert trials["trial_id"].is_unique
     for arm in SEARCHED:
@@ -141,12 +148,28 @@ def test_three_arm_study_completes_with_every_row_once(finished_run):
     assert (run_dir / "spec.yaml").exists() and "ray" in store.read_study_info()
 
 
+def test_default_final_seeds_are_disjoint_from_the_search_seeds(finished_run):
+    run_dir, _ = finished_run
+    trials = RunStore(run_dir).trials()
+    search_seeds = set(trials.loc[trials["phase"] == "search", "seed"])
+    final_seeds = set(trials.loc[trials["phase"] == "final", "seed"])
+    assert search_seeds == {0}
+    assert final_seeds == set(DEFAULT_FINAL_SEEDS) and not final_seeds & search_seeds
+    for arm in SEARCHED + ("derived",):
+        rows = trials[(trials["arm"] == arm) & (trials["phase"] == "final")]
+        assert sorted(rows["seed"]) == DEFAULT_FINAL_SEEDS, arm
+    stored = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert stored["search"]["final_seeds"] == DEFAULT_FINAL_SEEDS
+    assert stored["reference"] == "derived"
+    assert stored["compare"] == [{"metric": "final_val_loss", "mode": "min"}]
+
+
 def test_resume_of_a_finished_run_changes_nothing(finished_run):
     run_dir, _ = finished_run
-    before = pd.read_parquet(run_dir / "trials.parquet")
+    before = stored_trials(run_dir)
     r = cli("resume", str(run_dir))
     assert r.returncode == 0, r.stderr
-    after = pd.read_parquet(run_dir / "trials.parquet")
+    after = stored_trials(run_dir)
     pd.testing.assert_frame_equal(before, after)
 
 
@@ -154,8 +177,8 @@ def test_status_command(finished_run):
     run_dir, _ = finished_run
     r = cli("status", str(run_dir))
     assert r.returncode == 0, r.stderr
-    assert "adam-exponential: search 3/3; final 2/2" in r.stdout
-    assert "derived: search 0/0; final 2/2" in r.stdout
+    assert "adam-exponential: search 3/3; final 3/3" in r.stdout
+    assert "derived: search 0/0; final 3/3" in r.stdout
 
 
 @pytest.mark.slow
@@ -183,8 +206,8 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once a few runs are stored and an unfinished run has a checkpoint
         done = (
-            set(pd.read_parquet(run_dir / "trials.parquet")["trial_id"])
-            if (run_dir / "trials.parquet").exists()
+            set(stored_trials(run_dir)["trial_id"])
+            if (run_dir / "trials").is_dir() or (run_dir / "trials.parquet").exists()
             else set()
         )
         ckpts = {p.parts[-3].rsplit("-", 1)[0] for p in (run_dir / "ray").glob("*/*/checkpoint_*/trial.pt")}
@@ -200,8 +223,8 @@ def test_interrupted_driver_then_resume_completes_only_what_is_missing(tmp_path)
         except ProcessLookupError:
             pass
     proc.wait()
-    before = pd.read_parquet(run_dir / "trials.parquet")
-    assert 4 <= len(before) < 4 * 2 + 2 * 3
+    before = stored_trials(run_dir)
+    assert 4 <= len(before) < 4 * 2 + 3 * 3
     r = cli("resume", str(run_dir))
     assert r.returncode == 0, r.stderr
     spec = yaml.safe_load(spec_path.read_text())
@@ -248,6 +271,15 @@ def test_study_runs_across_two_nodes(tmp_path):
         ({"arms": [{"name": "x", "optimizer": "adam", "space": {"lr": {"low": 0.1, "high": 0.01}}}]}, "low"),
         ({"arms": [{"name": "x", "optimizer": "adam", "space": {"lrr": {"low": 0.1, "high": 1}}}]}, "lrr"),
         ({"serach": {}}, "serach"),
+        (
+            {"search": {**SPEC["search"], "final_seeds": [0, 1]}},
+            "search.final_seeds: final seeds [0, 1] overlap the search seeds [0] (search.seeds) in [0]",
+        ),
+        (
+            {"compare": {"metric": "grad_norm"}},
+            "compare.metric: write the final-epoch value as 'final_grad_norm'",
+        ),
+        ({"reference": "adam"}, "reference: unknown reference arm 'adam'"),
     ],
 )
 def test_spec_errors_exit_before_ray_starts(tmp_path, change, needle):
@@ -280,7 +312,7 @@ def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
     ]
     spec = load_spec(
         write_spec(
-            tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [0]}, population="on"
+            tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [1]}, population="on"
         )
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -314,7 +346,7 @@ def test_asha_stops_some_runs_and_keeps_their_epochs(tmp_path):
             search={
                 "sampler": "random",
                 "trials_per_arm": 6,
-                "final_seeds": [0],
+                "final_seeds": [1],
                 "scheduler": "asha",
                 "grace_period": 1,
                 "reduction_factor": 3,
@@ -338,3 +370,89 @@ def test_asha_stops_some_runs_and_keeps_their_epochs(tmp_path):
     for row in search.itertuples():
         assert counts[row.trial_id] == row.epochs_completed
     assert (trials["phase"] == "final").sum() == 1
+
+
+def test_search_repeats_are_independent_studies_and_the_finals_take_the_best_of_all(tmp_path):
+    """StudyPlan without Ray: R Optuna studies per sampled arm, each seeded and with the full budget."""
+    import json
+    import math
+
+    from lyaptune.study.searcher import StudyPlan, repeat_of
+    from lyaptune.study.spec import StudySpec
+
+    space = SPEC["arms"][1]["space"]
+    spec = StudySpec.from_dict(
+        {
+            **SPEC,
+            "search": {
+                "sampler": "random",
+                "sampler_seed": 4,
+                "trials_per_arm": 4,
+                "seeds": [0],
+                "repeats": 3,
+            },
+            "arms": [
+                SPEC["arms"][1],
+                {"name": "adam-grid", "optimizer": "adam", "grid": {"lr": [1e-3, 1e-2]}},
+            ],
+        }
+    )
+    run = tmp_path / "run"
+    store = RunStore(run, create=True)
+    plan = StudyPlan(spec, store, run / "optuna.journal")
+
+    def loss(params):  # a synthetic objective with its minimum at lr = 10**-2.5, gamma = 0.9
+        return (math.log10(params["lr"]) + 2.5) ** 2 + (params.get("gamma", 0.9) - 0.9) ** 2
+
+    while (job := plan.next_job()) != "FINISHED":
+        assert job is not None  # every job is finished before the next is asked for
+        v = loss(job.params)
+        plan.finish(job, "completed", [{"epoch": 1, "val_loss": v, "train_loss": v}], {}, 0.01)
+
+    trials = store.trials()
+    search = trials[(trials["phase"] == "search") & (trials["arm"] == "adam-exponential")]
+    assert len(search) == 12 and trials["trial_id"].is_unique
+    assert sorted(search["trial_id"]) == sorted(
+        f"adam-exponential-search-{f'r{r}-' if r else ''}{n:04d}-s0" for r in range(3) for n in range(4)
+    )
+    repeats = [repeat_of(t) for t in search["trial_id"]]
+    assert sorted(repeats) == [0] * 4 + [1] * 4 + [2] * 4
+    if "repeat" in trials.columns:  # the store carries the repeat column
+        assert list(search["repeat"]) == repeats
+    # the grid arm runs its grid once, in repeat 0
+    grid = trials[(trials["phase"] == "search") & (trials["arm"] == "adam-grid")]
+    assert sorted(grid["param_lr"]) == [1e-3, 1e-2] and {repeat_of(t) for t in grid["trial_id"]} == {0}
+
+    # each repeat is its own Optuna study whose draws are those of a random sampler seeded 4 + r
+    storage = journal_storage(run / "optuna.journal")
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == [
+        "tiny/adam-exponential",
+        "tiny/adam-exponential/r1",
+        "tiny/adam-exponential/r2",
+        "tiny/adam-grid",
+    ]
+    for r in range(3):
+        reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4 + r))
+        expected = []
+        for _ in range(4):
+            t = reference.ask()
+            lr = t.suggest_float("lr", space["lr"]["low"], space["lr"]["high"], log=True)
+            gamma = t.suggest_float("gamma", space["gamma"]["low"], space["gamma"]["high"])
+            expected.append((lr, gamma))
+            reference.tell(t, 0.0)
+        rows = search[[repeat_of(t) == r for t in search["trial_id"]]].sort_values("optuna_number")
+        assert list(rows["param_lr"]) == pytest.approx([e[0] for e in expected])
+        assert list(rows["param_gamma"]) == pytest.approx([e[1] for e in expected])
+
+    # the final runs re-run the best configuration over all repeats, on fresh seeds
+    values = [loss({"lr": a, "gamma": b}) for a, b in zip(search["param_lr"], search["param_gamma"])]
+    best = search.iloc[min(range(len(values)), key=values.__getitem__)]
+    final = trials[(trials["phase"] == "final") & (trials["arm"] == "adam-exponential")]
+    assert sorted(final["seed"]) == [1, 2, 3]
+    assert (final["param_lr"] == best["param_lr"]).all() and (
+        final["param_gamma"] == best["param_gamma"]
+    ).all()
+    assert {json.loads(c)["seed"] for c in final["config_json"]} == {1, 2, 3}
+    progress = plan.progress()["adam-exponential"]
+    assert (progress["search"], progress["budget"], progress["final"]) == (12, 12, 3)

@@ -5,9 +5,15 @@ comes next, records finished runs in the store exactly once, and tells Optuna. :
 is the thin Ray Tune ``Searcher`` adapter around it.
 
 Each training run ("job") is one configuration on one seed and has a deterministic id
-``<arm>-search-<optuna number>-s<seed>`` or ``<arm>-final-s<seed>``, so a retried or resumed run
-replaces its own rows and never duplicates them. An Optuna trial's value is the mean objective over
-the search seeds. A diverged or errored run makes its Optuna trial FAIL (the sampler then ignores that
+``<arm>-search-<optuna number>-s<seed>`` (``<arm>-search-r<repeat>-<optuna number>-s<seed>`` in search
+repeat ``repeat >= 1``) or ``<arm>-final-s<seed>``, so a retried or resumed run replaces its own rows
+and never duplicates them. An Optuna trial's value is the mean objective over the search seeds.
+
+With ``search.repeats: R`` a sampled arm has R independent Optuna studies (``<study>/<arm>`` for repeat 0,
+``<study>/<arm>/r<repeat>`` after it), repeat ``r`` with sampler seed ``sampler_seed + r`` and the whole
+``trials_per_arm`` budget; the final phase re-runs the best configuration over all repeats.
+
+A diverged or errored run makes its Optuna trial FAIL (the sampler then ignores that
 configuration; documented in the README); a run stopped early by ASHA makes it PRUNED.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,12 +35,12 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from lyaptune.errors import ConfigError
-from lyaptune.store import RunStore, trial_row
+from lyaptune.store import TRIAL_COLUMNS, RunStore, trial_row
 from lyaptune.study.spaces import make_sampler, suggest
 from lyaptune.study.spec import ArmSpec, StudySpec
 from lyaptune.train import TrialResult
 
-__all__ = ["Job", "StudyPlan", "objective_value", "journal_storage", "TERMINAL"]
+__all__ = ["Job", "StudyPlan", "objective_value", "journal_storage", "repeat_of", "TERMINAL"]
 
 #: statuses of a finished run
 TERMINAL = ("completed", "diverged", "stopped", "errored")
@@ -48,7 +55,8 @@ class Job:
     phase: str
     seed: int
     params: dict[str, Any]
-    number: int | None = None  # the Optuna trial number (search phase)
+    number: int | None = None  # the Optuna trial number (search phase), within its repeat's study
+    repeat: int = 0  # which independent search repeat of the arm (search phase; 0 for final runs)
     members: list[Job] | None = None  # a population: these jobs trained together in one process
     checkpoint: str | None = None  # a checkpoint left by an earlier, interrupted attempt (resume)
 
@@ -61,12 +69,27 @@ class Job:
             "arm": self.arm,
             "phase": self.phase,
             "seed": self.seed,
+            "repeat": self.repeat,
             "trial_config": _absolute_data_root(spec.trial_config(arm, self.params, self.seed).to_dict()),
             "metric": spec.objective.metric,
             "report_every_epoch": spec.search.scheduler == "asha",
             "checkpoint_every": spec.checkpoint_every,
             "checkpoint": self.checkpoint,
         }
+
+
+_REPEAT_RE = re.compile(r"-search-r(\d+)-\d+-s-?\d+$")
+
+
+def repeat_of(trial_id: str) -> int | None:
+    """The search repeat of a search run's trial id (``<arm>-search-r2-0007-s0`` -> 2, no ``r`` -> 0).
+
+    Returns ``None`` for an id that is not a search run's (a final run: repeats only split the search).
+    """
+    found = _REPEAT_RE.search(trial_id)
+    if found:
+        return int(found.group(1))
+    return 0 if re.search(r"-search-\d+-s-?\d+$", trial_id) else None
 
 
 def _absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
@@ -97,16 +120,44 @@ def journal_storage(path: Path | str) -> JournalStorage:
 
 
 @dataclass
-class _ArmState:
-    spec: ArmSpec
-    study: optuna.Study | None
+class _Repeat:
+    """One independent Optuna study of an arm (search repeat ``index``)."""
+
+    index: int
+    study: optuna.Study
     budget: int
     asked: int = 0
     # optuna number -> {seed: objective or None (failed) }, for trials whose seeds are not all done
     open_trials: dict[int, dict[int, float | None]] = field(default_factory=dict)
     open_status: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def searching(self) -> bool:
+        return self.asked < self.budget
+
+    @property
+    def done(self) -> bool:
+        return self.asked >= self.budget and not self.open_trials
+
+
+@dataclass
+class _ArmState:
+    spec: ArmSpec
+    repeats: list[_Repeat]
     finals_queued: bool = False
     population: bool = False
+
+    @property
+    def budget(self) -> int:
+        return sum(r.budget for r in self.repeats)
+
+    @property
+    def asked(self) -> int:
+        return sum(r.asked for r in self.repeats)
+
+    @property
+    def open_trials(self) -> int:
+        return sum(len(r.open_trials) for r in self.repeats)
 
 
 class StudyPlan:
@@ -137,20 +188,23 @@ class StudyPlan:
         self._rr = 0
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         for arm in spec.arms:
-            budget = spec.budget(arm)
-            study = None
+            n_repeats = spec.repeats(arm)
+            budget = spec.budget(arm) // n_repeats
+            repeats = []
             if budget > 0:
-                study = optuna.create_study(
-                    study_name=f"{spec.name}/{arm.name}",
-                    storage=storage,
-                    sampler=make_sampler(spec.search, arm),
-                    direction=direction,
-                    load_if_exists=True,
-                )
-            state = _ArmState(spec=arm, study=study, budget=budget, population=self._use_population(arm))
+                for r in range(n_repeats):
+                    study = optuna.create_study(
+                        study_name=f"{spec.name}/{arm.name}" + (f"/r{r}" if r else ""),
+                        storage=storage,
+                        sampler=make_sampler(spec.search, arm, repeat=r),
+                        direction=direction,
+                        load_if_exists=True,
+                    )
+                    repeats.append(_Repeat(index=r, study=study, budget=budget))
+            state = _ArmState(spec=arm, repeats=repeats, population=self._use_population(arm))
             self.arms[arm.name] = state
-            if study is not None:
-                self._restore_arm(state)
+            for rep in repeats:
+                self._restore_repeat(state, rep)
 
     def _use_population(self, arm: ArmSpec) -> bool:
         """Whether the grid points of ``arm`` train as vmapped populations (spec ``population``)."""
@@ -172,9 +226,9 @@ class StudyPlan:
         return reason is None
 
     # -- resume ------------------------------------------------------------------------------------
-    def _restore_arm(self, state: _ArmState) -> None:
-        """Rebuild an arm's progress from its journal and the store (after a restart)."""
-        study = state.study
+    def _restore_repeat(self, state: _ArmState, rep: _Repeat) -> None:
+        """Rebuild one search repeat's progress from its journal and the store (after a restart)."""
+        study = rep.study
         trials = study.get_trials(deepcopy=False)
         if not trials and state.spec.grid:
             for point in state.spec.grid_points():
@@ -184,53 +238,72 @@ class StudyPlan:
         for t in trials:
             if t.state == TrialState.WAITING:
                 continue
-            state.asked += 1
+            rep.asked += 1
             if t.state != TrialState.RUNNING:
                 continue
             # an Optuna trial left open by a killed driver: finish it from the store, re-run the rest
             params = dict(t.user_attrs.get("params", t.params))
             seeds: dict[int, float | None] = {}
             for seed in self.spec.search.seeds:
-                job = self._search_job(state.spec, t.number, seed, params)
+                job = self._search_job(state.spec, rep.index, t.number, seed, params)
                 if job.trial_id in self.done:
                     row = rows[rows["trial_id"] == job.trial_id].iloc[-1]
                     ok = row["status"] == "completed"
                     seeds[seed] = float(row["objective"]) if ok else None
                     if not ok:
-                        state.open_status[t.number] = str(row["status"])
+                        rep.open_status[t.number] = str(row["status"])
                 else:
                     self.queue.append(job)
-            state.open_trials[t.number] = seeds
-            self._maybe_tell(state, t.number)
+            rep.open_trials[t.number] = seeds
+            self._maybe_tell(rep, t.number)
 
     # -- jobs --------------------------------------------------------------------------------------
-    def _search_job(self, arm: ArmSpec, number: int, seed: int, params: dict[str, Any]) -> Job:
-        return Job(f"{arm.name}-search-{number:04d}-s{seed}", arm.name, "search", seed, params, number)
+    def _search_job(self, arm: ArmSpec, repeat: int, number: int, seed: int, params: dict[str, Any]) -> Job:
+        tag = f"r{repeat}-" if repeat else ""
+        trial_id = f"{arm.name}-search-{tag}{number:04d}-s{seed}"
+        return Job(trial_id, arm.name, "search", seed, params, number, repeat=repeat)
 
-    def _ask(self, state: _ArmState) -> list[Job]:
-        trial = state.study.ask()
+    def _ask(self, state: _ArmState, rep: _Repeat) -> list[Job]:
+        trial = rep.study.ask()
         if state.spec.grid:
             # an enqueued grid point: its values are the trial's fixed params
             params = {k: trial.suggest_categorical(k, list(v)) for k, v in state.spec.grid.items()}
         else:
             params = suggest(trial, state.spec.resolved_space())
         trial.set_user_attr("params", params)
-        state.asked += 1
-        state.open_trials[trial.number] = {}
-        return [self._search_job(state.spec, trial.number, s, params) for s in self.spec.search.seeds]
+        rep.asked += 1
+        rep.open_trials[trial.number] = {}
+        return [
+            self._search_job(state.spec, rep.index, trial.number, s, params) for s in self.spec.search.seeds
+        ]
 
     def _search_done(self, state: _ArmState) -> bool:
-        return state.asked >= state.budget and not state.open_trials
+        return all(rep.done for rep in state.repeats)
+
+    def _best_params(self, state: _ArmState) -> dict[str, Any] | None:
+        """The best configuration over all the arm's search repeats (None when no trial completed).
+
+        Ties go to the earlier repeat, so one repeat gives exactly Optuna's ``best_trial``.
+        """
+        best, best_value = None, None
+        better = (lambda a, b: a < b) if self.spec.objective.mode == "min" else (lambda a, b: a > b)
+        for rep in state.repeats:
+            try:
+                trial = rep.study.best_trial
+            except ValueError:
+                continue
+            if best is None or better(trial.value, best_value):
+                best, best_value = trial, trial.value
+        return None if best is None else dict(best.user_attrs.get("params", best.params))
 
     def _final_jobs(self, state: _ArmState) -> list[Job]:
         params: dict[str, Any] = {}
-        if state.study is not None:
-            try:
-                best = state.study.best_trial
-            except ValueError:
+        if state.repeats:
+            best = self._best_params(state)
+            if best is None:
                 self.log(f"{state.spec.name}: no search trial completed; no final runs")
                 return []
-            params = dict(best.user_attrs.get("params", best.params))
+            params = best
         jobs = [
             Job(f"{state.spec.name}-final-s{seed}", state.spec.name, "final", seed, params)
             for seed in self.spec.search.final_seeds
@@ -245,15 +318,21 @@ class StudyPlan:
             names = list(self.arms)
             for i in range(len(names)):
                 state = self.arms[names[(self._rr + i) % len(names)]]
-                if state.study is not None and state.asked < state.budget:
+                # repeats in turn: the one with the fewest trials asked next, so all grow together
+                open_reps = [r for r in state.repeats if r.searching]
+                if open_reps:
+                    rep = min(open_reps, key=lambda r: (r.asked, r.index))
                     self._rr = (self._rr + i + 1) % len(names)
-                    jobs = self._ask(state)
+                    jobs = self._ask(state, rep)
                     if state.population:
-                        while state.asked < state.budget and len(jobs) < self.spec.population_size:
-                            jobs.extend(self._ask(state))
+                        while rep.searching and len(jobs) < self.spec.population_size:
+                            jobs.extend(self._ask(state, rep))
                         first = jobs[0]
-                        bundle_id = f"{first.arm}-population-{first.number:04d}-{jobs[-1].number:04d}"
-                        return self._start(Job(bundle_id, first.arm, "search", -1, {}, None, jobs))
+                        tag = f"r{rep.index}-" if rep.index else ""
+                        bundle_id = f"{first.arm}-population-{tag}{first.number:04d}-{jobs[-1].number:04d}"
+                        return self._start(
+                            Job(bundle_id, first.arm, "search", -1, {}, None, members=jobs, repeat=rep.index)
+                        )
                     self.queue.extend(jobs[1:])
                     return self._start(jobs[0])
             for state in self.arms.values():
@@ -316,16 +395,18 @@ class StudyPlan:
                 params=job.params,
                 message=message,
             )
+            if "repeat" in TRIAL_COLUMNS:  # the search repeat of a search run (0 for final runs)
+                row["repeat"] = job.repeat
             self.store.record_trial(row, records)
             self.done.add(job.trial_id)
             if job.phase == "search":
-                state = self.arms[job.arm]
-                seeds = state.open_trials.setdefault(job.number, {})
+                rep = self.arms[job.arm].repeats[job.repeat]
+                seeds = rep.open_trials.setdefault(job.number, {})
                 ok = status == "completed" and math.isfinite(value)
                 seeds[job.seed] = value if ok else None
                 if not ok:
-                    state.open_status[job.number] = status
-                self._maybe_tell(state, job.number)
+                    rep.open_status[job.number] = status
+                self._maybe_tell(rep, job.number)
             return value
 
     def finish_population(self, bundle: Job, results: list[dict[str, Any]] | None, message: str = "") -> None:
@@ -341,19 +422,19 @@ class StudyPlan:
                     value = self.finish(job, r["status"], r["records"], r["info"], r["wall_s"], r["message"])
                 yield job, (results[i]["status"] if results is not None else "errored"), value
 
-    def _maybe_tell(self, state: _ArmState, number: int) -> None:
-        seeds = state.open_trials.get(number, {})
+    def _maybe_tell(self, rep: _Repeat, number: int) -> None:
+        seeds = rep.open_trials.get(number, {})
         if len(seeds) < len(self.spec.search.seeds):
             return
-        status = state.open_status.pop(number, "completed")
+        status = rep.open_status.pop(number, "completed")
         values = list(seeds.values())
         if status == "completed" and all(v is not None for v in values):
-            state.study.tell(number, sum(values) / len(values))
+            rep.study.tell(number, sum(values) / len(values))
         elif status == "stopped":
-            state.study.tell(number, state=TrialState.PRUNED)
+            rep.study.tell(number, state=TrialState.PRUNED)
         else:
-            state.study.tell(number, state=TrialState.FAIL)
-        del state.open_trials[number]
+            rep.study.tell(number, state=TrialState.FAIL)
+        del rep.open_trials[number]
 
     # -- progress ----------------------------------------------------------------------------------
     def progress(self) -> dict[str, dict[str, Any]]:
@@ -361,12 +442,14 @@ class StudyPlan:
         out = {}
         for name, st in self.arms.items():
             best = None
-            if st.study is not None:
-                done = [t for t in st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-                if done:
-                    vals = [t.value for t in done]
-                    best = min(vals) if self.spec.objective.mode == "min" else max(vals)
-            told = st.asked - len(st.open_trials)
+            vals = [
+                t.value
+                for rep in st.repeats
+                for t in rep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            ]
+            if vals:
+                best = min(vals) if self.spec.objective.mode == "min" else max(vals)
+            told = st.asked - st.open_trials
             finals = sum(1 for s in self.spec.search.final_seeds if f"{name}-final-s{s}" in self.done)
             out[name] = {
                 "search": told,

@@ -99,18 +99,21 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
             super().after_trial(study, trial, state, values)
 
 
-def make_sampler(search: SearchSpec, arm: ArmSpec) -> optuna.samplers.BaseSampler:
-    """The seeded Optuna sampler of one arm.
+def make_sampler(search: SearchSpec, arm: ArmSpec, repeat: int = 0) -> optuna.samplers.BaseSampler:
+    """The seeded Optuna sampler of one arm (in search repeat ``repeat``).
 
     :class:`AskTellGridSampler` for an arm with a ``grid`` or under ``sampler: grid``; otherwise the sampler
     ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``), seeded with
-    ``search.sampler_seed``. Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw
+    ``search.sampler_seed + repeat`` (independent repeats draw independent sequences).
+    Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw
     categorical ones at random, without a warning per trial.
 
     Raises:
       ConfigError: ``cmaes`` without the ``cmaes`` package, or a grid over a range.
     """
-    seed = search.sampler_seed
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
+        raise ConfigError(f"search repeat must be an integer >= 0, got {repeat!r}")
+    seed = search.sampler_seed + repeat
     samplers = optuna.samplers
     if arm.grid is not None or search.sampler == "grid":
         return AskTellGridSampler(grid_search_space(arm), seed=seed)

@@ -58,6 +58,9 @@ from lyaptune.errors import ConfigError
 
 __all__ = [
     "ArmSpec",
+    "COMPARE_METRICS",
+    "CompareSpec",
+    "DEFAULT_FINAL_SEEDS",
     "METRICS",
     "ObjectiveSpec",
     "ParamSpec",
@@ -73,11 +76,20 @@ __all__ = [
 METRICS: tuple[str, ...] = ("val_loss", "val_acc", "train_loss", "grad_norm", "train_acc")
 """Metrics a study may tune on (never a test metric)."""
 
+COMPARE_METRICS: tuple[str, ...] = tuple(
+    f"final_{name}"
+    for name in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc", "test_loss", "test_acc")
+)
+"""Metrics arms are compared (ranked, tested) on: a record field at the final epoch, ``final_<field>``."""
+
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
 """Optuna samplers by spec name."""
 
 SCHEDULERS: tuple[str, ...] = ("none", "asha")
 """Trial schedulers (early stopping) by spec name."""
+
+DEFAULT_FINAL_SEEDS = 3
+"""How many final seeds a spec without ``search.final_seeds`` gets (after its largest search seed)."""
 
 MODES: tuple[str, ...] = ("min", "max")
 AT: tuple[str, ...] = ("final", "best")
@@ -458,7 +470,16 @@ class SearchSpec:
       sampler_seed: seed of every arm's sampler.
       trials_per_arm: search trials per searched arm (grid arms run their grid instead).
       seeds: training seeds of every search trial; the objective is the mean over them.
-      final_seeds: seeds the best configuration of each arm is re-run on (may be empty).
+      final_seeds: seeds the best configuration of each arm is re-run on (may be empty); disjoint from
+        ``seeds`` (a final run on a search seed would repeat the run that won selection, a winner's-curse
+        bias the untuned arms never get; METHODS.md section 8). Default: the
+        :data:`DEFAULT_FINAL_SEEDS` seeds after the largest search seed (``seeds: [0]`` -> ``[1, 2, 3]``).
+      repeats: independent Optuna studies per searched arm (>= 1), repeat ``r`` with sampler seed
+        ``sampler_seed + r`` and the full ``trials_per_arm`` budget each, so an arm runs
+        ``repeats x trials_per_arm`` search trials; the final phase re-runs the best configuration over
+        all repeats. Budget curves of adaptive samplers average over the repeats. A grid arm runs its
+        grid once whatever ``repeats`` says: a grid is not sampled, so a repeat would re-run the same
+        configurations.
       scheduler: ``none`` or ``asha`` (early stopping on the objective's metric).
       grace_period, reduction_factor: ASHA's minimum epochs before stopping and its halving rate.
     """
@@ -469,7 +490,8 @@ class SearchSpec:
     sampler_seed: int = 0
     trials_per_arm: int = 20
     seeds: tuple[int, ...] = (0,)
-    final_seeds: tuple[int, ...] = (0, 1, 2)
+    final_seeds: tuple[int, ...] | None = None
+    repeats: int = 1
     scheduler: str = "none"
     grace_period: int = 1
     reduction_factor: float = 3
@@ -486,9 +508,21 @@ class SearchSpec:
         _integer(f"{p}.sampler_seed", self.sampler_seed, 0)
         _integer(f"{p}.trials_per_arm", self.trials_per_arm, 1)
         object.__setattr__(self, "seeds", _seed_list(f"{p}.seeds", self.seeds, allow_empty=False))
-        object.__setattr__(
-            self, "final_seeds", _seed_list(f"{p}.final_seeds", self.final_seeds, allow_empty=True)
-        )
+        if self.final_seeds is None:
+            start = max(self.seeds) + 1
+            object.__setattr__(self, "final_seeds", tuple(range(start, start + DEFAULT_FINAL_SEEDS)))
+        final = _seed_list(f"{p}.final_seeds", self.final_seeds, allow_empty=True)
+        object.__setattr__(self, "final_seeds", final)
+        shared = sorted(set(final) & set(self.seeds))
+        if shared:
+            raise _FieldError(
+                f"{p}.final_seeds",
+                f"final seeds {list(final)} overlap the search seeds {list(self.seeds)} ({p}.seeds) in "
+                f"{shared}; final runs must use fresh seeds (METHODS.md section 8), e.g. final_seeds: "
+                f"{list(range(max(self.seeds) + 1, max(self.seeds) + 1 + max(len(final), 1)))}, or leave "
+                "final_seeds out for the seeds after the largest search seed",
+            )
+        _integer(f"{p}.repeats", self.repeats, 1)
         _choice(f"{p}.scheduler", self.scheduler, SCHEDULERS, "scheduler")
         _integer(f"{p}.grace_period", self.grace_period, 1)
         rf = _number(f"{p}.reduction_factor", self.reduction_factor, "a number > 1")
@@ -540,6 +574,80 @@ class ResourcesSpec:
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy."""
         return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+def _natural_mode(metric: str) -> str:
+    return "max" if metric.endswith("_acc") else "min"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareSpec:
+    """A metric the arms' final-seed runs are compared on, and which direction is better.
+
+    The value of a run is the record field at its final epoch (``final_grad_norm`` is ``grad_norm`` of
+    the last epoch), never a minimum over epochs, which rewards transient dips (METHODS.md section 8).
+
+    Attributes:
+      metric: one of :data:`COMPARE_METRICS` (test metrics allowed: comparing is not tuning).
+      mode: ``min`` or ``max``; default ``max`` for accuracies, else ``min`` (the other is rejected).
+    """
+
+    _ROOT: ClassVar[str] = "compare"
+
+    metric: str
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if isinstance(self.metric, str) and f"final_{self.metric}" in COMPARE_METRICS:
+            raise _FieldError(
+                f"{p}.metric",
+                f"write the final-epoch value as 'final_{self.metric}', got {self.metric!r} "
+                f"(choices: {', '.join(COMPARE_METRICS)})",
+            )
+        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "compare metric")
+        natural = _natural_mode(self.metric)
+        if self.mode is None:
+            object.__setattr__(self, "mode", natural)
+        _choice(f"{p}.mode", self.mode, MODES, "mode")
+        if self.mode != natural:
+            raise _FieldError(
+                f"{p}.mode",
+                f"{self.mode!r} with metric {self.metric!r} would rank the worst arm first; "
+                f"use {natural!r} (or leave mode out)",
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
+        """Build from a YAML mapping ``{metric, mode}``, rejecting unknown keys."""
+        if isinstance(data, CompareSpec):
+            return data
+        data = _mapping(path, data, "a mapping {metric: final_<field>, mode: min|max}")
+        _check_keys(path, data, _field_names(cls), "compare")
+        _require(path, data, "metric", f"one of {', '.join(COMPARE_METRICS)}")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (mode resolved)."""
+        return {"metric": self.metric, "mode": self.mode}
+
+
+def _compare_list(value: Any) -> tuple[CompareSpec, ...]:
+    """``compare:`` as a mapping or a non-empty list of mappings -> a tuple of :class:`CompareSpec`."""
+    if isinstance(value, (CompareSpec, Mapping)):
+        return (CompareSpec.from_dict(value, "compare"),)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _FieldError(
+            "compare", f"must be a mapping {{metric, mode}} or a non-empty list of them, got {value!r}"
+        )
+    out = tuple(CompareSpec.from_dict(v, f"compare[{i}]") for i, v in enumerate(value))
+    metrics = [c.metric for c in out]
+    for i, m in enumerate(metrics):
+        if metrics.index(m) != i:
+            raise _FieldError(
+                f"compare[{i}].metric", f"{m!r} is listed twice (also compare[{metrics.index(m)}])"
+            )
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1178,6 +1286,8 @@ _STUDY_KEYS = (
     "max_failures",
     "population",
     "population_size",
+    "compare",
+    "reference",
 )
 POPULATION_MODES = ("auto", "on", "off")
 
@@ -1209,6 +1319,12 @@ class StudySpec:
         training is full-batch; ``on`` requires it (also on CPUs; an error where ineligible); ``off``
         never.
       population_size: most members trained in one population (>= 1).
+      compare: the metrics the final-seed runs are compared and ranked on (:class:`CompareSpec`, its
+        paper's primary metric first); a mapping or a list of them in YAML. Default: the objective's
+        metric at the final epoch (``final_val_loss`` for ``objective: {metric: val_loss}``).
+      reference: the arm every other arm is compared with, or ``"none"`` (arms compared pairwise with
+        the best arm). Default: the derived arm when there is one (the arm named ``derived``, else the
+        first arm whose schedule computes the derived step), else ``"none"`` (METHODS.md section 8).
     """
 
     _ROOT: ClassVar[str] = ""
@@ -1224,6 +1340,8 @@ class StudySpec:
     max_failures: int = 1
     population: str = "auto"
     population_size: int = 64
+    compare: tuple[CompareSpec, ...] | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.population not in POPULATION_MODES:
@@ -1258,6 +1376,7 @@ class StudySpec:
             seen[arm.name] = i
         for i, arm in enumerate(self.arms):
             self._check_arm(i, arm)
+        self._resolve_comparison()
         if self.task.device.startswith("cuda") and self.resources.gpu == 0:
             raise _FieldError(
                 "task.device",
@@ -1287,6 +1406,27 @@ class StudySpec:
                     )
         _probe_arm(p, arm, task.epochs)
 
+    def _resolve_comparison(self) -> None:
+        if self.compare is None:
+            metric = f"final_{self.objective.metric}"
+            compare: tuple[CompareSpec, ...] = (CompareSpec(metric=metric, mode=self.objective.mode),)
+        else:
+            compare = _compare_list(self.compare)
+        object.__setattr__(self, "compare", compare)
+        names = [a.name for a in self.arms]
+        reference = self.reference
+        if reference is None:
+            derived = [a.name for a in self.arms if a.needs_lipschitz]
+            reference = "derived" if "derived" in derived else (derived[0] if derived else "none")
+        elif reference not in [*names, "none"]:
+            raise _wrap("reference", unknown_choice("reference arm", reference, [*names, "none"]))
+        object.__setattr__(self, "reference", reference)
+
+    @property
+    def primary_metric(self) -> CompareSpec:
+        """The metric the study's ranking uses: the first of ``compare``."""
+        return self.compare[0]
+
     # -- lookups ----------------------------------------------------------------------------------
     def arm(self, name: str) -> ArmSpec:
         """The arm called ``name``."""
@@ -1303,12 +1443,18 @@ class StudySpec:
         arm = self._arm(arm)
         return arm.grid is not None or (self.search.sampler == "grid" and arm.is_searched)
 
+    def repeats(self, arm: ArmSpec | str) -> int:
+        """Independent Optuna studies of ``arm``: ``search.repeats`` if sampled, else 1 (grid or none)."""
+        arm = self._arm(arm)
+        return self.search.repeats if arm.is_searched and not self.is_grid(arm) else 1
+
     def budget(self, arm: ArmSpec | str) -> int:
-        """Search trials of ``arm``: its grid size, ``trials_per_arm`` if searched, else 0."""
+        """Search trials of ``arm`` over all its repeats: its grid size, ``trials_per_arm x repeats`` if
+        searched, else 0."""
         arm = self._arm(arm)
         if self.is_grid(arm):
             return len(arm.grid_points())
-        return self.search.trials_per_arm if arm.is_searched else 0
+        return self.search.trials_per_arm * self.search.repeats if arm.is_searched else 0
 
     def trial_config(self, arm: ArmSpec | str, params: Mapping[str, Any], seed: int) -> Any:
         """The :class:`lyaptune.train.TrialConfig` of ``arm`` with sampled ``params`` on ``seed``."""
@@ -1330,10 +1476,10 @@ class StudySpec:
 
     # -- transforms -------------------------------------------------------------------------------
     def smoke(self) -> StudySpec:
-        """A miniature of this study for CI: 2 trials per arm, 2 epochs, 1 seed.
+        """A miniature of this study for CI: 2 trials per arm, 2 epochs, 1 seed, 1 search repeat.
 
         Grid arms keep their first 2 grid points; search and final seeds are cut to their first one
-        (final: ``[0]`` when none); arm epoch overrides become 2; Lipschitz samples at most 2.
+        (final: the search seed + 1 when none); arm epoch overrides become 2; Lipschitz samples at most 2.
         """
         arms = []
         for arm in self.arms:
@@ -1352,7 +1498,8 @@ class StudySpec:
             self.search,
             trials_per_arm=2,
             seeds=self.search.seeds[:1],
-            final_seeds=self.search.final_seeds[:1] or (0,),
+            final_seeds=self.search.final_seeds[:1] or (self.search.seeds[0] + 1,),
+            repeats=1,
         )
         return dataclasses.replace(self, task=self.task.replace(epochs=2), search=search, arms=tuple(arms))
 
@@ -1395,6 +1542,8 @@ class StudySpec:
             "max_failures": self.max_failures,
             "population": self.population,
             "population_size": self.population_size,
+            "compare": [c.to_dict() for c in self.compare],
+            "reference": self.reference,
             "arms": [a.to_dict() for a in self.arms],
         }
 
