@@ -345,19 +345,29 @@ def empty_data_root(tmp_path_factory):
 
 SMOKE_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else []) for p in SPECS]
 
+#: run directories of the smoke runs made in this session (spec stem -> run dir), reused by the reports
+_SMOKE_RUNS: dict[str, Path] = {}
+
+
+def _smoke_run(path: Path, data_root: Path, out: Path, log=None):
+    """The ``--smoke`` miniature of ``path`` through the real runner: ``(spec, messages, store)``."""
+    spec, messages = smoke_stand_ins(load_spec(path), cpu=True, default_root=data_root)
+    store = run_study(spec, out=out, log=log or (lambda m: None))
+    _SMOKE_RUNS[path.stem] = Path(store.path)
+    return spec, messages, store
+
 
 @pytest.mark.parametrize("path", SMOKE_PARAMS)
 def test_spec_runs_in_miniature(path, local_ray, empty_data_root, tmp_path):
     raw = _raw(path)
-    spec, messages = smoke_stand_ins(load_spec(path), cpu=True, default_root=empty_data_root)
+    lines: list[str] = []
+    spec, messages, store = _smoke_run(path, empty_data_root, tmp_path / "runs", lines.append)
     main, poison = _datasets(raw)
     for what, names in (("", main), ("poison source ", poison)):
         for name in names:
             if get_dataset_info(name).files:
                 expected = f"stand-in: {what}{name} files not found under {empty_data_root}"
                 assert any(m.startswith(expected) for m in messages), messages
-    lines: list[str] = []
-    store = run_study(spec, out=tmp_path / "runs", log=lines.append)
     trials = store.trials()
     assert (trials["phase"] == "search").sum() == _smoke_search_runs(raw), lines
     # every arm runs once on the final seed, unless all its search trials diverged (nothing to re-run)
@@ -370,6 +380,8 @@ def test_spec_runs_in_miniature(path, local_ray, empty_data_root, tmp_path):
     )
     assert (trials["phase"] == "final").sum() == n_final, lines
     assert trials["trial_id"].is_unique
+    # final runs only on fresh seeds (METHODS.md section 8)
+    assert not set(trials.loc[trials["phase"] == "final", "seed"]) & set(spec.search.seeds)
     bad = trials[~trials["status"].isin(["completed", "diverged"])]
     assert bad.empty, bad[["trial_id", "status"]].to_string() + "\n" + "\n".join(lines[-5:])
     epochs = store.epochs()
@@ -379,3 +391,43 @@ def test_spec_runs_in_miniature(path, local_ray, empty_data_root, tmp_path):
     assert (trials.loc[trials["status"] == "completed", "epochs_completed"] == 2).all()
     if any(get_dataset_info(d).files for d in main):
         assert "synthetic" in set(trials["dataset"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in SPECS])
+def test_report_and_compare_work_on_the_smoke_run(path, local_ray, empty_data_root, tmp_path):
+    """``lyaptune report`` and ``lyaptune compare`` (the real CLI) on the ``--smoke`` run of every spec."""
+    import json
+
+    run_dir = _SMOKE_RUNS.get(path.stem)
+    if run_dir is None or not (run_dir / "spec.yaml").exists():  # run alone: make the smoke run here
+        run_dir = Path(_smoke_run(path, empty_data_root, tmp_path / "runs")[2].path)
+    env = {
+        "LYAPTUNE_DATA_ROOT": str(empty_data_root),
+        "PATH": "/usr/bin:/bin",
+        "CUDA_VISIBLE_DEVICES": "",
+        "MPLBACKEND": "Agg",
+    }
+    out = tmp_path / "report"
+    r = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "report", str(run_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("report.md", "report.html", "compare.csv", "compare.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, (
+            f"{name} missing: {r.stdout[-2000:]}"
+        )
+    json.loads((out / "compare.json").read_text())
+    c = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "compare", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert c.returncode == 0, c.stderr[-3000:]
+    assert c.stdout.strip(), "compare printed nothing"
