@@ -110,6 +110,9 @@ _ARM_KEY = "arm"
 _TMP_PREFIX = ".lyaptune-tmp-"
 
 _UTC_US = pa.timestamp("us", tz="UTC")
+# Files of one run are small (a row, a few hundred epochs): per-file costs dominate, and compression,
+# dictionaries and column statistics (which copy whole JSON strings into the footer) only add to them.
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
 
 #: The columns of every trials file, in order, with their types. ``repeat`` is the search repeat (0
 #: without repeats); ``population_wall_s`` / ``population_size`` are set for a run trained inside a vmapped
@@ -567,7 +570,7 @@ class RunStore:
 
     def _write_parquet(self, path: str, table: pa.Table) -> None:
         self._atomic_write(
-            path, lambda tmp: pq.write_table(table, tmp, filesystem=self._fs, compression="zstd")
+            path, lambda tmp: pq.write_table(table, tmp, filesystem=self._fs, **_PARQUET_OPTIONS)
         )
 
     def _read_text(self, name: str) -> str | None:
