@@ -4,66 +4,18 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
+from _hand_training import hand_full_batch_sgd, synthetic_config
 
-from lyaptune.data import load_dataset
 from lyaptune.engines import SingleModel, VmappedPopulation
 from lyaptune.loop import register_epoch_metric, run_epochs, unregister_epoch_metric
-from lyaptune.models import create_model
 from lyaptune.population import run_population
-from lyaptune.train import RECORD_FIELDS, TrialConfig, run_trial
+from lyaptune.train import RECORD_FIELDS, run_trial
 
 SYN = {"n_train": 100, "n_test": 30, "input_shape": (1, 4, 4), "num_classes": 3}
 
 
 def cfg(**kw):
-    base = dict(
-        dataset="synthetic",
-        dataset_args=SYN,
-        validation_fraction=0.2,
-        model="fc",
-        model_args={"depth": 2, "width": 8},
-        optimizer="sgd",
-        optimizer_args={"lr": 0.5},
-        epochs=3,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrialConfig(**base)
-
-
-def hand_sgd(config):
-    """Full-batch SGD by hand: per epoch (weight L2 norm, max |gradient entry| of the training loss)."""
-    data = load_dataset(
-        config.dataset,
-        validation_fraction=config.validation_fraction,
-        seed=config.data_seed,
-        **dict(config.dataset_args),
-    )
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        input_shape=tuple(data.input_shape),
-        num_classes=data.num_classes,
-        generator=torch.Generator().manual_seed(config.seed),
-        **dict(config.model_args),
-    ).double()
-    params = list(model.parameters())
-    x, y = data.train.x.double(), data.train.y
-
-    def grads():
-        return torch.autograd.grad(F.cross_entropy(model(x), y), params)
-
-    out = []
-    for _ in range(config.epochs):
-        step = grads()
-        with torch.no_grad():
-            for p, g in zip(params, step):
-                p -= config.optimizer_args["lr"] * g
-        norm = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in params))
-        gmax = max(float(g.abs().max()) for g in grads())
-        out.append((norm, gmax))
-    return out
+    return synthetic_config(SYN, **kw)
 
 
 def weight_norm(view):
@@ -95,12 +47,12 @@ def test_a_registered_metric_is_in_a_single_run_and_in_every_population_member(r
     population = run_population(SGD_MEMBERS, metrics={"grad_max": grad_max})
     for config, result in [(SGD_MEMBERS[0], single), *zip(SGD_MEMBERS, population)]:
         assert result.status == "completed"
-        hand = hand_sgd(config)
+        hand = hand_full_batch_sgd(config)
         assert len(result.records) == len(hand) == 3
-        for rec, (norm, gmax) in zip(result.records, hand):
+        for rec, want in zip(result.records, hand):
             assert list(rec)[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
-            assert rec["weight_norm"] == pytest.approx(norm, rel=1e-5)
-            assert rec["grad_max"] == pytest.approx(gmax, rel=1e-3)
+            assert rec["weight_norm"] == pytest.approx(want["weight_norm"], rel=1e-5)
+            assert rec["grad_max"] == pytest.approx(want["grad_max"], rel=1e-3)
     # only registered metrics travel to other runs: the per-call one is gone
     assert "grad_max" not in run_trial(cfg(epochs=1)).records[0]
 

@@ -2,25 +2,18 @@
 
 import pytest
 import torch
+from _hand_training import synthetic_config
 
 from lyaptune.population import population_incompatibility, run_population
-from lyaptune.train import TrialConfig, run_trial
+from lyaptune.train import run_trial
 
 SYN = {"n_train": 120, "n_test": 60, "input_shape": (1, 6, 6), "num_classes": 4}
 
 
 def cfg(**kw):
-    base = dict(
-        dataset="synthetic",
-        dataset_args=SYN,
-        validation_fraction=0.2,
-        model="fc",
-        model_args={"depth": 2, "width": 16},
-        epochs=4,
-        device="cpu",
-    )
+    base = dict(model_args={"depth": 2, "width": 16}, optimizer="adam", optimizer_args={}, epochs=4)
     base.update(kw)
-    return TrialConfig(**base)
+    return synthetic_config(SYN, **base)
 
 
 MEMBERS = [

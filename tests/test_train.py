@@ -3,73 +3,20 @@
 import math
 
 import pytest
-import torch
-from torch.nn import functional as F
+from _hand_training import hand_full_batch_sgd, synthetic_config
 
-from lyaptune.data import load_dataset
 from lyaptune.engines import SingleModel
 from lyaptune.errors import ConfigError
 from lyaptune.loop import run_epochs
-from lyaptune.models import create_model
 from lyaptune.train import RECORD_FIELDS, TrialConfig, run_trial
 
 SYN = {"n_train": 96, "n_test": 40, "input_shape": (1, 4, 4), "num_classes": 3}
 
 
 def _config(**kw):
-    base = dict(
-        dataset="synthetic",
-        dataset_args=SYN,
-        validation_fraction=0.25,
-        model="fc",
-        model_args={"depth": 1, "width": 8},
-        optimizer="sgd",
-        optimizer_args={"lr": 0.5},
-        epochs=3,
-        device="cpu",
-    )
+    base = dict(validation_fraction=0.25, model_args={"depth": 1, "width": 8})
     base.update(kw)
-    return TrialConfig(**base)
-
-
-def _hand_run(config, epochs):
-    """Full-batch SGD written out by hand: records (train_loss, grad_norm, val_loss, test_acc) per epoch."""
-    data = load_dataset(
-        config.dataset,
-        validation_fraction=config.validation_fraction,
-        seed=config.data_seed,
-        **dict(config.dataset_args),
-    )
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        input_shape=tuple(data.input_shape),
-        num_classes=data.num_classes,
-        generator=torch.Generator().manual_seed(config.seed),
-        **dict(config.model_args),
-    )
-    params = list(model.parameters())
-    lr = config.optimizer_args["lr"]
-    x, y = data.train.x, data.train.y
-
-    def loss_grad():
-        loss = F.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, params)
-        return loss.item(), grads
-
-    out = []
-    for _ in range(epochs):
-        _, g = loss_grad()
-        with torch.no_grad():
-            for p, gi in zip(params, g):
-                p -= lr * gi
-        loss, g = loss_grad()
-        norm = math.sqrt(sum(float((gi.double() ** 2).sum()) for gi in g))
-        with torch.no_grad():
-            val = F.cross_entropy(model(data.val.x), data.val.y).item()
-            acc = (model(data.test.x).argmax(1) == data.test.y).double().mean().item()
-        out.append((loss, norm, val, acc))
-    return out
+    return synthetic_config(SYN, **base)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -80,14 +27,14 @@ def test_records_match_hand_computed_full_batch_sgd(fused):
     engine.fused = fused
     (outcome,) = run_epochs(engine)
     assert outcome.status == "completed"
-    hand = _hand_run(config, 3)
+    hand = hand_full_batch_sgd(config)
     assert [r["epoch"] for r in outcome.records] == [1, 2, 3]
-    for rec, (loss, norm, val, acc) in zip(outcome.records, hand):
+    for rec, want in zip(outcome.records, hand):
         assert set(RECORD_FIELDS) <= set(rec)
-        assert rec["train_loss"] == pytest.approx(loss, rel=1e-5)
-        assert rec["grad_norm"] == pytest.approx(norm, rel=1e-4)
-        assert rec["val_loss"] == pytest.approx(val, rel=1e-5)
-        assert rec["test_acc"] == pytest.approx(acc, abs=1e-9)
+        assert rec["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
+        assert rec["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
+        assert rec["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+        assert rec["test_acc"] == pytest.approx(want["test_acc"], abs=1e-9)
         assert rec["lr"] == 0.5
     drifts = [r["lyapunov_drift"] for r in outcome.records]
     losses = [outcome.info["initial_loss"]] + [r["train_loss"] for r in outcome.records]
