@@ -840,9 +840,9 @@ def _how_to_read(
         else "Budget curves: no arm was searched."
     )
     items = [
-        f"Final seeds {search.get('final_seeds')} are disjoint from the search seeds {search.get('seeds')} "
-        "where the spec says so (the default): a tuned arm's final runs are then fresh runs, not the runs "
-        "that won its search."
+        f"Final seeds {search.get('final_seeds')} are disjoint from the search seeds {search.get('seeds')}: "
+        "a tuned arm's final runs are fresh runs, not the runs that won its search (which would favour "
+        "tuned arms over the untuned derived step)."
         if not set(search.get("final_seeds") or []) & set(search.get("seeds") or [])
         else f"Warning: final seeds {search.get('final_seeds')} overlap the search seeds "
         f"{search.get('seeds')}: a tuned arm's final runs include the runs that won its search "
