@@ -1015,3 +1015,74 @@ def test_sampler_of_repeat_r_draws_as_an_independent_seed() -> None:
     assert r2 == draws(optuna.samplers.RandomSampler(seed=7))
     with pytest.raises(ConfigError, match="repeat must be an integer >= 0, got -1"):
         make_sampler(search, arm, repeat=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# A study never holds two arms that are the same update (METHODS.md section 2).
+
+
+@pytest.mark.parametrize(
+    "twin",
+    [
+        {"name": "adam-exp-2", "optimizer": "adam", "schedule": "exponential"},
+        # Adam's own defaults written out: betas (0.9, 0.999) per component, eps 1e-8, weight decay 0
+        {
+            "name": "adam-exp-2",
+            "optimizer": "adam",
+            "schedule": "exponential",
+            "optimizer_args": {"beta1": 0.9, "beta2": 0.999, "eps": 1.0e-8, "weight_decay": 0.0},
+        },
+        {
+            "name": "adam-exp-2",
+            "optimizer": "adam",
+            "schedule": "exponential",
+            "optimizer_args": {"betas": [0.9, 0.999]},
+            "schedule_per": "epoch",
+        },
+    ],
+)
+def test_two_arms_with_the_same_update_are_rejected_naming_both(twin) -> None:
+    d = base()
+    d["arms"][1] = {
+        "name": "adam-exp",
+        "optimizer": "adam",
+        "schedule": "exponential",
+        "space": {"lr": {"low": 1.0e-5, "high": 1.0e-1, "log": True}, "gamma": {"low": 0.8, "high": 0.999}},
+    }
+    d["arms"].append({**twin, "space": copy.deepcopy(d["arms"][1]["space"])})
+    with pytest.raises(ConfigError) as info:
+        StudySpec.from_dict(d)
+    message = str(info.value)
+    assert message.startswith(
+        "arms[3]: arms 'adam-exp' (arms[1]) and 'adam-exp-2' (arms[3]) are the same update"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"optimizer_args": {"beta2": 0.99}},
+        {"optimizer": "adamw"},
+        {"schedule": "cosine", "space": {"lr": {"low": 1.0e-5, "high": 1.0e-1, "log": True}}},
+        {"schedule_per": "step"},
+        {"space": {"lr": {"low": 1.0e-4, "high": 1.0e-1, "log": True}, "gamma": {"low": 0.8, "high": 0.999}}},
+        {"task": {"batch_size": 32}},
+    ],
+)
+def test_arms_that_differ_in_one_part_are_distinct(change) -> None:
+    d = base()
+    twin = {**copy.deepcopy(d["arms"][1]), "name": "other", **change}
+    d["arms"].append(twin)
+    assert [a.name for a in StudySpec.from_dict(d).arms][-1] == "other"
+
+
+def test_derived_arms_differ_by_their_lipschitz_settings() -> None:
+    d = base()
+    d["arms"].append(
+        {**copy.deepcopy(d["arms"][0]), "name": "derived-init", "lipschitz": {"weights": "init"}}
+    )
+    assert len(StudySpec.from_dict(d).arms) == 4
+    d["arms"][-1]["lipschitz"] = {"samples": 5}
+    with pytest.raises(ConfigError, match=r"arms 'derived' \(arms\[0\]\) and 'derived-init' \(arms\[3\]\)"):
+        StudySpec.from_dict(d)

@@ -1253,6 +1253,36 @@ def _probe_schedule(
         raise _FieldError(path, f"{what} rejected{by}: {exc}") from None
 
 
+def _normalized(value: Any) -> Any:
+    """A hashable, order-free form of nested values (mappings sorted by key, lists as tuples)."""
+    if isinstance(value, ParamSpec):
+        value = value.to_yaml()
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _normalized(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalized(v) for v in value)
+    return value
+
+
+def _update_key(arm: ArmSpec, task: TaskSpec) -> Any:
+    """What makes an arm's training distinct: the optimizer class with every resolved hyperparameter
+    (registry and class defaults filled in, tuple components folded), the schedule with its defaults,
+    ``schedule_per``, the Lipschitz settings, what is searched, and the arm's effective task."""
+    optimizer = _probe_optimizer(f"arms.{arm.name}", arm, _thaw(arm.optimizer_args), "optimizer_args")
+    sched = {**_schedule_info(arm.schedule).defaults, **_thaw(arm.schedule_args)}
+    return (
+        type(optimizer),
+        _normalized(optimizer.defaults),
+        arm.schedule,
+        _normalized(sched),
+        arm.schedule_per,
+        _normalized(arm.lipschitz),
+        _normalized(arm.space),
+        _normalized(arm.grid),
+        _normalized(task.to_dict()),
+    )
+
+
 def _probe_arm(p: str, arm: ArmSpec, epochs: int) -> None:
     """Build the arm's optimizer and schedule with the fixed values, then with each searched bound/choice."""
     opt, sched = dict(_thaw(arm.optimizer_args)), dict(_thaw(arm.schedule_args))
@@ -1376,6 +1406,7 @@ class StudySpec:
             seen[arm.name] = i
         for i, arm in enumerate(self.arms):
             self._check_arm(i, arm)
+        self._check_distinct_updates()
         self._resolve_comparison()
         if self.task.device.startswith("cuda") and self.resources.gpu == 0:
             raise _FieldError(
@@ -1405,6 +1436,22 @@ class StudySpec:
                         "range; give choices, a grid, or another sampler",
                     )
         _probe_arm(p, arm, task.epochs)
+
+    def _check_distinct_updates(self) -> None:
+        """Reject two arms that train the same update (METHODS.md section 2: never two such arms)."""
+        seen: list[tuple[Any, int]] = []  # compared with ==, so values need not be hashable
+        for i, arm in enumerate(self.arms):
+            key = _update_key(arm, arm.task_for(self.task))
+            j = next((j for k, j in seen if k == key), None)
+            if j is not None:
+                first = self.arms[j].name
+                raise _FieldError(
+                    f"arms[{i}]",
+                    f"arms '{first}' (arms[{j}]) and '{arm.name}' (arms[{i}]) are the same update: optimizer "
+                    f"'{arm.optimizer}' with equal resolved hyperparameters, schedule '{arm.schedule}' with "
+                    "equal parameters, equal search space and task; remove one or make them differ",
+                )
+            seen.append((key, i))
 
     def _resolve_comparison(self) -> None:
         if self.compare is None:
