@@ -1,0 +1,198 @@
+"""The papers' figures as papers/003 draws them (analysis/fig_constant_steps.py and the scheduler one).
+
+Figure 2 of papers/003 compares the derived step with every constant step of the grid, so the figure
+must hold one curve per grid point plus the derived step: checked on a hand-built study (values
+worked out here) and on a real ``--smoke`` run of a constant-step spec through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lyaptune.analysis import Study, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "analysis"))
+
+import fig_constant_steps  # noqa: E402
+import fig_gradnorm_vs_schedulers  # noqa: E402
+
+GRID = [0.01, 0.001, 0.0001]
+
+
+def _trial(arm: str, phase: str, seed: int, schedule: str, params: dict, **extra) -> dict:
+    tid = f"{arm}-{phase}-{json.dumps(params, sort_keys=True)}-s{seed}"
+    return {
+        "arm": arm,
+        "trial_id": tid,
+        "phase": phase,
+        "seed": seed,
+        "schedule": schedule,
+        "status": "completed",
+        "params_json": json.dumps(params),
+        "derived_lr": extra.get("derived_lr", np.nan),
+    }
+
+
+def _hand_study() -> tuple[Study, dict[str, np.ndarray]]:
+    """Grid arm: 3 lrs x search seeds {0, 1} plus a final re-run of the best (to be ignored); derived
+    and cosine: final seeds {5, 6}. grad_norm of a run at epoch e: base * (e + seed) with a base per
+    configuration, so every mean is worked out by hand below."""
+    spec = {
+        "name": "hand",
+        "search": {"sampler": "tpe", "seeds": [0, 1], "final_seeds": [5, 6]},
+        "arms": [
+            {"name": "derived", "optimizer": "adam", "schedule": "derived-constant"},
+            {"name": "adam-constant", "optimizer": "adam", "schedule": "constant", "grid": {"lr": GRID}},
+            {"name": "adam-cosine", "optimizer": "adam", "schedule": "cosine"},
+        ],
+    }
+    runs: list[tuple[dict, float]] = []
+    for k, lr in enumerate(GRID):
+        for seed in (0, 1):
+            runs.append((_trial("adam-constant", "search", seed, "constant", {"lr": lr}), 10.0 ** (k + 1)))
+    runs.append((_trial("adam-constant", "final", 5, "constant", {"lr": 0.001}), 1e6))  # not drawn
+    for seed in (5, 6):
+        runs.append((_trial("derived", "final", seed, "derived-constant", {}, derived_lr=0.0123), 0.5))
+        runs.append((_trial("adam-cosine", "final", seed, "cosine", {"lr": 0.004}), 3.0))
+    rows = []
+    for t, base in runs:
+        for e in (1, 2, 3):
+            value = base * (e + t["seed"])
+            rows.append(
+                {
+                    "arm": t["arm"],
+                    "trial_id": t["trial_id"],
+                    "phase": t["phase"],
+                    "seed": t["seed"],
+                    "epoch": e,
+                    "grad_norm": value,
+                    "train_loss": value / 10,
+                    "test_acc": 0.1,
+                }
+            )
+    e = np.array([1.0, 2.0, 3.0])
+    expected = {  # mean over seeds of base * (e + seed)
+        "adam-constant lr=0.01": 10.0 * (e + 0.5),  # seeds 0, 1
+        "adam-constant lr=0.001": 100.0 * (e + 0.5),
+        "adam-constant lr=0.0001": 1000.0 * (e + 0.5),
+        "derived": 0.5 * (e + 5.5),  # seeds 5, 6
+        "adam-cosine": 3.0 * (e + 5.5),
+    }
+    return Study(trials=pd.DataFrame([t for t, _ in runs]), epochs=pd.DataFrame(rows), spec=spec), expected
+
+
+def _lines_by_label(ax) -> dict[str, np.ndarray]:
+    return {line.get_label(): np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()}
+
+
+def _match(lines: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    hits = [label for label in lines if label.startswith(prefix + " ")]
+    assert len(hits) == 1, (prefix, list(lines))
+    return lines[hits[0]]
+
+
+def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
+    study, expected = _hand_study()
+    fig = fig_constant_steps.constant_steps_figure(study)
+    axes = fig.get_axes()
+    assert len(axes) == 3 and axes[0].get_yscale() == "log"
+    for ax in axes:
+        assert len(ax.get_lines()) == len(GRID) + 1
+    lines = _lines_by_label(axes[0])
+    for prefix in ("adam-constant lr=0.01", "adam-constant lr=0.001", "adam-constant lr=0.0001", "derived"):
+        np.testing.assert_allclose(_match(lines, prefix), expected[prefix], rtol=1e-12)
+    np.testing.assert_allclose(
+        _match(_lines_by_label(axes[1]), "adam-constant lr=0.001"), expected["adam-constant lr=0.001"] / 10
+    )
+    derived = next(line for line in axes[0].get_lines() if line.get_label().startswith("derived "))
+    assert derived.get_color() == "black" and "alpha=0.0123" in derived.get_label()
+    assert "(2 seeds, final)" in derived.get_label()
+    # the min-max band of lr=0.01 spans seed 0 (10 (e + 0)) to seed 1 (10 (e + 1))
+    order = [line.get_label() for line in axes[0].get_lines()]
+    at = next(i for i, label in enumerate(order) if label.startswith("adam-constant lr=0.01 "))
+    band = axes[0].collections[at].get_paths()[0].vertices  # bands are drawn in the lines' order
+    ys = sorted({round(y, 9) for _, y in band})
+    assert ys[0] == pytest.approx(10.0) and ys[-1] == pytest.approx(40.0)
+
+
+def test_schedulers_figure_draws_every_schedule_arm():
+    study, expected = _hand_study()
+    fig = fig_gradnorm_vs_schedulers.schedulers_figure(study)
+    for ax in fig.get_axes():
+        assert len(ax.get_lines()) == 2  # derived and cosine: every non-constant arm
+    lines = _lines_by_label(fig.get_axes()[0])
+    np.testing.assert_allclose(_match(lines, "adam-cosine"), expected["adam-cosine"], rtol=1e-12)
+    np.testing.assert_allclose(_match(lines, "derived"), expected["derived"], rtol=1e-12)
+
+
+def test_unknown_arm_is_one_line(tmp_path):
+    study, _ = _hand_study()
+    with pytest.raises(Exception, match="unknown arm 'nope'"):
+        fig_constant_steps.grid_point_curves(study, ["nope"])
+
+
+# ----------------------------------------------------------------------------- a real --smoke run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("fig-smoke")
+    env = {**os.environ, "LYAPTUNE_DATA_ROOT": str(base / "no-data")}
+    spec = ROOT / "experiments" / "003_fc_fullbatch_constant_steps_d1.yaml"
+    r = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(spec), "--smoke", "--out", str(base / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=base,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return base / "runs" / "003_fc_fullbatch_constant_steps_d1"
+
+
+def test_smoke_constant_steps_figure_has_a_curve_per_grid_point(smoke_run, tmp_path):
+    study = load_study(smoke_run)
+    grid = study.arm_spec("adam-constant")["grid"]["lr"]
+    assert len(grid) >= 2
+    fig = fig_constant_steps.constant_steps_figure(study)
+    for ax in fig.get_axes():
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert len(labels) == len(grid) + 1, labels
+        assert sum(label.startswith("derived ") for label in labels) == 1
+        for lr in grid:
+            assert sum(label.startswith(f"adam-constant lr={lr:g} ") for label in labels) == 1
+    # each grid point's line is the mean gradient norm of its search runs, grouped here by pandas
+    trials, epochs = study.trials, study.epochs
+    search = trials[(trials["arm"] == "adam-constant") & (trials["phase"] == "search")]
+    lines = _lines_by_label(fig.get_axes()[0])
+    for lr in grid:
+        ids = [t for t, p in zip(search["trial_id"], search["params_json"]) if json.loads(p)["lr"] == lr]
+        assert ids, lr
+        want = epochs[epochs["trial_id"].isin(ids)].groupby("epoch")["grad_norm"].mean().to_numpy()
+        np.testing.assert_allclose(_match(lines, f"adam-constant lr={lr:g}"), want, rtol=1e-12)
+    # the script itself
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "analysis" / "fig_constant_steps.py"),
+            str(smoke_run),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "constant_steps.png"), str(tmp_path / "constant_steps.svg")]
+    assert (tmp_path / "constant_steps.png").stat().st_size > 0
