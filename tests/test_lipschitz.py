@@ -656,3 +656,27 @@ def test_cli_trial_reports_k_hat_progress_and_uses_the_task_initialiser() -> Non
     k_cli, _ = _cli_k_hat("xavier")
     per_sample = [float(p.split("|lambda_max|=")[1].split()[0]) for p in progress]
     assert max(per_sample) == pytest.approx(k_cli, rel=1e-5)
+
+
+def test_init_study_arms_through_the_trainer_give_distinct_k_hat_and_alpha() -> None:
+    # experiments/003_init_study.yaml's `derived-<init>-w-init` arms: task init x W = init
+    from lyaptune.train import TrialConfig, run_trial
+
+    k_hat, alpha = {}, {}
+    for scheme in INIT_STUDY:
+        config = TrialConfig(
+            dataset="digits",
+            model="fc",
+            model_args={"depth": 1, "width": 64},
+            init=scheme,
+            schedule="derived-constant",
+            lipschitz={"samples": 2, "weights": "init", "iters": 8},
+            epochs=1,
+            device="cpu",
+        )
+        info = run_trial(config).info
+        k_hat[scheme], alpha[scheme] = info["k_hat"], info["derived_lr"]
+        # alpha = sqrt(2 L(w0) / (K_hat T)) with T = 1 full-batch step
+        assert alpha[scheme] == pytest.approx(math.sqrt(2 * info["initial_loss"] / info["k_hat"]), rel=1e-12)
+    assert len(set(k_hat.values())) == 4, k_hat
+    assert len(set(alpha.values())) == 4, alpha
