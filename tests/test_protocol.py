@@ -440,3 +440,19 @@ def test_cli_report_without_a_derived_arm_and_compare_across_studies(tmp_path):
     assert poi.loc[("better", "base"), "p_a_beats_b"] == pytest.approx(1.0)
     prof = pd.read_csv(tmp_path / "x" / "profiles.csv")
     assert prof[(prof["arm"] == "better") & (prof["tau"] == 1.0)]["fraction"].iloc[0] == 1.0
+
+
+def test_report_states_the_label_fallback(tmp_path):
+    spec = spec_of([arm("a"), arm("b")])
+    spec["task"] = {"dataset": "cifar10", "data_root": str(tmp_path / "no-data"), "model": "fc", "epochs": 2}
+    rows = [row("a", f"a-{s}", "final", s, final_test_acc=0.105) for s in (1, 2)]  # 1/10 + 0.5 points
+    rows += [row("b", f"b-{s}", "final", s, final_test_acc=0.6) for s in (1, 2)]
+    study = load_study(write_study(tmp_path / "f", spec, rows))
+    write_report(study, tmp_path / "rep", ["md"], importance=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "not available at report time" in md and "ln C and 1/C" in md
+    t = pd.read_csv(tmp_path / "rep" / "compare.csv").set_index("arm")
+    assert t.loc["a", "n_collapsed"] == 2 and t.loc["b", "n_collapsed"] == 0
+    settings = json.loads((tmp_path / "rep" / "compare.json").read_text())["settings"]
+    assert settings["label_stats"]["source"] == "uniform"
+    assert settings["label_stats"]["majority_rate"] == pytest.approx(0.1)
