@@ -19,7 +19,7 @@ import yaml
 
 from lyaptune.data import get_dataset_info
 from lyaptune.study import load_spec, run_study
-from lyaptune.study.spec import StudySpec
+from lyaptune.study.spec import StudySpec, resolve_spec_file
 from lyaptune.study.standin import (
     STAND_IN_N_TEST,
     STAND_IN_N_TRAIN,
@@ -64,7 +64,8 @@ SLOW = {
 
 
 def _raw(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    """The spec file's mapping with its ``extends:`` chain merged in (what the runs are counted from)."""
+    return resolve_spec_file(path)
 
 
 def _smoke_search_runs(raw: dict) -> int:
@@ -124,6 +125,43 @@ def test_every_spec_validates_with_a_header_that_states_its_run_count():
         assert spec.task.data_root is None, f"{path.name}: data_root must be left to the user"
         assert spec.objective.metric.startswith("val_"), f"{path.name}: tune on validation"
     assert len(names) == len(SPECS)
+
+
+def _blocks(lines: list[str], size: int) -> set[tuple[str, ...]]:
+    return {tuple(lines[i : i + size]) for i in range(len(lines) - size + 1)}
+
+
+def test_no_block_of_20_identical_lines_in_two_files():
+    """Shared definitions live in one file (``extends:``), not in copies (a fix would mean N edits)."""
+    files = sorted(EXPERIMENTS.rglob("*.yaml"))
+    assert (EXPERIMENTS / "_base" / "003_schedulers.yaml") in files
+    blocks = {f: _blocks([line.rstrip() for line in f.read_text().splitlines()], 20) for f in files}
+    for i, a in enumerate(files):
+        for b in files[i + 1 :]:
+            shared = blocks[a] & blocks[b]
+            assert not shared, (
+                f"{a.name} and {b.name} share {len(shared)} blocks of 20 lines, e.g. {next(iter(shared))}"
+            )
+
+
+def test_the_003_scheduler_studies_share_one_baseline_definition():
+    base = resolve_spec_file(EXPERIMENTS / "_base" / "003_schedulers.yaml")
+    extending = [p for p in SPECS if yaml.safe_load(p.read_text()).get("extends") == "_base/003_schedulers"]
+    assert len(extending) == 8
+    for path in extending:
+        spec = load_spec(path)
+        assert [a.name for a in spec.arms][: len(base["arms"])] == [a["name"] for a in base["arms"]], (
+            path.name
+        )
+        for arm in base["arms"][1:]:  # the baselines, exactly as the base defines them
+            assert (
+                spec.arm(arm["name"]).to_dict()
+                == StudySpec.from_dict(
+                    {"name": "x", "task": {**base["task"], **_raw(path)["task"]}, "arms": [arm]}
+                )
+                .arms[0]
+                .to_dict()
+            )
 
 
 def test_fast_smoke_set_keeps_a_spec_per_paper():

@@ -21,7 +21,15 @@ import yaml
 from lyaptune.errors import ConfigError
 from lyaptune.optim import get_optimizer_info, get_schedule_info
 from lyaptune.study.spaces import grid_search_space, make_sampler, suggest
-from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec, StudySpec, TaskSpec, load_spec
+from lyaptune.study.spec import (
+    ArmSpec,
+    ParamSpec,
+    SearchSpec,
+    StudySpec,
+    TaskSpec,
+    load_spec,
+    resolve_spec_file,
+)
 from lyaptune.train import TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -966,7 +974,7 @@ def test_every_experiment_names_its_papers_primary_metric() -> None:
         "003": ("final_grad_norm", "min"),
     }
     for path in sorted((REPO / "experiments").glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text())
+        raw = resolve_spec_file(path)
         assert "compare" in raw, f"{path.name}: no compare: field"
         spec = load_spec(path)
         paper = path.stem[:3]
@@ -1085,4 +1093,111 @@ def test_derived_arms_differ_by_their_lipschitz_settings() -> None:
     assert len(StudySpec.from_dict(d).arms) == 4
     d["arms"][-1]["lipschitz"] = {"samples": 5}
     with pytest.raises(ConfigError, match=r"arms 'derived' \(arms\[0\]\) and 'derived-init' \(arms\[3\]\)"):
+        StudySpec.from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Composition: extends.
+
+
+def _write(path: Path, data: dict[str, Any] | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_extends_deep_merges_with_arms_by_name(tmp_path: Path) -> None:
+    d = base()
+    del d["name"]
+    _write(tmp_path / "shared" / "base.yaml", d)
+    child = _write(
+        tmp_path / "child.yaml",
+        """\
+name: child
+extends: shared/base
+task: {epochs: 7, model_args: {width: 64}}
+search: {trials_per_arm: 5}
+reference: null
+arms:
+  - {name: derived, lipschitz: {sigma: 0.04}}
+  - name: adam-exponential
+    space: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}
+  - {name: adamw, optimizer: adamw, space: default}
+""",
+    )
+    raw = resolve_spec_file(child)
+    assert "extends" not in raw and raw["name"] == "child"
+    # mappings merge key by key
+    assert raw["task"]["model_args"] == {"depth": 2, "width": 64} and raw["task"]["epochs"] == 7
+    assert raw["task"]["dataset"] == "digits"
+    assert raw["search"] == {**base()["search"], "trials_per_arm": 5}
+    # arms: merged by name (an arm's mappings merge too), new ones appended
+    assert [a["name"] for a in raw["arms"]] == ["derived", "adam-exponential", "lyam", "adamw"]
+    assert raw["arms"][0]["lipschitz"] == {"samples": 5, "sigma": 0.04}
+    assert raw["arms"][1]["space"] == {
+        "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+        "gamma": {"low": 0.8, "high": 0.999},
+    }
+    spec = load_spec(child)
+    assert spec.search.trials_per_arm == 5 and spec.task.epochs == 7
+    # what a run stores is the resolved spec, which loads back equal without the base
+    stored = spec.to_dict()
+    assert "extends" not in stored
+    assert load_spec(_write(tmp_path / "elsewhere" / "spec.yaml", spec.to_yaml())) == spec
+
+
+def test_extends_null_removes_a_key_and_lists_replace(tmp_path: Path) -> None:
+    d = base()
+    d["compare"] = [{"metric": "final_grad_norm"}, {"metric": "final_train_loss"}]
+    _write(tmp_path / "base.yaml", d)
+    child = _write(
+        tmp_path / "child.yaml",
+        {
+            "extends": "base.yaml",
+            "compare": [{"metric": "final_test_acc"}],
+            "search": {"final_seeds": None},
+            "arms": [{"name": "derived", "lipschitz": None}],
+        },
+    )
+    spec = load_spec(child)
+    assert [c.metric for c in spec.compare] == ["final_test_acc"]
+    assert spec.search.final_seeds == (1, 2, 3)  # back to the default after seed 0
+    assert dict(spec.arm("derived").lipschitz) == {}
+
+
+def test_extends_chain_and_lookup_in_experiments(tmp_path: Path) -> None:
+    _write(tmp_path / "a.yaml", {**base(), "name": "a"})
+    _write(tmp_path / "b.yaml", {"extends": "a", "name": "b", "max_concurrent": 3})
+    c = load_spec(
+        _write(tmp_path / "c.yaml", {"extends": "b", "name": "c", "max_concurrent": 4, "population": "off"})
+    )
+    assert (c.name, c.max_concurrent, c.population) == ("c", 4, "off")
+    # a name not next to the spec is looked up in experiments/
+    q = load_spec(_write(tmp_path / "q.yaml", {"extends": "quickstart", "name": "q", "max_concurrent": 1}))
+    assert q.arms == load_spec(QUICKSTART).arms and q.max_concurrent == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ({"s.yaml": {"extends": "nowhere", "name": "s"}}, "extends: no spec file 'nowhere' in "),
+        ({"s.yaml": {"extends": 3, "name": "s"}}, "extends: must be the path or name of a spec file, got 3"),
+        ({"s.yaml": {"extends": "t"}, "t.yaml": {"extends": "s"}}, "extends: a cycle ("),
+        ({"s.yaml": {"extends": "s"}}, "extends: a cycle ("),
+        ({"s.yaml": {"extends": "t"}, "t.yaml": "name: [unclosed\n"}, "t.yaml: YAML syntax error"),
+    ],
+)
+def test_extends_errors_name_the_file(tmp_path: Path, files: dict[str, Any], fragment: str) -> None:
+    for name, data in files.items():
+        _write(tmp_path / name, data)
+    with pytest.raises(ConfigError) as info:
+        load_spec(tmp_path / "s.yaml")
+    message = str(info.value)
+    assert fragment in message and "\n" not in message, message
+
+
+def test_extends_only_in_a_file() -> None:
+    d = base()
+    d["extends"] = "quickstart"
+    with pytest.raises(ConfigError, match="^extends: only a spec file can extend another"):
         StudySpec.from_dict(d)

@@ -71,6 +71,7 @@ __all__ = [
     "StudySpec",
     "TaskSpec",
     "load_spec",
+    "resolve_spec_file",
 ]
 
 METRICS: tuple[str, ...] = ("val_loss", "val_acc", "train_loss", "grad_norm", "train_acc")
@@ -1560,6 +1561,10 @@ class StudySpec:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"a study spec must be a mapping of keys (name, task, arms, ...), got {data!r}")
+        if "extends" in data:
+            raise _FieldError(
+                "extends", "only a spec file can extend another (load_spec / resolve_spec_file resolve it)"
+            )
         _check_keys("", data, _STUDY_KEYS, "study")
         _require("", data, "name", "the study's name, [A-Za-z0-9_.-]+")
         _require("", data, "task", "a mapping with dataset, model, epochs, ...")
@@ -1626,17 +1631,12 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study spec from a YAML file.
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+"""Where ``extends:`` also looks for a base spec (after the extending spec's own directory)."""
 
-    The file is read with a ``yaml.SafeLoader`` (no Python objects are built from it) that also reads
-    ``1e-5`` as a number and rejects duplicate keys.
 
-    Raises:
-      ConfigError: a missing or unreadable file, a YAML syntax error (with line and column), a file
-        that is not a mapping, or any invalid field (message starting with the field path).
-    """
-    path = Path(path)
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The YAML mapping of one spec file (no ``extends`` resolution)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -1656,4 +1656,92 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ConfigError(
             f"{path}: a study spec must be a YAML mapping (name, task, arms, ...), got {type(data).__name__}"
         )
-    return StudySpec.from_dict(data)
+    return dict(data)
+
+
+def _find_base(path: Path, ref: Any) -> Path:
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{path}: extends: must be the path or name of a spec file, got {ref!r}")
+    names = [ref] if ref.endswith((".yaml", ".yml")) else [ref + ".yaml", ref]
+    roots = [path.parent, EXPERIMENTS_DIR]
+    for root in roots:
+        for name in names:
+            candidate = root / name
+            if candidate.is_file():
+                return candidate.resolve()
+    where = " or ".join(str(r) for r in dict.fromkeys(roots))
+    raise ConfigError(f"{path}: extends: no spec file {ref!r} in {where}")
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base``: mappings merge key by key, ``null`` removes a key, anything
+    else (a list, a value) replaces; the top-level ``arms`` merge by name (see :func:`resolve_spec_file`)."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif where == "" and key == "arms":
+            out[key] = _merge_arms(base.get("arms"), value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value, _join(where, key))
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_arms(base: Any, over: Any) -> Any:
+    if not isinstance(base, list) or not isinstance(over, list):
+        return over  # not both lists: the override replaces, and validation names what is wrong
+    arms = [dict(a) if isinstance(a, Mapping) else a for a in base]
+    index = {a.get("name"): i for i, a in enumerate(arms) if isinstance(a, Mapping)}
+    for arm in over:
+        name = arm.get("name") if isinstance(arm, Mapping) else None
+        if name is not None and name in index:
+            arms[index[name]] = _merge(arms[index[name]], arm, f"arms[{index[name]}]")
+        else:
+            arms.append(arm)
+    return arms
+
+
+def resolve_spec_file(path: str | Path) -> dict[str, Any]:
+    """A spec file's mapping with its ``extends:`` chain merged in, not yet validated.
+
+    ``extends: <path or name>`` names a base spec file, looked up relative to the extending file's
+    directory, then in :data:`EXPERIMENTS_DIR` (``.yaml`` may be left out). A base may be partial (a
+    shared ``task`` and ``arms``, no ``name``) and may extend another. The extending file's keys are
+    deep-merged onto the base: mappings (``task``, ``search``, an arm's ``lipschitz`` ...) merge key by
+    key, ``null`` removes a key (back to its default), lists and values replace, and ``arms`` merge by
+    name: an arm with a base arm's name is merged onto it, others are appended in order.
+
+    Raises:
+      ConfigError: an unreadable file, a missing base, or a cycle of ``extends``.
+    """
+    return _resolve_file(Path(path), ())
+
+
+def _resolve_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_mapping(path)
+    if "extends" not in data:
+        return data
+    base_path = _find_base(path, data.pop("extends"))
+    here = path.resolve()
+    if base_path in (*chain, here):
+        cycle = " -> ".join(str(p) for p in (*chain, here, base_path))
+        raise ConfigError(f"{path}: extends: a cycle ({cycle})")
+    return _merge(_resolve_file(base_path, (*chain, here)), data, "")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec from a YAML file.
+
+    The file is read with a ``yaml.SafeLoader`` (no Python objects are built from it) that also reads
+    ``1e-5`` as a number and rejects duplicate keys. A spec may ``extends:`` another
+    (:func:`resolve_spec_file`); the spec returned, and so the ``spec.yaml`` a run stores, is the
+    resolved one.
+
+    Raises:
+      ConfigError: a missing or unreadable file, a YAML syntax error (with line and column), a file
+        that is not a mapping, a missing base or a cycle of ``extends``, or any invalid field (message
+        starting with the field path).
+    """
+    return StudySpec.from_dict(resolve_spec_file(path))
