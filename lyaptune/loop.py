@@ -173,6 +173,12 @@ class _Loop:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = [k for k in ("engine", "epoch", "step", "elapsed", "members") if k not in state]
+        if missing:
+            raise ValueError(
+                f"not a checkpoint of lyaptune.loop.run_epochs (no {', '.join(missing)}): written by an "
+                "older lyaptune? start the run over"
+            )
         if len(state["members"]) != self.engine.size:
             raise ValueError(
                 f"the checkpoint holds {len(state['members'])} members, this engine {self.engine.size}"

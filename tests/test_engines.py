@@ -203,3 +203,13 @@ def test_checkpoints_survive_a_file_round_trip_with_weights_only(tmp_path):
     state = _saved_and_loaded(saved[0], tmp_path / "population.pt")
     for a, b in zip(full_pop, run_population(members, resume_from=state)):
         assert _strip(a.records) == _strip(b.records)
+
+
+def test_a_foreign_checkpoint_is_refused_with_what_is_missing():
+    old_layout = {"model": {}, "optimizer": {}, "epoch": 2, "records": []}  # lyaptune before run_epochs
+    with pytest.raises(ValueError, match="not a checkpoint of lyaptune.loop.run_epochs .no engine, step"):
+        run_trial(cfg(epochs=1), resume_from=old_layout)
+    state = []
+    run_population(SGD_MEMBERS, on_checkpoint=state.append, checkpoint_every=1)
+    with pytest.raises(ValueError, match="the checkpoint holds 3 members, this engine 2"):
+        run_population(SGD_MEMBERS[:2], resume_from=state[0])
