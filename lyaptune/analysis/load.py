@@ -32,7 +32,7 @@ class Study:
     """One study's results in memory.
 
     Attributes:
-      trials: ``trials.parquet``, one row per training run (search and final phases).
+      trials: the trials table (:meth:`RunStore.trials`), one row per training run (search and final).
       epochs: the per-epoch records of every run, with an ``arm`` column.
       spec: the resolved spec (``spec.yaml``) as plain mappings.
       info: ``study.json`` (versions, host, start / end; ``{}`` while it is not written).
