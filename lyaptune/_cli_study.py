@@ -22,6 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, help="local path or URI (s3://, gs://, NFS) for results")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the spec's max_concurrent")
     p.add_argument("--smoke", action="store_true", help="2 trials per arm, 2 epochs, 1 final seed")
+    _add_resources(p)
     p.add_argument("--dry-run", action="store_true", help="validate and list arms and spaces; start nothing")
     p.set_defaults(func=_cmd_run)
 
@@ -29,11 +30,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--address", default=None)
     p.add_argument("--max-concurrent", type=int, default=None)
+    _add_resources(p, resume=True)
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("status", help="runs done / failed per arm and the best objective so far")
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_status)
+
+
+def _add_resources(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    default = "the override the study started with, else the spec's" if resume else "the spec's resources"
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="cpu=N,gpu=G",
+        help=f"per-trial resources replacing {default}, e.g. cpu=1,gpu=0 to run a GPU spec on CPUs",
+    )
+
+
+def _resources(args: argparse.Namespace) -> dict[str, float] | None:
+    if args.resources is None:
+        return None
+    from lyaptune.study.runner import parse_resources
+
+    return parse_resources(args.resources)
+
+
+def _interrupted(exc: Any) -> int:
+    """Exit status of a study stopped by a signal (its message was printed by the study)."""
+    return 128 + int(exc.signum)
 
 
 def _describe_space(space: dict[str, Any]) -> str:
@@ -45,6 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lyaptune.study.spec import load_spec
 
     spec = load_spec(args.spec)
+    resources = _resources(args)
     if args.smoke:
         from lyaptune.study.standin import smoke_stand_ins
 
@@ -70,20 +96,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             print(f"  {arm.name}: {arm.optimizer} + {arm.schedule}; budget {spec.budget(arm)}; {what}")
         return 0
-    from lyaptune.study.runner import run_study
+    from lyaptune.study.runner import StudyInterrupted, run_study
 
-    store = run_study(
-        spec, out=args.out, storage=args.storage, address=args.address, max_concurrent=args.max_concurrent
-    )
+    try:
+        store = run_study(
+            spec,
+            out=args.out,
+            storage=args.storage,
+            address=args.address,
+            max_concurrent=args.max_concurrent,
+            resources=resources,
+        )
+    except StudyInterrupted as exc:
+        return _interrupted(exc)
     trials = store.trials()
     bad = trials[trials["status"] == "errored"]
     return 1 if len(bad) else 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from lyaptune.study.runner import resume_study
+    from lyaptune.study.runner import StudyInterrupted, resume_study
 
-    resume_study(args.run_dir, address=args.address, max_concurrent=args.max_concurrent)
+    try:
+        resume_study(
+            args.run_dir, address=args.address, max_concurrent=args.max_concurrent, resources=_resources(args)
+        )
+    except StudyInterrupted as exc:
+        return _interrupted(exc)
     return 0
 
 
@@ -97,6 +136,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
     trials = store.trials()
     state = "finished" if info.get("finished") else "in progress or interrupted"
     print(f"study {spec.name} ({state}; started {info.get('started', '?')})")
+    cluster = info.get("cluster")
+    if cluster:
+        nodes = cluster.get("nodes", [])
+        per_node = ", ".join(f"{n.get('host') or '?'} cpu={n['cpu']:g} gpu={n['gpu']:g}" for n in nodes)
+        print(
+            f"  cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({per_node}); "
+            f"Ray {cluster.get('ray', '?')}, torch {cluster.get('torch', '?')}"
+        )
+    if info.get("resources_override"):
+        res = info["resources_override"]
+        print(f"  resources per trial: {', '.join(f'{k}={v:g}' for k, v in res.items())} (--resources)")
     better_min = spec.objective.mode == "min"
     for arm in spec.arms:
         rows = trials[trials["arm"] == arm.name] if len(trials) else trials

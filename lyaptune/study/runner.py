@@ -7,32 +7,54 @@ The same code runs on this machine's CPUs (a local Ray is started, dashboard off
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
+import logging.handlers
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lyaptune.errors import UserError
+from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore
 from lyaptune.study.searcher import Job, StudyPlan
-from lyaptune.study.spec import StudySpec
+from lyaptune.study.spec import ResourcesSpec, StudySpec
 
-__all__ = ["run_study", "resume_study", "run_dir_for", "JOURNAL_FILE"]
+__all__ = [
+    "run_study",
+    "resume_study",
+    "run_dir_for",
+    "parse_resources",
+    "with_resources",
+    "check_resources",
+    "StudyInterrupted",
+    "JOURNAL_FILE",
+    "RAY_LOG_FILE",
+]
 
 JOURNAL_FILE = "optuna.journal"
+RAY_LOG_FILE = "ray.log"
 
-# Tune's default CSV/JSON/TensorBoard loggers duplicate what the store keeps and cost time per result;
-# without them Tune's ResultGrid (unused: the store is the result) warns that it found no metrics.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+# Settings a study applies to Ray while it runs (restored afterwards; nothing is changed at import):
+# Tune's CSV/JSON/TensorBoard loggers duplicate the store, its new console output prints a configuration
+# box, and its SIGINT handler prints a ``Tuner.restore`` hint; lyaptune handles interruptions itself.
+_RAY_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "RAY_DEDUP_LOGS": "0",
+}
 
 
 def _now() -> str:
@@ -93,6 +115,325 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"cannot reach Ray at {address!r}: {exc}; is the cluster up (`ray status`)?") from exc
 
 
+# --------------------------------------------------------------------------------------------------
+# Resources: what a trial asks for against what the cluster has.
+
+
+def _fmt_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """Parse a ``--resources`` value, ``cpu=N,gpu=G`` (either key may be left out), into a dict.
+
+    The rules are those of the spec's ``resources`` (Ray's): ``cpu > 0``, ``gpu >= 0``, a GPU count
+    above 1 is a whole number.
+
+    Args:
+      text: e.g. ``"cpu=1,gpu=0"`` or ``"gpu=0.25"``.
+
+    Returns:
+      ``{"cpu": ..., "gpu": ...}`` with only the keys given.
+
+    Raises:
+      ConfigError: one line naming ``--resources``, the bad part and the valid form.
+    """
+    out: dict[str, float] = {}
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        key, sep, raw = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("cpu", "gpu"):
+            raise ConfigError(f"--resources: expected cpu=N,gpu=G (keys cpu, gpu), got {part!r} in {text!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"--resources: {key} must be a number, got {raw.strip()!r}") from None
+        if not math.isfinite(value) or (key == "cpu" and value <= 0) or (key == "gpu" and value < 0):
+            bound = "> 0" if key == "cpu" else ">= 0"
+            raise ConfigError(f"--resources: {key} must be a number {bound}, got {raw.strip()!r}")
+        if key == "gpu" and value > 1 and not value.is_integer():
+            raise ConfigError(
+                f"--resources: gpu above 1 must be a whole number (Ray's rule), got {raw.strip()!r}"
+            )
+        out[key] = value
+    if not out:
+        raise ConfigError(f"--resources: expected cpu=N,gpu=G, got {text!r}")
+    return out
+
+
+def with_resources(spec: StudySpec, resources: Mapping[str, float] | None) -> StudySpec:
+    """``spec`` with its per-trial resource request replaced (keys not given keep the spec's values).
+
+    Everything that follows from the device follows the override: with ``gpu = 0`` trials see no GPU,
+    a ``cuda`` task device becomes ``auto`` (so trials run on the CPUs) and ``population: auto`` trains
+    one run after another (vmapped populations are used for GPU trials only).
+
+    Args:
+      spec: the validated study.
+      resources: ``{"cpu": N, "gpu": G}`` (as from :func:`parse_resources`), or None for no change.
+
+    Returns:
+      A new, validated :class:`StudySpec` (``spec`` itself when nothing changes).
+    """
+    if not resources:
+        return spec
+    cpu = float(resources.get("cpu", spec.resources.cpu))
+    gpu = float(resources.get("gpu", spec.resources.gpu))
+    if (cpu, gpu) == (float(spec.resources.cpu), float(spec.resources.gpu)):
+        return spec
+    changes: dict[str, Any] = {"resources": ResourcesSpec(cpu=cpu, gpu=gpu)}
+    if gpu == 0 and spec.task.device.startswith("cuda"):
+        changes["task"] = dataclasses.replace(spec.task, device="auto")
+    return dataclasses.replace(spec, **changes)
+
+
+def _node_resources(nodes: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """CPUs and GPUs of every live node (from ``ray.nodes()``)."""
+    out = []
+    for node in nodes:
+        if node.get("Alive", node.get("alive", True)):
+            res = node.get("Resources", {}) or {}
+            out.append({"cpu": float(res.get("CPU", 0.0)), "gpu": float(res.get("GPU", 0.0))})
+    return out
+
+
+def check_resources(
+    request: Mapping[str, float], nodes: list[dict[str, float]], *, where: str = "this machine's Ray"
+) -> str | None:
+    """Why a trial's request can never be placed on these nodes, in one line; None when it fits.
+
+    A trial is placed on one node, so the request fits when some node has at least ``cpu`` CPUs and
+    ``gpu`` GPUs (Ray's per-trial placement rule).
+
+    Args:
+      request: ``{"cpu": N, "gpu": G}`` asked per trial.
+      nodes: ``[{"cpu": ..., "gpu": ...}]`` per live node.
+      where: how the cluster is named in the message.
+
+    Returns:
+      The message (what was asked, what exists, the ``--resources`` way out), or None.
+    """
+    cpu, gpu = float(request.get("cpu", 1)), float(request.get("gpu", 0))
+    if any(n["cpu"] >= cpu and n["gpu"] >= gpu for n in nodes):
+        return None
+    if not nodes:
+        has = "no live node"
+        fit_cpu, fit_gpu = cpu, 0.0
+    else:
+        best = max(nodes, key=lambda n: (n["gpu"], n["cpu"]))
+        label = "has" if len(nodes) == 1 else f"has {len(nodes)} nodes, the largest with"
+        has = f"{label} cpu={_fmt_number(best['cpu'])}, gpu={_fmt_number(best['gpu'])}"
+        fit_cpu = min(cpu, max(n["cpu"] for n in nodes)) or 1.0
+        fit_gpu = min(gpu, best["gpu"])
+    return (
+        f"resources: each trial asks for cpu={_fmt_number(cpu)}, gpu={_fmt_number(gpu)}, but {where} {has}; "
+        f"run the spec here with `--resources cpu={_fmt_number(fit_cpu)},gpu={_fmt_number(fit_gpu)}` "
+        "or on a cluster that has them with `--address`"
+    )
+
+
+def _local_node() -> dict[str, float] | None:
+    """The CPUs and GPUs a new local Ray will find here (Ray's own detection), or None if unknown."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+        from ray._private.utils import get_num_cpus
+
+        gpus = get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+        return {"cpu": float(get_num_cpus()), "gpu": float(gpus)}
+    except Exception:  # a Ray whose private layout moved: the check after ray.init still runs
+        return None
+
+
+def _cluster_info(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cluster a study ran on, for ``study.json``: nodes with CPUs/GPUs, Ray and torch versions."""
+    import ray
+    import torch
+
+    alive = [n for n in nodes if n.get("Alive", n.get("alive", True))]
+    return {
+        "nodes": [
+            {
+                "node_id": n.get("NodeID"),
+                "host": n.get("NodeManagerHostname") or n.get("NodeManagerAddress"),
+                "address": n.get("NodeManagerAddress"),
+                "cpu": float((n.get("Resources") or {}).get("CPU", 0.0)),
+                "gpu": float((n.get("Resources") or {}).get("GPU", 0.0)),
+            }
+            for n in alive
+        ],
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray's own output: routed to a log file while a study runs.
+
+
+class _RayQuiet:
+    """While a study runs: Ray's Python loggers and warnings go to a log file, Tune's console output,
+    default loggers and SIGINT handler are off (``_RAY_ENV``); everything is restored on exit.
+
+    Records logged before the run directory exists are buffered and written once :meth:`attach` names
+    the file.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+        self._buffer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_loggers: dict[str, tuple[list[logging.Handler], bool, int]] = {}
+        self._file: logging.Handler | None = None
+        self._warnings: Any = None
+
+    def __enter__(self) -> _RayQuiet:
+        for key, value in _RAY_ENV.items():
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        import ray  # noqa: F401  (its import installs the "ray" logger's stderr handler, replaced here)
+
+        names = ["ray"] + [
+            n
+            for n, lg in logging.root.manager.loggerDict.items()
+            if n.startswith("ray.") and isinstance(lg, logging.Logger) and lg.handlers
+        ]
+        for name in names:
+            lg = logging.getLogger(name)
+            self._saved_loggers[name] = (list(lg.handlers), lg.propagate, lg.level)
+            lg.handlers = [self._buffer] if name == "ray" else []
+            lg.propagate = name != "ray"
+        logging.getLogger("ray").setLevel(logging.INFO)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.showwarning = self._showwarning
+        return self
+
+    def reclaim(self) -> None:
+        """Put the log file handler back on the "ray" logger (``ray.init`` clears that logger's handlers)."""
+        ray_logger = logging.getLogger("ray")
+        if self._buffer not in ray_logger.handlers:
+            ray_logger.addHandler(self._buffer)
+        ray_logger.propagate = False
+
+    def set_env(self, key: str, value: str) -> None:
+        """Set an environment variable for the study's duration (restored on exit)."""
+        if key not in self._saved_env:
+            self._saved_env[key] = os.environ.get(key)
+        os.environ[key] = value
+
+    def _showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        name = category.__name__
+        logging.getLogger("ray.warnings").warning("%s:%s: %s: %s", filename, lineno, name, message)
+
+    def attach(self, path: Path) -> None:
+        """Write Ray's log (so far and from now on) to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = logging.FileHandler(path, encoding="utf-8")
+        self._file.setFormatter(self._buffer.formatter)
+        self._buffer.setTarget(self._file)
+        self._buffer.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._warnings.__exit__(*exc)
+        self._buffer.flush()
+        for name, (handlers, propagate, level) in self._saved_loggers.items():
+            lg = logging.getLogger(name)
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(level)
+        self._buffer.close()
+        if self._file is not None:
+            self._file.close()
+        auth_changed = os.environ.get("RAY_AUTH_MODE") != self._saved_env.get("RAY_AUTH_MODE", "")
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if "RAY_AUTH_MODE" in self._saved_env and auth_changed:
+            _refresh_ray_config()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str | os.PathLike | None) -> Iterator[None]:
+    """Send file descriptor 2 to ``path`` (or /dev/null) for a moment: Ray's C++ client logs there."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(os.fspath(path) if path else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
+# --------------------------------------------------------------------------------------------------
+# Connecting: token authentication, reachability.
+
+
+def _use_local_token() -> bool:
+    """Turn on Ray's token authentication for this process when ``RAY_AUTH_MODE`` is unset and a token
+    is at hand (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), as Ray itself does
+    for ``address="auto"`` but not for an explicit address. Returns whether token mode is on."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return False
+    return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+
+
+_AUTH_HELP = (
+    "set RAY_AUTH_MODE=token and the cluster's token as RAY_AUTH_TOKEN (or the file ~/.ray/auth_token; "
+    "`ray get-auth-token` on the head prints it), or start the cluster with RAY_AUTH_MODE=disabled on a "
+    "trusted network"
+)
+
+
+def _refresh_ray_config() -> None:
+    """Make Ray's C++ side re-read ``RAY_*`` settings (``RAY_AUTH_MODE``) from the environment."""
+    try:
+        from ray._raylet import Config
+    except ImportError:
+        return
+    Config.initialize("")
+
+
+def _check_auth(address: str) -> None:
+    """Fail in about a second, with what to set, when the cluster refuses this driver's token (Ray's own
+    ``ray.init`` retries for about 20 s and then reports only a connection failure)."""
+    if address.startswith("ray://") or address in ("auto", "local"):
+        return
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    try:
+        with _stderr_to(None):
+            GcsClient(address=address.split("://", 1)[-1])
+    except AuthenticationError as exc:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        raise UserError(
+            f"Ray at {address!r} refused this driver: token authentication failed (RAY_AUTH_MODE is {mode}); "
+            + _AUTH_HELP
+        ) from exc
+    except Exception:  # anything else is left to ray.init, which reports it
+        return
+
+
+def _ray_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def _preflight_datasets(spec: StudySpec) -> None:
     """Load every dataset the study uses once in the driver, so a missing file fails before Ray starts."""
     from lyaptune.train import load_task_data
@@ -106,8 +447,12 @@ def _preflight_datasets(spec: StudySpec) -> None:
             load_task_data(config)
 
 
-def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; returns True if this call started it."""
+def _init_ray(address: str | None, quiet: _RayQuiet | None = None) -> bool:
+    """Connect to (or start) Ray; returns True if this call started it.
+
+    A local Ray keeps Ray's default, token authentication, set explicitly (``RAY_AUTH_MODE=token``
+    unless the user set it) so that Ray does not print its banner about it.
+    """
     import ray
 
     if ray.is_initialized():
@@ -115,15 +460,88 @@ def _init_ray(address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
+        _use_local_token()
+        _check_auth(address)
+    elif quiet is not None and "RAY_AUTH_MODE" not in os.environ:
+        quiet.set_env("RAY_AUTH_MODE", "token")
+        _refresh_ray_config()
+    # the testing hook of lyaptune.study.trainable reaches a remote cluster's workers this way
+    fault = os.environ.get("LYAPTUNE_FAULT_INJECTION")
+    runtime_env = {"env_vars": {"LYAPTUNE_FAULT_INJECTION": fault}} if fault else None
     try:
         if address:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
         else:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray"
         raise UserError(f"cannot connect to Ray at {where!r}: {str(exc).splitlines()[0]}") from exc
     return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Interruptions: SIGINT / SIGTERM stop the study cleanly; `lyaptune resume` continues it.
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """A study stopped by SIGINT or SIGTERM; completed runs are stored and ``lyaptune resume`` continues.
+
+    Attributes:
+      signum: the signal received.
+      message: one line: how many runs are stored and the exact resume command.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.message, self.signum = message, signum
+
+
+class _Interrupt:
+    """SIGINT/SIGTERM handlers (main thread only) that ask Tune to stop every trial; a second signal
+    falls back to the previous handler (Ctrl-C twice: stop at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.on_signal: Callable[[], None] | None = None
+        self._saved: dict[int, Any] = {}
+
+    def _restore(self) -> None:
+        for sig, handler in self._saved.items():
+            # None: a handler installed outside Python (Ray's C++ one), which cannot be put back
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        self._restore()
+        if self.on_signal is not None:
+            self.on_signal()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupt]:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            if self.signum is None:
+                self._restore()
+
+
+def _interrupt_stopper(interrupt: _Interrupt):
+    from ray import tune
+
+    class _InterruptStopper(tune.Stopper):
+        """Stops the whole experiment once a SIGINT/SIGTERM was received."""
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return interrupt.signum is not None
+
+    return _InterruptStopper()
 
 
 class _Progress:
@@ -166,6 +584,7 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
             self.records: dict[str, dict[int, dict[str, Any]]] = {}
             self.errors: dict[str, str] = {}
             self.failed: dict[str, tuple[Job, list[dict[str, Any]], str]] = {}
+            self.stopping = False  # set on SIGINT/SIGTERM: trials Tune stops now stay open for resume
 
         def finish_failed(self, trial_id: str, message: str = "") -> None:
             job, records, reported = self.failed.pop(trial_id)
@@ -183,6 +602,12 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
 
         def __reduce__(self):
             return (Searcher, ())
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: lyaptune resumes from its store and Optuna journal."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            """Nothing to restore (see :meth:`save`)."""
 
         def suggest(self, trial_id: str):
             job = plan.next_job()
@@ -209,6 +634,8 @@ def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
                 self.on_trial_result(trial_id, result)
             partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
             message = self.errors.pop(trial_id, "")
+            if self.stopping and not error and not (result and result.get("lyaptune_final")):
+                return  # stopped by the interruption, not finished: `lyaptune resume` runs it again
             if job.members is not None and not error:
                 results = None
                 if result and result.get("lyaptune_final"):
@@ -273,115 +700,177 @@ def run_study(
     max_concurrent: int | None = None,
     resume: bool = False,
     run_dir: str | None = None,
+    resources: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> RunStore:
     """Run (or resume) a study and return its store.
+
+    Before any trial starts, the per-trial request (``spec.resources``, or ``resources``) is checked
+    against the Ray cluster's nodes: on a local Ray a request no node can meet is an error naming the
+    ``--resources`` way out; on a remote cluster (which may autoscale) it is a warning. Ray's own log
+    lines go to ``ray.log`` in the run directory. SIGINT / SIGTERM stop the study cleanly: completed
+    runs stay stored, runs in flight are left for ``lyaptune resume``, and :class:`StudyInterrupted`
+    is raised with the resume command.
 
     Args:
       spec: the validated study.
       out: parent directory of the run directory ``<out>/<spec.name>``.
       storage: a local path or a pyarrow URI (s3://, gs://, an NFS path) used instead of ``out`` for the
         run directory and Ray's ``storage_path``.
-      address: a Ray cluster address (``auto``, ``ray://host:10001``); default ``RAY_ADDRESS`` or a new
-        local Ray.
+      address: a Ray cluster address (``auto``, ``host:6379``, ``ray://host:10001``); default
+        ``RAY_ADDRESS`` or a new local Ray. Where ``RAY_AUTH_MODE`` is unset and this machine holds a
+        Ray token (``RAY_AUTH_TOKEN``, ``~/.ray/auth_token``), token authentication is used.
       max_concurrent: overrides ``spec.max_concurrent``.
       resume: continue an existing run directory: completed runs are kept and never run again, runs
         left open by a killed driver are re-queued.
       run_dir: the run directory to use (``resume``); default ``<out>/<spec.name>``.
+      resources: per-trial ``{"cpu": N, "gpu": G}`` replacing the spec's request (see
+        :func:`with_resources`; population mode follows the device used). The spec is stored as written
+        and the override in ``study.json`` (``resources_override``), so ``resume`` keeps it.
       log: where progress lines go.
 
     Returns:
       The :class:`lyaptune.store.RunStore` of the run directory.
+
+    Raises:
+      UserError: the request cannot be met on a local Ray, Ray cannot be reached or refuses the token,
+        the run directory exists already (not ``resume``).
+      StudyInterrupted: SIGINT / SIGTERM received (its message names the resume command).
     """
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
+    written = spec
+    spec = with_resources(spec, resources)
     root = run_dir or run_dir_for(spec, out, storage)
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    local = None if _has_scheme(root) else Path(root.removeprefix("file://"))
+    if not remote:
         _preflight_datasets(spec)  # on a cluster the files may live on the workers only
-    if resume:
-        store = RunStore(root)
-    else:
-        local = None if _has_scheme(root) else Path(root.removeprefix("file://"))
-        if local is not None and (local / "spec.yaml").exists():
-            raise UserError(
-                f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
-                "or choose another --out"
-            )
-        store = RunStore(root, create=True)
-        store.write_spec(spec.to_dict())
-        store.write_study_info(started=_now(), **_versions())
-    journal_dir = Path(root.removeprefix("file://")) if not _has_scheme(root) else Path(out) / spec.name
-    journal_dir.mkdir(parents=True, exist_ok=True)
-    plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log)
-    total = _total_runs(spec)
-    already = len(plan.done)
-    if resume:
-        log(f"resuming {root}: {already} of {total} runs already recorded")
-    progress = _Progress(plan, total, log)
-    progress.count = already
-
-    started_ray = _init_ray(address)
-    try:
-        import ray
-
-        if not resume:
-            store.write_study_info(ray_resources=ray.cluster_resources())
-        mode = spec.objective.mode
-        scheduler = None
-        max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
-        if spec.search.scheduler == "asha":
-            # max_t one past the last epoch: ASHA stops every trial that reaches max_t, and a run that
-            # trained all its epochs must end with its own final report (status completed)
-            scheduler = ASHAScheduler(
-                time_attr="epoch",
-                max_t=max_epochs + 1,
-                grace_period=min(spec.search.grace_period, max_epochs),
-                reduction_factor=spec.search.reduction_factor,
-            )
-        trainable = tune.with_resources(_trainable(), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-        storage_path = (
-            root if _has_scheme(root) else str(Path(root.removeprefix("file://")).resolve())
-        ) + "/ray"
-        searcher = _make_searcher(spec, plan, progress)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric="objective",
-                mode=mode,
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=-1,
-                max_concurrent_trials=max_concurrent or spec.max_concurrent,
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name="tune-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
-                storage_path=storage_path,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_error_callback(searcher)],
-                verbose=0,
-            ),
+    if not resume and local is not None and (local / "spec.yaml").exists():
+        raise UserError(
+            f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
+            "or choose another --out"
         )
-        log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
-        tuner.fit()
-        searcher.flush_failed()
-    finally:
-        if started_ray:
+    journal_dir = local if local is not None else Path(out) / spec.name
+    total = _total_runs(spec)
+    request = {"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)}
+    predicted = None if remote else _local_node()
+    if predicted is not None and not _ray_initialized():
+        problem = check_resources(request, [predicted])
+        if problem:  # before starting Ray: seconds, not Ray's start-up
+            raise ConfigError(problem)
+    interrupt = _Interrupt()
+    with _RayQuiet() as quiet, contextlib.ExitStack() as stack:
+        started_ray = _init_ray(address, quiet)
+        quiet.reclaim()
+        try:
             import ray
 
-            ray.shutdown()
-    store.write_study_info(finished=_now())
+            # after ray.init: Ray's core worker installs its own SIGTERM handler there
+            stack.enter_context(interrupt.installed())
+            nodes = ray.nodes()
+            problem = check_resources(
+                request, _node_resources(nodes), where="the Ray cluster" if remote else "this machine's Ray"
+            )
+            if problem and not remote:
+                raise ConfigError(problem)
+            if problem:
+                log(f"warning: {problem} (waiting: the cluster may add nodes)")
+            if resume:
+                store = RunStore(root)
+            else:
+                store = RunStore(root, create=True)
+                store.write_spec(written.to_dict())
+                store.write_study_info(started=_now(), **_versions())
+            journal_dir.mkdir(parents=True, exist_ok=True)
+            quiet.attach(journal_dir / RAY_LOG_FILE)
+            store.write_study_info(
+                ray_resources=ray.cluster_resources(),
+                cluster=_cluster_info(nodes),
+                resources=request,
+                resources_override=dict(resources) if resources else None,
+            )
+            plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log)
+            already = len(plan.done)
+            if resume:
+                log(f"resuming {root}: {already} of {total} runs already recorded")
+            progress = _Progress(plan, total, log)
+            progress.count = already
+            searcher = _make_searcher(spec, plan, progress)
+
+            def stop() -> None:
+                searcher.stopping = True
+                log(f"stopping ({signal.Signals(interrupt.signum).name}): runs in flight are left for resume")
+
+            interrupt.on_signal = stop
+            if interrupt.signum is None:
+                tuner = _make_tuner(spec, root, searcher, interrupt, max_concurrent)
+                log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
+                tuner.fit()
+            searcher.flush_failed()
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
     trials = store.trials()
+    if interrupt.signum is not None:
+        message = (
+            f"interrupted ({signal.Signals(interrupt.signum).name}): {len(trials)} of {total} runs stored in "
+            f"{root}; continue with: lyaptune resume {root}"
+        )
+        log(message)
+        raise StudyInterrupted(message, interrupt.signum)
+    store.write_study_info(finished=_now())
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     log(
         f"done: {len(trials)} runs ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
         f"results in {root} (trials.parquet, epochs/, {JOURNAL_FILE})"
     )
     return store
+
+
+def _make_tuner(
+    spec: StudySpec, root: str, searcher: Any, interrupt: _Interrupt, max_concurrent: int | None
+) -> Any:
+    """The Tune experiment of a study: lyaptune's searcher, ASHA if asked, quiet console output."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = None
+    max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
+    if spec.search.scheduler == "asha":
+        # max_t one past the last epoch: ASHA stops every trial that reaches max_t, and a run that
+        # trained all its epochs must end with its own final report (status completed)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_epochs + 1,
+            grace_period=min(spec.search.grace_period, max_epochs),
+            reduction_factor=spec.search.reduction_factor,
+        )
+    trainable = tune.with_resources(_trainable(), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    storage_path = (root if _has_scheme(root) else str(Path(root.removeprefix("file://")).resolve())) + "/ray"
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode=spec.objective.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=-1,
+            max_concurrent_trials=max_concurrent or spec.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name="tune-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_error_callback(searcher)],
+            stop=_interrupt_stopper(interrupt),
+            verbose=0,
+        ),
+    )
 
 
 def _trial_name(trial: Any) -> str:
@@ -400,12 +889,31 @@ def resume_study(
     *,
     address: str | None = None,
     max_concurrent: int | None = None,
+    resources: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> RunStore:
-    """Continue a run directory from its saved spec; completed runs are never run again."""
+    """Continue a run directory from its saved spec; completed runs are never run again.
+
+    Args:
+      run_dir: the run directory (a local path or a URI).
+      address, max_concurrent, log: as for :func:`run_study`.
+      resources: per-trial override; default the one the study was started with (``study.json``).
+
+    Returns:
+      The run directory's :class:`lyaptune.store.RunStore`.
+    """
     store = RunStore(run_dir)
     spec = StudySpec.from_dict(store.read_spec())
+    if resources is None:
+        resources = store.read_study_info().get("resources_override") or None
     out = str(Path(run_dir).parent) if not _has_scheme(run_dir) else "runs"
     return run_study(
-        spec, out=out, address=address, max_concurrent=max_concurrent, resume=True, run_dir=run_dir, log=log
+        spec,
+        out=out,
+        address=address,
+        max_concurrent=max_concurrent,
+        resume=True,
+        run_dir=run_dir,
+        resources=resources,
+        log=log,
     )

@@ -7,7 +7,11 @@ process by :func:`lyaptune.data.load_dataset`, so a reused actor does not load t
 
 Testing hook: ``LYAPTUNE_FAULT_INJECTION='{"match": "<trial id substring>", "times": N, "dir": "<dir>"}'``
 in the workers' environment makes matching runs raise ``RuntimeError("injected fault ...")`` on their
-first N attempts (attempts are counted with marker files in ``dir``); the reliability tests use it.
+first N attempts (attempts are counted with marker files ``<trial id>.<attempt>`` in ``dir``). With
+``"block": "start"`` a matching run instead stops before training, and with ``"block": "checkpoint"``
+right after its first checkpoint is stored, writes ``<trial id>.blocked`` in ``dir`` and waits there
+until it is stopped: tests interrupt or kill the driver at that known point, never after a guessed
+delay. The reliability and cluster tests use it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import traceback
 from typing import Any
 
@@ -36,12 +41,34 @@ def _load_checkpoint() -> dict[str, Any] | None:
         return torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
 
 
-def _maybe_inject_fault(trial_id: str) -> None:
+def _fault(trial_id: str) -> dict[str, Any] | None:
+    """The fault-injection settings that apply to ``trial_id`` (see the module docstring), or None."""
     spec = os.environ.get("LYAPTUNE_FAULT_INJECTION")
     if not spec:
-        return
+        return None
     fault = json.loads(spec)
-    if fault["match"] not in trial_id:
+    return fault if fault["match"] in trial_id else None
+
+
+def _block_here(fault: dict[str, Any] | None, trial_id: str, where: str) -> None:
+    """Write ``<trial id>.blocked`` and wait until the run is stopped (fault injection, ``block``)."""
+    if fault is None or fault.get("block") != where:
+        return
+    os.makedirs(fault["dir"], exist_ok=True)
+    marker = os.path.join(fault["dir"], f"{trial_id}.blocked")
+    with open(marker + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(marker + ".tmp", marker)
+    while True:  # ended by the driver stopping the trial, or by a kill
+        time.sleep(0.2)
+
+
+def _maybe_inject_fault(trial_id: str) -> None:
+    fault = _fault(trial_id)
+    if fault is None:
+        return
+    _block_here(fault, trial_id, "start")
+    if "block" in fault:
         return
     os.makedirs(fault["dir"], exist_ok=True)
     attempt = len([f for f in os.listdir(fault["dir"]) if f.startswith(trial_id + ".")]) + 1
@@ -49,6 +76,14 @@ def _maybe_inject_fault(trial_id: str) -> None:
         pass
     if attempt <= int(fault["times"]):
         raise RuntimeError(f"injected fault (attempt {attempt} of {trial_id})")
+
+
+def _report_error(base: dict[str, Any], exc: BaseException) -> None:
+    """Tell the driver why the run failed (its message is kept in the run's row); the metric key is
+    present (None) because Tune rejects a result without the experiment's metric."""
+    msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    trace = traceback.format_exc()[-4000:]
+    tune.report({**base, "objective": None, "lyaptune_error": msg, "lyaptune_traceback": trace})
 
 
 def _where() -> dict[str, Any]:
@@ -71,8 +106,7 @@ def _train_population(job: dict[str, Any]) -> None:
     try:
         results = run_population(configs)
     except Exception as exc:
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
+        _report_error(base, exc)
         raise
     where = _where()
     payload = {
@@ -117,6 +151,7 @@ def train_job(config: dict[str, Any]) -> None:
         except (OSError, RuntimeError, EOFError):
             state = None
     _maybe_inject_fault(job["trial_id"])
+    fault = _fault(job["trial_id"])
 
     def on_epoch(rec: dict[str, Any]) -> None:
         if per_epoch and not (every and rec["epoch"] % every == 0):
@@ -145,14 +180,14 @@ def train_job(config: dict[str, Any]) -> None:
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
         last["epoch"] = rec["epoch"]
+        _block_here(fault, job["trial_id"], "checkpoint")
 
     try:
         result = run_trial(
             trial_config, on_epoch, resume_from=state, on_checkpoint=on_checkpoint, checkpoint_every=every
         )
     except Exception as exc:  # reported so the driver keeps the message, then re-raised for Tune's retries
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        tune.report({**base, "lyaptune_error": msg, "lyaptune_traceback": traceback.format_exc()[-4000:]})
+        _report_error(base, exc)
         raise
     payload = {
         "status": result.status,
