@@ -26,7 +26,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from torch.nn import functional as F
 
 from lyaptune._fullbatch import full_loss, full_loss_and_grad, iter_chunks
 from lyaptune.train import TrialConfig, load_task_data, resolve_device
+
+if TYPE_CHECKING:
+    from lyaptune.optim.schedules import Schedule
 
 __all__ = ["Member", "Engine", "SingleModel", "VmappedPopulation", "Grads"]
 
@@ -59,7 +62,7 @@ class Member:
     names: list[str]
     params: list[torch.Tensor]
     optimizer: torch.optim.Optimizer
-    schedule: Any
+    schedule: Schedule
     noise: torch.Generator | None
     info: dict[str, Any] = field(default_factory=dict)
 
