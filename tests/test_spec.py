@@ -1201,3 +1201,71 @@ def test_extends_only_in_a_file() -> None:
     d["extends"] = "quickstart"
     with pytest.raises(ConfigError, match="^extends: only a spec file can extend another"):
         StudySpec.from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims as data.
+
+CLAIM = {
+    "id": "003-fig1-gradnorm",
+    "text": "the derived step reaches the lowest final gradient norm",
+    "metric": "final_grad_norm",
+    "arm": "derived",
+    "than": "all",
+    "direction": "lower",
+}
+
+
+def test_claims_validate_and_round_trip() -> None:
+    d = base()
+    d["claims"] = [CLAIM, {**CLAIM, "id": "c2", "than": "lyam", "direction": "higher", "margin": 0.01}]
+    spec = StudySpec.from_dict(d)
+    assert [c.to_dict() for c in spec.claims] == [
+        {**CLAIM, "margin": 0.0},
+        {**CLAIM, "id": "c2", "than": "lyam", "direction": "higher", "margin": 0.01},
+    ]
+    assert StudySpec.from_dict(yaml.safe_load(spec.to_yaml())) == spec
+    assert StudySpec.from_dict(base()).claims == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "fragment"),
+    [
+        ({"arm": "derivd"}, "claims[0].arm", "unknown arm 'derivd'; did you mean 'derived'?"),
+        ({"than": "lyamm"}, "claims[0].than", "choices: derived, adam-exponential, lyam, all"),
+        ({"than": "derived"}, "claims[0].than", "must differ from arm 'derived'"),
+        ({"metric": "min_grad_norm"}, "claims[0].metric", "unknown claim metric 'min_grad_norm'"),
+        ({"direction": "less"}, "claims[0].direction", "choices: lower, higher"),
+        ({"margin": -0.1}, "claims[0].margin", "must be a number >= 0, got -0.1"),
+        ({"id": "has space"}, "claims[0].id", "must match [A-Za-z0-9_.-]+"),
+        ({"text": ""}, "claims[0].text", "must be the claim in words"),
+        ({"epoch": "final"}, "claims[0].epoch", "unknown claim key 'epoch'"),
+        ({"metric": None}, "claims[0].metric", "required"),
+    ],
+)
+def test_bad_claims_name_the_field(change: dict[str, Any], path: str, fragment: str) -> None:
+    d = base()
+    d["claims"] = [{**CLAIM, **change}]
+    with pytest.raises(ConfigError) as info:
+        StudySpec.from_dict(d)
+    message = str(info.value)
+    assert message.startswith(path + ": ") and fragment in message and "\n" not in message, message
+
+
+def test_duplicate_claim_ids_are_rejected() -> None:
+    d = base()
+    d["claims"] = [CLAIM, {**CLAIM, "than": "lyam"}]
+    with pytest.raises(ConfigError, match=r"^claims\[1\]\.id: duplicate claim id '003-fig1-gradnorm'"):
+        StudySpec.from_dict(d)
+
+
+def test_every_experiment_states_a_claim_of_its_paper() -> None:
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        spec = load_spec(path)
+        assert spec.claims, f"{path.name}: no claims"
+        metrics = {c.metric for c in spec.compare}
+        for claim in spec.claims:
+            assert claim.metric in metrics, (
+                f"{path.name}: claim {claim.id} is on {claim.metric}, not compared"
+            )
+        assert yaml.safe_load(spec.to_yaml())["claims"][0]["id"] == spec.claims[0].id

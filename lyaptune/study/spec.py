@@ -58,7 +58,9 @@ from lyaptune.errors import ConfigError
 
 __all__ = [
     "ArmSpec",
+    "CLAIM_DIRECTIONS",
     "COMPARE_METRICS",
+    "ClaimSpec",
     "CompareSpec",
     "DEFAULT_FINAL_SEEDS",
     "METRICS",
@@ -648,6 +650,92 @@ def _compare_list(value: Any) -> tuple[CompareSpec, ...]:
             raise _FieldError(
                 f"compare[{i}].metric", f"{m!r} is listed twice (also compare[{metrics.index(m)}])"
             )
+    return out
+
+
+CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
+_CLAIM_KEYS = ("id", "text", "metric", "arm", "than", "direction", "margin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimSpec:
+    """A paper's claim as a checkable statement about the final-seed runs of a study.
+
+    The claim reads "``arm`` has a ``direction`` (lower / higher) ``metric`` than ``than`` (an arm, or
+    every other arm with ``all``), by more than ``margin``": with ``d = metric(arm) - metric(than)``
+    per seed, ``lower`` claims ``d < -margin`` and ``higher`` claims ``d > margin``. The report's verdict
+    (METHODS.md section 8): supported when the claimed direction holds significantly (Holm across the
+    claim's comparisons), contradicted when the opposite does, else inconclusive.
+
+    Attributes:
+      id: unique within the spec, ``[A-Za-z0-9_.-]+`` (e.g. ``003-fig1-gradnorm``).
+      text: the claim in words, as the paper makes it.
+      metric: one of :data:`COMPARE_METRICS` (a record field at the final epoch).
+      arm: the arm the claim is about; than: another arm, or ``all`` (every other arm).
+      direction: ``lower`` or ``higher``.
+      margin: the least difference claimed, in the metric's units (>= 0; default 0).
+    """
+
+    _ROOT: ClassVar[str] = "claim"
+
+    id: str
+    text: str
+    metric: str
+    arm: str
+    than: str = "all"
+    direction: str
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if not isinstance(self.id, str) or not _NAME_RE.fullmatch(self.id):
+            raise _FieldError(f"{p}.id", f"must match [A-Za-z0-9_.-]+, got {self.id!r}")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise _FieldError(f"{p}.text", f"must be the claim in words, got {self.text!r}")
+        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "claim metric")
+        _choice(f"{p}.direction", self.direction, CLAIM_DIRECTIONS, "claim direction")
+        margin = _number(f"{p}.margin", self.margin, "a number >= 0")
+        if margin < 0:
+            raise _FieldError(f"{p}.margin", f"must be a number >= 0, got {margin!r}")
+        for key in ("arm", "than"):
+            if not isinstance(getattr(self, key), str):
+                raise _FieldError(f"{p}.{key}", f"must be an arm name, got {getattr(self, key)!r}")
+        if self.arm == self.than:
+            raise _FieldError(f"{p}.than", f"must differ from arm {self.arm!r} (another arm, or all)")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        if isinstance(data, ClaimSpec):
+            return data
+        data = _mapping(path, data, "a mapping {id, text, metric, arm, than, direction[, margin]}")
+        _check_keys(path, data, _CLAIM_KEYS, "claim")
+        for key in ("id", "text", "metric", "arm", "direction"):
+            _require(path, data, key, "see ClaimSpec")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (every key present, ``margin`` resolved)."""
+        return {k: getattr(self, k) for k in _CLAIM_KEYS}
+
+
+def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _FieldError(
+            "claims", f"must be a list of claims {{id, text, metric, arm, than, direction}}, got {value!r}"
+        )
+    out = tuple(ClaimSpec.from_dict(c, f"claims[{i}]") for i, c in enumerate(value))
+    ids: dict[str, int] = {}
+    for i, claim in enumerate(out):
+        if claim.id in ids:
+            raise _FieldError(
+                f"claims[{i}].id", f"duplicate claim id {claim.id!r} (also claims[{ids[claim.id]}])"
+            )
+        ids[claim.id] = i
+        if claim.arm not in arms:
+            raise _wrap(f"claims[{i}].arm", unknown_choice("arm", claim.arm, list(arms)))
+        if claim.than not in [*arms, "all"]:
+            raise _wrap(f"claims[{i}].than", unknown_choice("arm", claim.than, [*arms, "all"]))
     return out
 
 
@@ -1319,6 +1407,7 @@ _STUDY_KEYS = (
     "population_size",
     "compare",
     "reference",
+    "claims",
 )
 POPULATION_MODES = ("auto", "on", "off")
 
@@ -1356,6 +1445,8 @@ class StudySpec:
       reference: the arm every other arm is compared with, or ``"none"`` (arms compared pairwise with
         the best arm). Default: the derived arm when there is one (the arm named ``derived``, else the
         first arm whose schedule computes the derived step), else ``"none"`` (METHODS.md section 8).
+      claims: the paper's claims as checkable statements (:class:`ClaimSpec`); the report opens with a
+        verdict per claim.
     """
 
     _ROOT: ClassVar[str] = ""
@@ -1373,6 +1464,7 @@ class StudySpec:
     population_size: int = 64
     compare: tuple[CompareSpec, ...] | None = None
     reference: str | None = None
+    claims: tuple[ClaimSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.population not in POPULATION_MODES:
@@ -1469,6 +1561,7 @@ class StudySpec:
         elif reference not in [*names, "none"]:
             raise _wrap("reference", unknown_choice("reference arm", reference, [*names, "none"]))
         object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "claims", _claims_list(self.claims or (), names))
 
     @property
     def primary_metric(self) -> CompareSpec:
@@ -1596,6 +1689,7 @@ class StudySpec:
             "population_size": self.population_size,
             "compare": [c.to_dict() for c in self.compare],
             "reference": self.reference,
+            "claims": [c.to_dict() for c in self.claims],
             "arms": [a.to_dict() for a in self.arms],
         }
 
