@@ -84,14 +84,14 @@ def _smoke_search_runs(raw: dict) -> int:
 
 
 def _full_runs(raw: dict) -> int:
-    """Runs of the full study, counted from the YAML: grid size or budget per arm x seeds + final seeds."""
+    """Runs of the full study from the YAML: grid size, or budget x repeats, per arm x seeds + finals."""
     s = raw["search"]
     n = 0
     for arm in raw["arms"]:
         if "grid" in arm:
             n += math.prod(len(v) for v in arm["grid"].values()) * len(s["seeds"])
         elif arm.get("space"):
-            n += s["trials_per_arm"] * len(s["seeds"])
+            n += s["trials_per_arm"] * s.get("repeats", 1) * len(s["seeds"])
     return n + len(s["final_seeds"]) * len(raw["arms"])
 
 
