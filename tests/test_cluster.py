@@ -284,3 +284,30 @@ def test_interrupt_prints_the_resume_command_and_resume_completes(tmp_path, sig)
         "adam-search-0002-s0",
     ]
     assert set(trials["status"]) == {"completed"}
+
+
+def test_kuberay_manifest_keeps_token_auth_and_the_data_volume():
+    repo = Path(__file__).resolve().parents[1]
+    import ray
+
+    cluster, claim = yaml.safe_load_all((repo / "deploy" / "raycluster.yaml").read_text())
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert cluster["spec"]["rayVersion"] == ray.__version__  # the Ray this project is tested with
+    groups = {"head": cluster["spec"]["headGroupSpec"]}
+    groups.update({g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]})
+    assert set(groups) == {"head", "cpu", "gpu"}
+    for name, group in groups.items():
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", name
+        secret = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert secret == {"name": "ray-auth-token", "key": "token"}
+        assert env["LYAPTUNE_DATA_ROOT"]["value"] == "/data"
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"], name
+        assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert groups["gpu"]["rayStartParams"]["num-gpus"] == "1"
+    assert "nvidia.com/gpu" not in groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "deploy/raycluster.yaml" in (repo / "README.md").read_text()
