@@ -2,12 +2,17 @@
 
 A study compares *arms* (an optimizer x a step-size schedule, with a search space) on one *task*, tunes
 each arm with an equal Optuna budget on a validation *objective*, then re-runs every arm's best
-configuration on fresh seeds::
+configuration on fresh seeds, and compares the arms' final runs on the paper's primary metric::
 
     name: quickstart
     task: {dataset: digits, model: fc, model_args: {depth: 2, width: 128}, epochs: 20, batch_size: full}
     objective: {metric: val_loss, mode: min, at: final}
-    search: {sampler: tpe, trials_per_arm: 12, seeds: [0], final_seeds: [0, 1, 2], scheduler: none}
+    search: {sampler: tpe, trials_per_arm: 12, seeds: [0], final_seeds: [1, 2, 3], scheduler: none}
+    compare: [{metric: final_grad_norm, mode: min}, {metric: final_train_loss, mode: min}]
+    reference: derived
+    claims:
+      - {id: grad-norm, text: "the derived step reaches the lowest final gradient norm",
+         metric: final_grad_norm, arm: derived, than: all, direction: lower}
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
     arms:
@@ -22,7 +27,13 @@ Every validation error is a :class:`~lyaptune.errors.ConfigError` whose message 
 of the offending field (``arms[1].space.lr: low (0.1) > high (0.01)``), names the bad value and the
 valid choices. :meth:`StudySpec.to_dict` is the *resolved* spec (``space: default`` expanded, fixed
 values moved into ``optimizer_args`` / ``schedule_args``): written next to the results as
-``spec.yaml``, it loads back into an equal :class:`StudySpec`.
+``spec.yaml``, it loads back into an equal :class:`StudySpec`. A spec file may ``extends:`` another
+(:func:`resolve_spec_file`); what is stored is the resolved spec.
+
+The comparison protocol (METHODS.md section 8) is part of the spec: final seeds are disjoint from the
+search seeds (an overlap is rejected), ``compare`` names the final-epoch metrics arms are ranked on,
+``reference`` the arm the others are tested against, ``claims`` the paper's claims the report gives a
+verdict on, ``search.repeats`` the independent searches per arm; no two arms may be the same update.
 
 Search-space entries (:class:`ParamSpec`), in YAML:
 
