@@ -25,7 +25,7 @@ BASE = {
         "validation_fraction": 0.2,
         "device": "cpu",
     },
-    "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [0]},
+    "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [1]},
     "max_concurrent": 2,
     "arms": [
         {"name": "adam", "optimizer": "adam", "space": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}}
@@ -177,18 +177,16 @@ def _store_with_one_trial(tmp_path) -> Path:
     return Path(store.path)
 
 
-@pytest.mark.parametrize("victim", ["trials.parquet", "epochs"])
+@pytest.mark.parametrize("victim", ["trials", "epochs"])
 def test_corrupt_or_truncated_parquet_is_named(tmp_path, capsys, victim):
     run = _store_with_one_trial(tmp_path)
-    target = (
-        run / "trials.parquet" if victim == "trials.parquet" else next((run / "epochs").rglob("*.parquet"))
-    )
+    target = next((run / victim).rglob("*.parquet"))  # the run's row, or its epochs
     data = target.read_bytes()
     target.write_bytes(data[: len(data) // 2])  # truncated
     for command in (["report", run, "--out", tmp_path / "rep"], ["status", run]):
         code, _, err = run_cli(capsys, *command)
         if victim == "epochs" and command[0] == "status":
-            continue  # status reads only trials.parquet
+            continue  # status reads only the trials table
         assert code == 2 and target.name in err and len(err.strip().splitlines()) == 1, (command, err)
 
 
@@ -234,8 +232,8 @@ def test_diverging_and_failing_trials_do_not_stop_the_study(tmp_path):
         assert "injected fault" in trials.loc["sgd-search-0002-s0", "message"]
         assert len(list(marker.glob("sgd-search-0002-s0.*"))) == 2  # first try + max_failures retries
         assert trials.loc["sgd-search-0001-s0", "status"] == "completed"
-        assert trials.loc["sgd-final-s0", "status"] == "completed"
-        assert trials.loc["sgd-final-s0", "param_lr"] == 0.1
+        assert trials.loc["sgd-final-s1", "status"] == "completed"
+        assert trials.loc["sgd-final-s1", "param_lr"] == 0.1
         study = optuna.load_study(
             study_name="rel/sgd", storage=journal_storage(Path(store.path) / "optuna.journal")
         )
@@ -272,7 +270,7 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
             "model_args": {"depth": 2, "width": 256},
             "epochs": 24,
         },
-        "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [0]},
+        "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [1]},
         "checkpoint_every": 2,
         "max_failures": 3,
     }
@@ -329,3 +327,95 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
         torch.set_num_threads(threads)
     mine = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
     assert mine["train_loss"].tolist() == [r["train_loss"] for r in alone.records]
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+@pytest.mark.slow
+def test_driver_killed_at_a_known_point_then_resume_completes_only_what_is_missing(tmp_path):
+    """The driver is SIGKILLed once the third search run has stored its first checkpoint (the
+    fault-injection hook blocks that run there and writes a marker: no polling of the store, no timing);
+    `lyaptune resume` keeps the two stored runs, continues the third from its checkpoint and runs the
+    rest, each exactly once."""
+    import subprocess
+    import sys
+
+    spec = {
+        **BASE,
+        "name": "killed",
+        "task": {**BASE["task"], "epochs": 6},
+        "search": {"sampler": "random", "trials_per_arm": 4, "final_seeds": [1]},
+        "max_concurrent": 1,  # one run at a time: runs 0 and 1 are stored before run 2 starts
+        "checkpoint_every": 2,
+    }
+    out = tmp_path / "runs"
+    run_dir = out / "killed"
+    marks = tmp_path / "marks"
+    fault = {"match": "adam-search-0002", "block": "checkpoint", "dir": str(marks)}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(write(tmp_path, spec)), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, "LYAPTUNE_FAULT_INJECTION": json.dumps(fault)},
+        start_new_session=True,
+    )
+    try:
+        marker = marks / "adam-search-0002-s0.blocked"
+        while not marker.exists():  # the known point (an event the run itself writes)
+            assert proc.poll() is None, "the driver ended before the known point"
+            time.sleep(0.1)
+    finally:
+        family = _descendants(proc.pid)  # the driver's local Ray included
+        os.killpg(proc.pid, 9)
+        for pid in family:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    before = RunStore(run_dir).trials()
+    assert sorted(before["trial_id"]) == ["adam-search-0000-s0", "adam-search-0001-s0"]
+    r = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    store = RunStore(run_dir)
+    after = store.trials().set_index("trial_id")
+    assert after.index.is_unique
+    assert sorted(after.index) == [
+        "adam-final-s1",
+        "adam-search-0000-s0",
+        "adam-search-0001-s0",
+        "adam-search-0002-s0",
+        "adam-search-0003-s0",
+    ]
+    assert set(after["status"]) == {"completed"}
+    for _, row in before.iterrows():  # stored before the kill: never run again
+        assert after.loc[row["trial_id"], "updated_at"] == row["updated_at"]
+    resumed = {t: json.loads(s).get("resumed_from_epoch", 0) for t, s in after["info_json"].items()}
+    assert resumed["adam-search-0002-s0"] == 2  # continued from the checkpoint it stored at epoch 2
+    assert resumed["adam-search-0003-s0"] == 0 and resumed["adam-final-s1"] == 0
+    epochs = store.epochs()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (epochs.groupby("trial_id").size() == 6).all()
