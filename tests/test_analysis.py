@@ -989,8 +989,9 @@ def _parser():
 
 def test_cli_compare_and_report_functions(run_dir, tmp_path, capsys):
     p = _parser()
-    args = p.parse_args(["compare", str(run_dir), str(run_dir)])
+    args = p.parse_args(["compare", str(run_dir), str(run_dir), "--out", str(tmp_path / "cross")])
     assert args.func(args) == 0
+    assert (tmp_path / "cross" / "cross_study.json").is_file()
     out = capsys.readouterr().out
     assert "dead" in out and "collapsed" in out and "adam-cosine" in out
     with pytest.raises(UserError, match="unknown report format 'pdf'"):
