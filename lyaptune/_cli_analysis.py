@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from lyaptune.errors import UserError
 
@@ -104,7 +105,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     main = [str(p) for p in files if p.name.startswith("report.")]
     print(f"report of {study.name}: {len(files)} files in {out}" + (f" ({', '.join(main)})" if main else ""))
+    _print_claims(out)
     return 0
+
+
+def _print_claims(out: str) -> None:
+    """Print the report's Claims section (verdict per claim) from the ``compare.json`` just written."""
+    import json
+
+    try:
+        claims = json.loads((Path(out) / "compare.json").read_text()).get("claims") or []
+    except (OSError, ValueError):
+        return
+    print("\nClaims:")
+    if not claims:
+        print("  This spec states no claims.")
+    for c in claims:
+        iv = c.get("interval") or {}
+        effect = "-"
+        if c.get("effect") is not None:
+            lo, hi = iv.get("low"), iv.get("high")
+            ci = f"[{lo:+.4g}, {hi:+.4g}]" if lo is not None and hi is not None else "[-]"
+            effect = f"{c['arm']} - {c['compared_with']}: {c['effect']:+.4g} {ci} (t, n={iv.get('n', 0)})"
+        line = f"  {c['id']}: {c['verdict'].upper()}  {c['metric']} {effect}"
+        print(line + (f"\n    {c['reason']}" if c.get("reason") else ""))
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -456,3 +456,155 @@ def test_report_states_the_label_fallback(tmp_path):
     settings = json.loads((tmp_path / "rep" / "compare.json").read_text())["settings"]
     assert settings["label_stats"]["source"] == "uniform"
     assert settings["label_stats"]["majority_rate"] == pytest.approx(0.1)
+
+
+# -- claims as data (issue 13 item 5) -------------------------------------------------------------------
+
+ADAM_GN = [1.00, 1.20, 0.90, 1.10, 1.05]
+DERIVED_GN = [a - 0.5 + e for a, e in zip(ADAM_GN, [0.01, -0.02, 0.015, -0.01, 0.005])]  # planted -0.5
+NULL_GN = [a + e for a, e in zip(ADAM_GN, [0.03, -0.04, 0.02, -0.01, 0.005])]  # mean difference +0.001
+
+
+def claim(cid: str, arm_name: str, than: str, direction: str, **extra) -> dict:
+    return {
+        "id": cid,
+        "text": f"{arm_name} {direction} than {than}",
+        "metric": "final_grad_norm",
+        "arm": arm_name,
+        "than": than,
+        "direction": direction,
+        **extra,
+    }
+
+
+CLAIMS = [
+    claim("true", "derived", "adam", "lower"),
+    claim("opposite", "derived", "adam", "higher"),
+    claim("null", "null", "adam", "lower"),
+    claim("all-live", "derived", "all", "lower"),
+    claim("margin-met", "derived", "adam", "lower", margin=0.3),
+    claim("margin-missed", "derived", "adam", "lower", margin=0.8),
+    claim("vs-dead", "derived", "dead", "lower"),
+    claim("vs-lone", "derived", "lone", "lower"),
+    claim("vs-absent", "derived", "unrun", "lower"),
+]
+
+
+def claims_study(root: Path, claims: list[dict] = CLAIMS, with_dead: bool = True) -> Path:
+    arms = [arm("adam"), arm("derived", "derived-constant", searched=False), arm("null")]
+    values = [("adam", ADAM_GN), ("derived", DERIVED_GN), ("null", NULL_GN)]
+    if with_dead:
+        arms += [arm("dead"), arm("lone"), arm("unrun")]
+        values += [("dead", ADAM_GN), ("lone", ADAM_GN[:1])]
+    spec = spec_of(arms, compare={"metric": "final_grad_norm", "mode": "min"}, claims=claims)
+    rows = []
+    for name, gns in values:
+        # 'dead' stays at the initial loss ln 10 on every seed: collapsed
+        loss = {"final_train_loss": L0} if name == "dead" else {}
+        for i, g in enumerate(gns):
+            rows.append(row(name, f"{name}-final-s{i + 1}", "final", i + 1, final_grad_norm=g, **loss))
+    return write_study(root, spec, rows)
+
+
+def test_claims_planted_effect_supported_opposite_contradicted_null_inconclusive(tmp_path):
+    from lyaptune.analysis import evaluate_claims
+
+    res = {c.id: c for c in evaluate_claims(load_study(claims_study(tmp_path / "c")))}
+    assert [c["id"] for c in CLAIMS] == list(res)
+    d = np.subtract(DERIVED_GN, ADAM_GN)
+    half = stats.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    p0 = stats.ttest_1samp(d, 0.0).pvalue  # one comparison: Holm leaves it as is
+
+    true = res["true"]
+    assert true.verdict == "supported" and true.reason == ""
+    (c,) = true.comparisons
+    assert c.other == "adam" and c.n == 5 and c.outcome == "claimed"
+    assert c.effect == pytest.approx(-0.5, abs=1e-12)
+    assert (c.ci_low, c.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
+    assert c.p == pytest.approx(p0, rel=1e-9) and c.p_adj == pytest.approx(p0, rel=1e-9)
+
+    assert res["opposite"].verdict == "contradicted"
+    assert res["opposite"].comparisons[0].outcome == "opposite"
+    assert "significantly not higher than 'adam'" in res["opposite"].reason
+
+    null = res["null"]
+    assert null.verdict == "inconclusive" and "not significant against 'adam'" in null.reason
+    pn = stats.ttest_rel(NULL_GN, ADAM_GN).pvalue
+    assert pn > 0.5 and null.comparisons[0].p == pytest.approx(pn, rel=1e-9)
+
+    # margin: the claimed bound is -margin; t-test of d against it
+    met, missed = res["margin-met"].comparisons[0], res["margin-missed"].comparisons[0]
+    assert res["margin-met"].verdict == "supported" and met.bound == -0.3
+    assert met.p == pytest.approx(stats.ttest_1samp(d, -0.3).pvalue, rel=1e-9)
+    assert res["margin-missed"].verdict == "contradicted"  # -0.5 is significantly above -0.8
+    assert missed.p == pytest.approx(stats.ttest_1samp(d, -0.8).pvalue, rel=1e-9)
+
+    # than: all -> every other arm; collapsed / single-seed / unrun arms are not tested, so the
+    # claim cannot be supported though derived beats adam and null
+    every = res["all-live"]
+    assert [x.other for x in every.comparisons] == ["adam", "null", "dead", "lone", "unrun"]
+    assert every.verdict == "inconclusive"
+    assert "'dead' collapsed on 5 of 5" in every.reason and "'lone' has 1 completed" in every.reason
+    assert "'unrun' has 0 completed" in every.reason
+    raw = [stats.ttest_1samp(d, 0.0).pvalue, stats.ttest_rel(DERIVED_GN, NULL_GN).pvalue]
+    lo, hi = sorted(raw)
+    holm = {lo: 2 * lo, hi: max(2 * lo, hi)}  # m = 2 tested comparisons, by hand
+    assert [x.p_adj for x in every.comparisons[:2]] == pytest.approx([holm[raw[0]], holm[raw[1]]], rel=1e-9)
+    assert all(math.isnan(x.p_adj) and x.outcome == "not tested" for x in every.comparisons[2:])
+
+    assert res["vs-dead"].verdict == "inconclusive" and "collapsed" in res["vs-dead"].reason
+    assert res["vs-lone"].verdict == "inconclusive" and "(2 needed)" in res["vs-lone"].reason
+    assert res["vs-absent"].verdict == "inconclusive" and "'unrun' has 0" in res["vs-absent"].reason
+
+
+def test_claims_than_all_supported_when_every_arm_is_beaten(tmp_path):
+    from lyaptune.analysis import evaluate_claims
+
+    root = claims_study(tmp_path / "c", [claim("all", "derived", "all", "lower")], with_dead=False)
+    (res,) = evaluate_claims(load_study(root))
+    assert res.verdict == "supported"
+    assert [x.other for x in res.comparisons] == ["adam", "null"]
+    # the decisive comparison is the one least favourable to the claim: the smaller improvement
+    assert res.to_dict()["compared_with"] == "adam"  # -0.500 vs null's -0.501
+
+
+def test_claims_malformed_entry_is_one_clear_error(tmp_path):
+    from lyaptune.analysis import evaluate_claims
+
+    bad = [claim("x", "derived", "adam", "smaller")]
+    with pytest.raises(
+        ConfigError, match=r"claims\[0\]\.direction: 'smaller' is not valid; choices: lower, higher"
+    ):
+        evaluate_claims(load_study(claims_study(tmp_path / "c", bad, with_dead=False)))
+
+
+def test_cli_report_opens_with_the_claims_section(tmp_path):
+    root = claims_study(tmp_path / "c")
+    out = tmp_path / "rep"
+    r = lyaptune("report", str(root), "--out", str(out), "--format", "md,html", "--no-importance")
+    assert r.returncode == 0, r.stderr
+    assert "Claims:" in r.stdout
+    assert "true: SUPPORTED" in r.stdout and "opposite: CONTRADICTED" in r.stdout
+    assert "null: INCONCLUSIVE" in r.stdout
+    md = (out / "report.md").read_text()
+    lines = md.splitlines()
+    assert lines[0].startswith("# ") and lines[2] == "## Claims"  # right after the title
+    assert md.index("## Claims") < md.index("## How to read this report")
+    row_true = next(ln for ln in lines if ln.startswith("| true |"))
+    assert "| supported |" in row_true and "derived - adam: -0.5 [" in row_true and "t, n=5" in row_true
+    assert "<h2>Claims</h2>" in (out / "report.html").read_text()
+    data = json.loads((out / "compare.json").read_text())
+    verdicts = {c["id"]: c for c in data["claims"]}
+    assert verdicts["true"]["verdict"] == "supported" and verdicts["opposite"]["verdict"] == "contradicted"
+    assert verdicts["null"]["verdict"] == "inconclusive"
+    assert verdicts["true"]["interval"]["method"] == "t" and verdicts["true"]["interval"]["n"] == 5
+    assert verdicts["true"]["effect"] == pytest.approx(-0.5)
+    assert verdicts["true"]["p_adj"] < 0.05 and len(verdicts["all-live"]["comparisons"]) == 5
+
+
+def test_report_without_claims_says_so(tmp_path):
+    study = load_study(verdict_study(tmp_path / "v"))
+    write_report(study, tmp_path / "rep", ["md"], importance=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Claims\n\nThis spec states no claims." in md
+    assert json.loads((tmp_path / "rep" / "compare.json").read_text())["claims"] == []

@@ -9,6 +9,7 @@ Example::
 
     study = load_study("runs/quickstart")
     table = compare(study)  # reference, primary metric: from the spec (METHODS.md section 8)
+    verdicts = evaluate_claims(study)  # supported / contradicted / inconclusive per spec claim
     curve = budget_curve(study, "adam-exponential")
     write_report(study, "runs/quickstart/report")
 """
@@ -21,6 +22,13 @@ from lyaptune.analysis.budget import (
     matching_budget,
     matching_budgets,
     search_trial_values,
+)
+from lyaptune.analysis.claims import (
+    CLAIM_VERDICTS,
+    ClaimComparison,
+    ClaimResult,
+    evaluate_claims,
+    study_claims,
 )
 from lyaptune.analysis.collapse import (
     CollapseThresholds,
@@ -69,6 +77,11 @@ from lyaptune.analysis.sensitivity import (
 from lyaptune.analysis.stats import holm_adjust, mean_interval, paired_interval, paired_test
 
 __all__ = [
+    "CLAIM_VERDICTS",
+    "ClaimComparison",
+    "ClaimResult",
+    "evaluate_claims",
+    "study_claims",
     "CollapseThresholds",
     "LabelStats",
     "DEFAULT_METRICS",

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from lyaptune.analysis.budget import BUDGET_COLUMNS, budget_curve, budget_method, matching_budgets
+from lyaptune.analysis.claims import ClaimResult, evaluate_claims
 from lyaptune.analysis.collapse import CollapseThresholds, LabelStats, classify_collapse, task_label_stats
 from lyaptune.analysis.compare import (
     ALPHA,
@@ -47,6 +48,7 @@ from lyaptune.errors import ConfigError, UserError
 
 __all__ = [
     "REPORT_FORMATS",
+    "claims_blocks",
     "write_cross_study",
     "write_report",
     "format_compare_tables",
@@ -519,7 +521,9 @@ def write_report(
     ref_source = str(table["reference_source"].iloc[0]) if len(table) else "none"
     classified = classify_collapse(study.trials, th, labels=labels) if len(study.trials) else study.trials
     methods = {arm: budget_method(study, arm) for arm in study.arms}
+    claims = evaluate_claims(study, thresholds=th, labels=labels, level=level)
     blocks: list[Block] = [("h1", f"lyaptune report: {study.name}")]
+    blocks += claims_blocks(claims, level)
     blocks += _how_to_read(study, table, th, labels, methods, ref, ref_source)
     blocks += _spec_blocks(study)
     blocks += [
@@ -571,7 +575,7 @@ def write_report(
     ]
     blocks += [("p", "Collapsed final-seed runs per arm:"), ("ul", collapsed_lines)]
     (out / "compare.csv").write_text(table.to_csv(index=False))
-    (out / "compare.json").write_text(_compare_json(table, th, ref, labels))
+    (out / "compare.json").write_text(_compare_json(table, th, ref, labels, claims))
     written += [out / "compare.csv", out / "compare.json"]
 
     # -- curves
@@ -771,8 +775,15 @@ def write_report(
     return sorted(set(written))
 
 
-def _compare_json(table: pd.DataFrame, th: CollapseThresholds, ref: str | None, labels: LabelStats) -> str:
+def _compare_json(
+    table: pd.DataFrame,
+    th: CollapseThresholds,
+    ref: str | None,
+    labels: LabelStats,
+    claims: Sequence[ClaimResult] = (),
+) -> str:
     data = json.loads(compare_json(table))
+    data["claims"] = [c.to_dict() for c in claims]
     data["settings"].update(
         {
             "reference": ref,
@@ -789,6 +800,95 @@ def _compare_json(table: pd.DataFrame, th: CollapseThresholds, ref: str | None, 
         }
     )
     return json.dumps(data, indent=2, default=str)
+
+
+def _fmt_diff(metric: str, v: Any) -> str:
+    """A difference of ``metric``: percentage points for accuracies, else signed, 4 digits."""
+    if metric.endswith("_acc"):
+        return _pp(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if not math.isfinite(f) else f"{f:+.4g}"
+
+
+def _claim_statement(c: ClaimResult) -> str:
+    than = "every other arm" if c.than == "all" else f"'{c.than}'"
+    margin = f" by more than {_fmt_diff(c.metric, c.margin).lstrip('+')}" if c.margin else ""
+    words = f"'{c.arm}' has a {c.direction} {c.metric} (final epoch) than {than}{margin}"
+    return f"{c.text} [{words}]" if c.text else words
+
+
+def _claim_effect(c: ClaimResult, level: float) -> str:
+    d = c.decisive
+    if d is None:
+        return "-"
+    ci = f"[{_fmt_diff(c.metric, d.ci_low)}, {_fmt_diff(c.metric, d.ci_high)}]" if d.n >= 2 else "[-]"
+    return f"{c.arm} - {d.other}: {_fmt_diff(c.metric, d.effect)} {ci} ({level:.0%}, t, n={d.n})"
+
+
+def claims_blocks(claims: Sequence[ClaimResult], level: float = 0.95) -> list[Block]:
+    """The report's opening "Claims" section: per claim its id, statement, measured effect with its
+    interval (method and n) and the verdict, then every comparison with its raw and Holm-adjusted p.
+
+    Args:
+      claims: the output of :func:`~lyaptune.analysis.claims.evaluate_claims`.
+      level: the intervals' confidence level.
+
+    Returns:
+      Report blocks; "This spec states no claims." when there are none.
+    """
+    if not claims:
+        return [("h2", "Claims"), ("p", "This spec states no claims.")]
+    alpha = claims[0].alpha
+    intro = (
+        "Each claim of the spec, checked on the final-seed runs at the final epoch. Runs are paired by "
+        "seed; the effect is the mean paired difference (claimed arm minus the other) with its "
+        f"{level:.0%} Student-t interval and n pairs; under 'than: all' the row shows the comparison least "
+        "favourable to the claim. Each comparison is a two-sided paired t-test against the claimed bound "
+        "(0, or the margin), Holm-adjusted across the claim's comparisons. Verdicts: 'supported' = every "
+        f"comparison significant (adjusted p < {alpha:g}) in the claimed direction beyond the margin; "
+        "'contradicted' = the opposite holds significantly in at least one comparison; 'inconclusive' = "
+        "neither, or an arm is missing, has fewer than 2 completed final runs, or has a collapsed or "
+        "failed final run (the reason is given)."
+    )
+    rows = []
+    for c in claims:
+        verdict = c.verdict + (f": {c.reason}" if c.reason else "")
+        rows.append([c.id, _claim_statement(c), _claim_effect(c, level), verdict])
+    comps = []
+    for c in claims:
+        for x in c.comparisons:
+            ci = f"[{_fmt_diff(c.metric, x.ci_low)}, {_fmt_diff(c.metric, x.ci_high)}]" if x.n >= 2 else "[-]"
+            comps.append(
+                [
+                    c.id,
+                    f"{c.arm} - {x.other}",
+                    f"{_fmt_diff(c.metric, x.effect)} {ci} t n={x.n}",
+                    _fmt_diff(c.metric, x.bound) if x.bound else "0",
+                    f"{_fmt_p(x.p)} / {_fmt_p(x.p_adj)}",
+                    x.outcome + (f" ({x.reason})" if x.reason else ""),
+                ]
+            )
+    return [
+        ("h2", "Claims"),
+        ("p", intro),
+        ("table", ["claim", "statement", "measured effect [interval, method, n]", "verdict"], rows),
+        ("h3", "Comparisons behind the verdicts"),
+        (
+            "table",
+            [
+                "claim",
+                "comparison",
+                f"effect [{level:.0%} CI, method, n]",
+                "bound",
+                "p raw / Holm",
+                "outcome",
+            ],
+            comps,
+        ),
+    ]
 
 
 def _method_name(method: str) -> str:
