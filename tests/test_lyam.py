@@ -20,8 +20,11 @@ GRADS = [  # a fixed gradient sequence for two tensors of shapes (3,) and (2, 2)
 P0 = (np.array([1.0, -2.0, 0.5]), np.array([[0.3, -0.7], [1.1, 2.0]]))
 
 
-def reference(p0, grads, *, lr, b1=0.9, b2=0.999, wd=0.0, bc=True):
-    """LyAm by hand: returns (p, m, v) after len(grads) steps; t counts from 1."""
+def reference(p0, grads, *, lr, b1=0.9, b2=0.999, wd=0.0, bc=True, scaling="lyapunov", eps=1e-8):
+    """LyAm by hand: returns (p, m, v) after len(grads) steps; t counts from 1.
+
+    ``scaling="adam"`` divides by Adam's sqrt(v_hat) + eps instead of 1 + v_hat.
+    """
     p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
     for t, g in enumerate(grads, start=1):
         p = p * (1.0 - lr * wd)
@@ -29,7 +32,8 @@ def reference(p0, grads, *, lr, b1=0.9, b2=0.999, wd=0.0, bc=True):
         v = b2 * v + (1.0 - b2) * g * g
         m_hat = m / (1.0 - b1**t) if bc else m
         v_hat = v / (1.0 - b2**t) if bc else v
-        p = p - lr / (1.0 + v_hat) * m_hat
+        denom = 1.0 + v_hat if scaling == "lyapunov" else np.sqrt(v_hat) + eps
+        p = p - lr * m_hat / denom
     return p, m, v
 
 
@@ -53,10 +57,49 @@ def test_first_step_by_hand():
     torch.testing.assert_close(p.detach(), torch.tensor([0.96, -1.95, 0.5], dtype=torch.float64))
 
 
+def test_first_step_by_hand_adam_scaling():
+    # t = 1: m_hat = g and sqrt(v_hat) = |g|, so p1 = p0 - lr * g / (|g| + eps): a sign step of size lr
+    # (0 where g = 0).
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    opt = LyAm([p], lr=0.1, scaling="adam", eps=1e-8)
+    p.grad = torch.tensor([2.0, -1.0, 0.0], dtype=torch.float64)
+    opt.step()
+    expected = [1.0 - 0.1 * 2.0 / (2.0 + 1e-8), -2.0 + 0.1 * 1.0 / (1.0 + 1e-8), 0.5]
+    torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0.0)
+
+
+def test_second_step_by_hand_both_scalings():
+    # One scalar, b1 = 0.5, b2 = 0.75, lr = 0.1, no bias correction, g = 2 then g = 4:
+    #   m1 = 1, v1 = 1;  m2 = 0.5*1 + 0.5*4 = 2.5,  v2 = 0.75*1 + 0.25*16 = 4.75
+    #   lyapunov: p2 = p1 - 0.1 * 2.5 / 5.75           with p1 = 0 - 0.1 * 1 / 2 = -0.05
+    #   adam:     p2 = p1 - 0.1 * 2.5 / (sqrt(4.75) + 0.5)  with p1 = 0 - 0.1 * 1 / (1 + 0.5)
+    expected = {
+        "lyapunov": -0.05 - 0.25 / 5.75,
+        "adam": -0.1 / 1.5 - 0.25 / (4.75**0.5 + 0.5),
+    }
+    for scaling, want in expected.items():
+        for foreach in (False, True):
+            p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+            opt = LyAm(
+                [p],
+                lr=0.1,
+                betas=(0.5, 0.75),
+                bias_correction=False,
+                scaling=scaling,
+                eps=0.5,
+                foreach=foreach,
+            )
+            for g in (2.0, 4.0):
+                p.grad = torch.tensor([g], dtype=torch.float64)
+                opt.step()
+            assert p.item() == pytest.approx(want, rel=1e-14), (scaling, foreach)
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("bias_correction", [True, False])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_matches_numpy(foreach, bias_correction, weight_decay):
+@pytest.mark.parametrize("scaling", ["lyapunov", "adam"])
+def test_matches_numpy(foreach, bias_correction, weight_decay, scaling):
     params = make_params()
     opt = LyAm(
         params,
@@ -64,18 +107,56 @@ def test_matches_numpy(foreach, bias_correction, weight_decay):
         betas=(0.8, 0.95),
         weight_decay=weight_decay,
         bias_correction=bias_correction,
+        scaling=scaling,
+        eps=1e-3,
         foreach=foreach,
     )
     run(opt, params, GRADS)
     for i, p in enumerate(params):
         ref_p, ref_m, ref_v = reference(
-            P0[i], [g[i] for g in GRADS], lr=0.05, b1=0.8, b2=0.95, wd=weight_decay, bc=bias_correction
+            P0[i],
+            [g[i] for g in GRADS],
+            lr=0.05,
+            b1=0.8,
+            b2=0.95,
+            wd=weight_decay,
+            bc=bias_correction,
+            scaling=scaling,
+            eps=1e-3,
         )
         state = opt.state[p]
         np.testing.assert_allclose(p.detach().numpy(), ref_p, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(state["exp_avg"].numpy(), ref_m, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(state["exp_avg_sq"].numpy(), ref_v, rtol=1e-12, atol=1e-14)
         assert float(state["step"]) == len(GRADS)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adam_scaling_is_torch_adamw(foreach):
+    # scaling="adam" with bias correction and decoupled weight decay is AdamW's rule: compare with
+    # torch.optim.AdamW (an independent implementation) over the gradient sequence.
+    params = make_params()
+    ref_params = make_params()
+    opt = LyAm(
+        params, lr=0.05, betas=(0.8, 0.95), weight_decay=0.1, scaling="adam", eps=1e-3, foreach=foreach
+    )
+    ref = torch.optim.AdamW(
+        ref_params, lr=0.05, betas=(0.8, 0.95), weight_decay=0.1, eps=1e-3, foreach=foreach
+    )
+    run(opt, params, GRADS)
+    run(ref, ref_params, GRADS)
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_scalings_differ():
+    # The ablation's two arms are different updates: same gradients, different parameters after 4 steps.
+    out = {}
+    for scaling in ("lyapunov", "adam"):
+        params = make_params()
+        run(LyAm(params, lr=0.05, scaling=scaling), params, GRADS)
+        out[scaling] = np.concatenate([p.detach().numpy().ravel() for p in params])
+    assert np.abs(out["lyapunov"] - out["adam"]).max() > 1e-3
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -156,6 +237,8 @@ def test_closure_returns_loss():
         ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0: 1.0"),
         ({"betas": (0.9, -0.5)}, "Invalid beta parameter at index 1: -0.5"),
         ({"weight_decay": -1e-3}, "Invalid weight_decay value: -0.001"),
+        ({"eps": 0.0}, "Invalid epsilon value eps: 0.0"),
+        ({"scaling": "adamw"}, "unknown scaling 'adamw'; did you mean 'adam'\\? choices: lyapunov, adam"),
     ],
 )
 def test_invalid_hyperparameters(kwargs, message):
@@ -171,11 +254,17 @@ def test_registry_entry():
         "betas": (0.9, 0.999),
         "weight_decay": 0.0,
         "bias_correction": True,
+        "scaling": "lyapunov",
     }
     assert info.space["lr"]["low"] == 1e-4 and info.space["lr"]["high"] == 1.0 and info.space["lr"]["log"]
     opt = create_optimizer("lyam", [torch.nn.Parameter(torch.zeros(2))], beta2=0.99, bias_correction=False)
     assert opt.param_groups[0]["betas"] == (0.9, 0.99)
     assert opt.param_groups[0]["bias_correction"] is False
+    assert opt.param_groups[0]["scaling"] == "lyapunov"
+    # papers/000's ablation arm sets the scaling as a fixed hyperparameter (optimizer_args in a spec).
+    opt = create_optimizer("lyam", [torch.nn.Parameter(torch.zeros(2))], scaling="adam", eps=1e-6)
+    assert opt.param_groups[0]["scaling"] == "adam" and opt.param_groups[0]["eps"] == 1e-6
+    assert "scaling" not in info.space  # fixed per arm, never searched by `space: default`
 
 
 @pytest.mark.slow

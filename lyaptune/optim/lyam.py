@@ -1,4 +1,8 @@
-"""LyAm: Adam's moments with a Lyapunov-style ``1 / (1 + v_hat)`` step (papers/000, METHODS.md section 1)."""
+"""LyAm: Adam's moments with a Lyapunov-style ``1 / (1 + v_hat)`` step (papers/000, METHODS.md section 1).
+
+``scaling="adam"`` swaps the ``1 / (1 + v_hat)`` scaling for Adam's ``1 / (sqrt(v_hat) + eps)``, everything
+else equal: papers/000's ablation of the adaptive scaling.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,13 @@ from torch.optim.optimizer import (
     _get_scalar_dtype,
 )
 
+from lyaptune._registry import unknown_choice
 from lyaptune.optim._registry import register_optimizer
 
-__all__ = ["LyAm", "lyam"]
+__all__ = ["LyAm", "lyam", "SCALINGS"]
+
+SCALINGS: tuple[str, ...] = ("lyapunov", "adam")
+"""The second-moment scalings: LyAm's ``1 / (1 + v_hat)`` and Adam's ``1 / (sqrt(v_hat) + eps)``."""
 
 
 def _default_foreach(tensors: Iterable[Tensor]) -> bool:
@@ -35,7 +43,13 @@ def _default_foreach(tensors: Iterable[Tensor]) -> bool:
 
 @register_optimizer(
     "lyam",
-    defaults={"lr": 1e-2, "betas": (0.9, 0.999), "weight_decay": 0.0, "bias_correction": True},
+    defaults={
+        "lr": 1e-2,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.0,
+        "bias_correction": True,
+        "scaling": "lyapunov",
+    },
     space={
         # For small gradients 1 + v_hat ~ 1, so lr acts like an SGD-with-momentum rate (METHODS.md s.1).
         "lr": {"low": 1e-4, "high": 1.0, "log": True},
@@ -43,7 +57,7 @@ def _default_foreach(tensors: Iterable[Tensor]) -> bool:
         "beta2": {"low": 0.9, "high": 0.9999},
     },
     tuple_params={"betas": ("beta1", "beta2")},
-    description="LyAm: Adam moments, step lr * m_hat / (1 + v_hat)",
+    description="LyAm: Adam moments, step lr * m_hat / (1 + v_hat) (scaling: lyapunov | adam)",
     reference="papers/000 (Mirzabeigi et al. 2025, arXiv:2507.11262); METHODS.md section 1",
 )
 class LyAm(torch.optim.Optimizer):
@@ -55,7 +69,10 @@ class LyAm(torch.optim.Optimizer):
         \hat m_t &= m_t / (1 - \beta_1^t), \qquad \hat v_t = v_t / (1 - \beta_2^t) \\
         \theta_t &= (1 - \eta\lambda)\,\theta_{t-1} - \eta\,\hat m_t / (1 + \hat v_t)
 
-    elementwise, with ``t`` counting this parameter's steps from 1. Without bias correction
+    elementwise, with ``t`` counting this parameter's steps from 1. With ``scaling="adam"`` (papers/000's
+    ablation of the adaptive scaling) the last line is Adam's
+    ``theta_t = (1 - eta*lambda) theta_{t-1} - eta * m_hat_t / (sqrt(v_hat_t) + eps)``, all else
+    unchanged; ``eps`` is used only there. Without bias correction
     ``m_hat = m`` and ``v_hat = v``. The weight decay ``lambda`` is decoupled (as in AdamW) and applied
     before the update. Since ``1 + v_hat ~ 1`` for small gradients, ``lr`` behaves like an SGD-momentum
     rate rather than an Adam rate.
@@ -70,6 +87,8 @@ class LyAm(torch.optim.Optimizer):
       betas: ``(beta1, beta2)``, each in ``[0, 1)``.
       weight_decay: decoupled weight decay ``lambda >= 0``.
       bias_correction: divide the moments by ``1 - beta^t`` (the ablation of papers/000 turns it off).
+      scaling: ``"lyapunov"`` (default): ``1 / (1 + v_hat)``; ``"adam"``: ``1 / (sqrt(v_hat) + eps)``.
+      eps: Adam's denominator term ``> 0``, used only by ``scaling="adam"``.
       foreach: use the multi-tensor ``torch._foreach_*`` kernels; ``None`` picks them as
         ``torch.optim`` does (plain dense tensors on CUDA or another device with foreach kernels; the
         for-loop on CPU, where it is faster).
@@ -86,6 +105,8 @@ class LyAm(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         bias_correction: bool = True,
+        scaling: str = "lyapunov",
+        eps: float = 1e-8,
         *,
         foreach: bool | None = None,
     ) -> None:
@@ -102,11 +123,17 @@ class LyAm(torch.optim.Optimizer):
                 raise ValueError(f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
+        if scaling not in SCALINGS:
+            raise unknown_choice("scaling", scaling, list(SCALINGS))
+        if not 0.0 < eps:
+            raise ValueError(f"Invalid epsilon value eps: {eps} (must be > 0)")
         defaults = {
             "lr": lr,
             "betas": (float(betas[0]), float(betas[1])),
             "weight_decay": weight_decay,
             "bias_correction": bool(bias_correction),
+            "scaling": scaling,
+            "eps": float(eps),
             "foreach": foreach,
         }
         super().__init__(params, defaults)
@@ -120,6 +147,8 @@ class LyAm(torch.optim.Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("bias_correction", True)
+            group.setdefault("scaling", "lyapunov")
+            group.setdefault("eps", 1e-8)
             group.setdefault("foreach", None)
         self._step_counts = {
             p: int(s["step"]) for p, s in self.state.items() if isinstance(p, Tensor) and "step" in s
@@ -204,6 +233,8 @@ class LyAm(torch.optim.Optimizer):
                 beta2=beta2,
                 weight_decay=group["weight_decay"],
                 bias_correction=group["bias_correction"],
+                scaling=group["scaling"],
+                eps=group["eps"],
                 foreach=group["foreach"],
             )
         if compiling:
@@ -224,6 +255,8 @@ def lyam(
     beta2: float,
     weight_decay: float,
     bias_correction: bool,
+    scaling: str = "lyapunov",
+    eps: float = 1e-8,
     foreach: bool | None = None,
 ) -> None:
     """Functional LyAm step over lists of tensors, updating params and state in place.
@@ -234,7 +267,7 @@ def lyam(
       step_counts: the step number ``t`` of this update per parameter (Python ints, so the bias
         corrections are host floats); ``None`` computes them from ``state_steps`` with tensor ops
         (what ``torch.compile`` needs).
-      lr, beta1, beta2, weight_decay, bias_correction: as in :class:`LyAm`.
+      lr, beta1, beta2, weight_decay, bias_correction, scaling, eps: as in :class:`LyAm`.
       foreach: multi-tensor path; ``None`` chooses it when the tensors allow.
     """
     if foreach is None:
@@ -252,6 +285,8 @@ def lyam(
         beta2=beta2,
         weight_decay=weight_decay,
         bias_correction=bias_correction,
+        scaling=scaling,
+        eps=eps,
     )
 
 
@@ -280,6 +315,8 @@ def _single_tensor_lyam(
     beta2: float,
     weight_decay: float,
     bias_correction: bool,
+    scaling: str,
+    eps: float,
 ) -> None:
     for step_t in state_steps:
         step_t += 1
@@ -292,8 +329,9 @@ def _single_tensor_lyam(
             param.mul_(1 - lr * weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        # 1 + v_hat
-        denom = exp_avg_sq.div(bc2s[i]).add_(1) if bias_correction else exp_avg_sq.add(1)
+        v_hat = exp_avg_sq.div(bc2s[i]) if bias_correction else exp_avg_sq.clone()
+        # 1 + v_hat, or Adam's sqrt(v_hat) + eps
+        denom = v_hat.add_(1) if scaling == "lyapunov" else v_hat.sqrt_().add_(eps)
         if isinstance(lr, Tensor) or step_counts is None:
             # Tensor lr or traced step counts: fold lr / (1 - beta1^t) into the denominator.
             if bias_correction:
@@ -316,6 +354,8 @@ def _multi_tensor_lyam(
     beta2: float,
     weight_decay: float,
     bias_correction: bool,
+    scaling: str,
+    eps: float,
 ) -> None:
     grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, state_steps], with_indices=True
@@ -329,12 +369,16 @@ def _multi_tensor_lyam(
         torch._foreach_lerp_(dev_exp_avgs, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(dev_exp_avg_sqs, dev_grads, dev_grads, 1 - beta2)
-        # 1 + v_hat
+        # 1 + v_hat, or Adam's sqrt(v_hat) + eps
         if bias_correction:
             denom = torch._foreach_div(dev_exp_avg_sqs, bc2s)
+        else:
+            denom = torch._foreach_mul(dev_exp_avg_sqs, 1.0)
+        if scaling == "lyapunov":
             torch._foreach_add_(denom, 1)
         else:
-            denom = torch._foreach_add(dev_exp_avg_sqs, 1)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
         if isinstance(lr, Tensor) or step_counts is None:
             # Tensor lr or traced step counts: fold lr / (1 - beta1^t) into the denominator.
             if bias_correction:
