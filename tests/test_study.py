@@ -456,3 +456,42 @@ def test_search_repeats_are_independent_studies_and_the_finals_take_the_best_of_
     assert {json.loads(c)["seed"] for c in final["config_json"]} == {1, 2, 3}
     progress = plan.progress()["adam-exponential"]
     assert (progress["search"], progress["budget"], progress["final"]) == (12, 12, 3)
+
+
+def test_search_repeats_resume_after_a_killed_driver(tmp_path):
+    """A new StudyPlan on the same journal and store finishes every repeat exactly once."""
+    from lyaptune.study.searcher import StudyPlan
+    from lyaptune.study.spec import StudySpec
+
+    spec = StudySpec.from_dict(
+        {
+            **SPEC,
+            "search": {"sampler": "tpe", "trials_per_arm": 3, "seeds": [0, 1], "repeats": 2},
+            "arms": [SPEC["arms"][1]],
+        }
+    )
+    run = tmp_path / "run"
+
+    def finish(plan, job):
+        v = (job.params["lr"] - 0.01) ** 2 + job.seed
+        plan.finish(job, "completed", [{"epoch": 1, "val_loss": v}], {}, 0.01)
+
+    store = RunStore(run, create=True)
+    store.write_spec(spec.to_dict())
+    first = StudyPlan(spec, store, run / "optuna.journal")
+    started = [first.next_job() for _ in range(7)]  # the repeats take turns: trials 0 and 1 of each ...
+    assert [j.repeat for j in started] == [0, 0, 1, 1, 0, 0, 1]
+    for job in started[:4]:  # ... and only trial 0 of each finishes before the driver dies
+        finish(first, job)
+    second = StudyPlan(spec, RunStore(run), run / "optuna.journal")
+    while (job := second.next_job()) != "FINISHED":
+        assert job is not None
+        finish(second, job)
+    trials = RunStore(run).trials()
+    search = trials[trials["phase"] == "search"]
+    assert len(search) == 2 * 3 * 2 and search["trial_id"].is_unique  # repeats x trials x seeds
+    storage = journal_storage(run / "optuna.journal")
+    for name in ("tiny/adam-exponential", "tiny/adam-exponential/r1"):
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3, name
+    assert sorted(trials.loc[trials["phase"] == "final", "seed"]) == [2, 3, 4]
