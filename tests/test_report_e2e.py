@@ -8,6 +8,7 @@ headless Chromium (skipped, with the reason, where Chromium is not installed).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ SPEC = textwrap.dedent(
     search: {sampler: tpe, trials_per_arm: 2, seeds: [0], final_seeds: [1, 2]}
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
+    claims:
+      - {id: e2e-derived-loss, text: the derived step reaches a lower final training loss than tuned Adam,
+         metric: final_train_loss, arm: derived, than: adam-exponential, direction: lower}
     arms:
       - {name: derived, optimizer: adam, schedule: derived-constant, lipschitz: {samples: 2}}
       - name: adam-exponential
@@ -78,6 +82,7 @@ def reported(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "report"
     r = lyaptune("report", str(run_dir), "--out", str(out), "--format", "md,html")
     assert r.returncode == 0, f"lyaptune report failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    (out / "stdout.txt").write_text(r.stdout)
     return run_dir, out
 
 
@@ -137,6 +142,13 @@ def test_the_collapsed_derived_arm_is_found_and_never_ranked(reported):
     # nothing collapsed is ranked, so nothing collapsed is a win
     assert table.loc[table["n_collapsed"] > 0, "rank"].isna().all()
     assert "derived: 2 of 2 completed final runs collapsed" in (out / "report.md").read_text()
+    # a claim about a collapsed arm gets no verdict: inconclusive, saying why (report, JSON, terminal)
+    (claim,) = json.loads((out / "compare.json").read_text())["claims"]
+    assert claim["id"] == "e2e-derived-loss" and claim["verdict"] == "inconclusive"
+    assert "arm 'derived' collapsed on 2 of 2" in claim["reason"]
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2] == "## Claims" and "| e2e-derived-loss |" in md
+    assert "e2e-derived-loss: INCONCLUSIVE" in (out / "stdout.txt").read_text()
     runs = pd.read_csv(out / "runs.csv")
     fin = runs[(runs["arm"] == "derived") & (runs["phase"] == "final")]
     assert fin["collapsed"].all() and fin["collapse_reason"].str.len().gt(0).all()
