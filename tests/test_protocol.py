@@ -608,3 +608,24 @@ def test_report_without_claims_says_so(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Claims\n\nThis spec states no claims." in md
     assert json.loads((tmp_path / "rep" / "compare.json").read_text())["claims"] == []
+
+
+# -- reading a stored run stays light (issue 14) --------------------------------------------------------
+
+
+def test_load_study_imports_no_torch_and_builds_no_optimizer(tmp_path):
+    # a fresh interpreter: reading the run, its spec lookups and its claims import neither torch (hence
+    # no torch.optim class) nor the spec validator that probes optimizers
+    root = claims_study(tmp_path / "c")
+    code = (
+        "import json, sys\n"
+        "import lyaptune.analysis as a\n"
+        f"s = a.load_study({str(root)!r})\n"
+        "assert len(s.trials) == 21 and s.primary_metrics[0]['metric'] == 'final_grad_norm'\n"
+        "assert s.arms[:2] == ['adam', 'derived'] and len(a.study_claims(s)) == 9\n"
+        "heavy = ('torch', 'torch.optim', 'lyaptune.optim', 'lyaptune.study.spec', 'lyaptune.train')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
