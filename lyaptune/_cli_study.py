@@ -69,8 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lyaptune.errors import ConfigError
     from lyaptune.study.spec import load_spec
 
+    resources = _resources(args)  # a bad flag is reported before the spec is read
     spec = load_spec(args.spec)
-    resources = _resources(args)
     if args.smoke:
         from lyaptune.study.standin import smoke_stand_ins
 

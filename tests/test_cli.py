@@ -68,3 +68,20 @@ def test_list_commands():
     assert r.returncode == 0
     for name in ("adam", "lyam", "rlo", "rlo-lambda", "rlo-lifted", "expdecay-gradnorm", "lion"):
         assert f"\n{name} " in "\n" + r.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_bad_resources_override_is_one_line_before_anything_runs(tmp_path, command):
+    target = tmp_path / ("spec.yaml" if command == "run" else "run-dir")
+    if command == "run":
+        target.write_text("name: x\ntask: {dataset: digits, model: fc}\narms: [{name: a, optimizer: adam}]\n")
+    r = lyaptune(command, str(target), "--resources", "cpu=0,gpu=0")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip() == "lyaptune: error: --resources: cpu must be a number > 0, got '0'"
+    assert r.stdout == ""
+
+
+def test_run_help_names_the_resources_override():
+    r = lyaptune("run", "--help")
+    assert r.returncode == 0
+    assert "--resources cpu=N,gpu=G" in r.stdout
