@@ -279,3 +279,27 @@ def test_readme_cluster_runs_a_study_and_resume_after_a_killed_driver(cluster, t
     assert len(info["cluster"]["nodes"]) == 2 and all(n["cpu"] == 1 for n in info["cluster"]["nodes"])
     nodes = {json.loads(s)["node_id"] for s in trials["info_json"]}
     assert nodes <= {n["node_id"] for n in info["cluster"]["nodes"]}
+
+
+def test_a_node_that_cannot_read_the_data_stops_the_study_naming_node_and_path(cluster, tmp_path):
+    missing = tmp_path / "no-data-here"
+    spec = {
+        **SPEC,
+        "name": "nodata",
+        "task": {**SPEC["task"], "dataset": "mnist", "data_root": str(missing), "dataset_args": {}},
+    }
+    spec_path = tmp_path / "nodata.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    r = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(spec_path), "--address", cluster.address],
+        capture_output=True,
+        text=True,
+        env=clean_env(cluster.head_home),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("lyaptune: error: node ") and "cannot read the task's data" in line, line
+    assert str(missing) in line
+    assert "Traceback" not in r.stdout

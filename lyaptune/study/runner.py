@@ -19,6 +19,7 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -305,6 +306,7 @@ class _RayQuiet:
         logging.getLogger("ray").setLevel(logging.INFO)
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
+        self._show_other = warnings.showwarning
         warnings.showwarning = self._showwarning
         return self
 
@@ -322,6 +324,10 @@ class _RayQuiet:
         os.environ[key] = value
 
     def _showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        ray_dir = os.path.dirname(sys.modules["ray"].__file__)
+        if not os.path.abspath(str(filename)).startswith(ray_dir):  # not Ray's: shown as usual
+            self._show_other(message, category, filename, lineno, file, line)
+            return
         name = category.__name__
         logging.getLogger("ray.warnings").warning("%s:%s: %s: %s", filename, lineno, name, message)
 
@@ -356,7 +362,6 @@ class _RayQuiet:
 @contextlib.contextmanager
 def _stderr_to(path: str | os.PathLike | None) -> Iterator[None]:
     """Send file descriptor 2 to ``path`` (or /dev/null) for a moment: Ray's C++ client logs there."""
-    import sys
 
     sys.stderr.flush()
     saved = os.dup(2)
@@ -426,6 +431,65 @@ def _check_auth(address: str) -> None:
         ) from exc
     except Exception:  # anything else is left to ray.init, which reports it
         return
+
+
+def _dataset_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """One trial config (as a dict, data root resolved as trials get it) per distinct dataset of the study."""
+    from lyaptune.study.searcher import _absolute_data_root
+
+    seen, out = set(), []
+    for arm in spec.arms:
+        config = _absolute_data_root(spec.trial_config(arm, {}, spec.search.seeds[0]).to_dict())
+        key = json.dumps(
+            {k: config.get(k) for k in ("dataset", "dataset_args", "data_root", "validation_fraction")},
+            sort_keys=True,
+            default=str,
+        )
+        if key not in seen:
+            seen.add(key)
+            out.append(config)
+    return out
+
+
+def _check_data(configs: list[dict[str, Any]]) -> str | None:
+    """Load each dataset once here; the first error's one-line message, or None."""
+    from lyaptune.train import TrialConfig, load_task_data
+
+    for config in configs:
+        try:
+            load_task_data(TrialConfig.from_dict(config))
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return None
+
+
+def _preflight_nodes(spec: StudySpec, nodes: list[dict[str, Any]], request: Mapping[str, float]) -> None:
+    """Every node that can host a trial loads the study's datasets once before any trial starts, so a
+    node without the files fails the study at once, naming the node and the path, instead of every trial
+    failing on its own."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    configs = _dataset_configs(spec)
+    check = ray.remote(num_cpus=0, max_retries=0)(_check_data)
+    pending = {}
+    for node in nodes:
+        res = node.get("Resources") or {}
+        if not node.get("Alive", True) or float(res.get("CPU", 0)) < float(request["cpu"]):
+            continue  # no trial runs there
+        if float(res.get("GPU", 0)) < float(request["gpu"]):
+            continue
+        strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+        pending[node["NodeID"]] = (node, check.options(scheduling_strategy=strategy).remote(configs))
+    for node_id, (node, ref) in pending.items():
+        problem = ray.get(ref)
+        if problem:
+            host = node.get("NodeManagerHostname") or node.get("NodeManagerAddress") or "?"
+            raise UserError(
+                f"node {host} ({node.get('NodeManagerAddress', '?')}, id {node_id[:12]}) cannot read the "
+                f"task's data: {problem}"
+            )
 
 
 def _ray_initialized() -> bool:
@@ -774,6 +838,8 @@ def run_study(
                 raise ConfigError(problem)
             if problem:
                 log(f"warning: {problem} (waiting: the cluster may add nodes)")
+            if remote:
+                _preflight_nodes(spec, nodes, request)
             if resume:
                 store = RunStore(root)
             else:
@@ -823,7 +889,7 @@ def run_study(
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     log(
         f"done: {len(trials)} runs ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
-        f"results in {root} (trials.parquet, epochs/, {JOURNAL_FILE})"
+        f"results in {root} (trials/, epochs/, {JOURNAL_FILE}, {RAY_LOG_FILE})"
     )
     return store
 
