@@ -608,14 +608,49 @@ def _interrupt_stopper(interrupt: _Interrupt):
     return _InterruptStopper()
 
 
+class _RemoteJournal:
+    """The Optuna journal of a run directory in an object store (``s3://``, ``gs://``): Optuna writes a
+    local file (``<out>/<name>/optuna.journal``), and the store keeps its copy, pulled before the plan
+    is built (so ``lyaptune resume URI`` works from any machine) and pushed after every finished run.
+    """
+
+    def __init__(self, store: RunStore, local: Path) -> None:
+        self.store, self.local = store, local
+        self.remote = store.path.rstrip("/") + "/" + JOURNAL_FILE
+
+    def pull(self, resume: bool) -> None:
+        import pyarrow.fs as pafs
+
+        fs = self.store.filesystem
+        if fs.get_file_info(self.remote).type == pafs.FileType.File:
+            with fs.open_input_stream(self.remote) as f:
+                self.local.write_bytes(f.read())
+        elif not resume and self.local.exists():
+            self.local.unlink()  # a journal left here by another study of the same name
+
+    def push(self) -> None:
+        if self.local.exists():
+            with self.store.filesystem.open_output_stream(self.remote) as f:
+                f.write(self.local.read_bytes())
+
+
 class _Progress:
     """Compact one-line progress per finished run (not Ray's full table)."""
 
-    def __init__(self, plan: StudyPlan, total: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        plan: StudyPlan,
+        total: int,
+        log: Callable[[str], None],
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self.plan, self.total, self.log, self.count = plan, total, log, 0
+        self.after = after
         self.t0 = time.perf_counter()
 
     def __call__(self, job: Job, status: str, value: float) -> None:
+        if self.after is not None:
+            self.after()
         self.count += 1
         parts = []
         for name, p in self.plan.progress().items():
@@ -854,11 +889,14 @@ def run_study(
                 resources=request,
                 resources_override=dict(resources) if resources else None,
             )
+            journal = _RemoteJournal(store, journal_dir / JOURNAL_FILE) if local is None else None
+            if journal is not None:
+                journal.pull(resume)
             plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log)
             already = len(plan.done)
             if resume:
                 log(f"resuming {root}: {already} of {total} runs already recorded")
-            progress = _Progress(plan, total, log)
+            progress = _Progress(plan, total, log, after=journal.push if journal is not None else None)
             progress.count = already
             searcher = _make_searcher(spec, plan, progress)
 
@@ -872,6 +910,8 @@ def run_study(
                 log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
                 tuner.fit()
             searcher.flush_failed()
+            if journal is not None:
+                journal.push()
         finally:
             if started_ray:
                 import ray
