@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lyaptune.errors import ConfigError, UserError
-from lyaptune.store import RunStore
+from lyaptune.store import RunStore, lock_run_dir
 from lyaptune.study.searcher import Job, StudyPlan
 from lyaptune.study.spec import ResourcesSpec, StudySpec
 
@@ -835,6 +835,8 @@ def run_study(
       UserError: the request cannot be met on a local Ray, Ray cannot be reached or refuses the token,
         the run directory exists already (not ``resume``).
       StudyInterrupted: SIGINT / SIGTERM received (its message names the resume command).
+      RunDirLockedError: another live driver holds the run directory (its pid, host and start time);
+        a lock left by a dead driver on this host is taken over.
     """
     written = spec
     spec = with_resources(spec, resources)
@@ -856,6 +858,44 @@ def run_study(
         problem = check_resources(request, [predicted])
         if problem:  # before starting Ray: seconds, not Ray's start-up
             raise ConfigError(problem)
+    if resume:
+        RunStore(root)  # not a run directory: fail before a lock file is created
+    # one writer per run directory: a second `run` / `resume` is refused with the holder's name
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = lock_run_dir(journal_dir)
+    try:
+        if run_lock.taken_over is not None:
+            holder = run_lock.taken_over.describe()
+            log(f"took over the run directory lock of {holder}: it is no longer running")
+        if not resume and local is not None and (local / "spec.yaml").exists():
+            raise UserError(
+                f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
+                "or choose another --out"
+            )
+        return _run_locked(
+            spec, written, root, journal_dir, local, remote, address, resume, resources,
+            max_concurrent, total, request, log,
+        )
+    finally:
+        run_lock.release()
+
+
+def _run_locked(
+    spec: StudySpec,
+    written: StudySpec,
+    root: str,
+    journal_dir: Path,
+    local: Path | None,
+    remote: bool,
+    address: str | None,
+    resume: bool,
+    resources: Mapping[str, float] | None,
+    max_concurrent: int | None,
+    total: int,
+    request: dict[str, float],
+    log: Callable[[str], None],
+) -> RunStore:
+    """The body of :func:`run_study`, run while the run directory's lock is held."""
     interrupt = _Interrupt()
     with _RayQuiet() as quiet, contextlib.ExitStack() as stack:
         started_ray = _init_ray(address, quiet)

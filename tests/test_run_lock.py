@@ -1,0 +1,80 @@
+"""One writer per run directory: a second driver is refused naming the holder; a dead holder's lock is
+taken over (issue 14). Real drivers in subprocesses; the first is held at a known point by the
+fault-injection hook (no timing)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from test_reliability import BASE, _descendants, write
+
+from lyaptune.store import RunStore
+
+
+def _kill_family(proc: subprocess.Popen) -> None:
+    family = _descendants(proc.pid)  # the driver's local Ray included
+    os.killpg(proc.pid, 9)
+    for pid in family:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    spec = {
+        **BASE,
+        "name": "locked",
+        "search": {"sampler": "random", "trials_per_arm": 2, "final_seeds": [1]},
+        "max_concurrent": 1,
+    }
+    out = tmp_path / "runs"
+    run_dir = out / "locked"
+    marks = tmp_path / "marks"
+    fault = {"match": "adam-search-0000", "block": "start", "dir": str(marks)}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LYAPTUNE_FAULT_INJECTION")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(write(tmp_path, spec)), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, "LYAPTUNE_FAULT_INJECTION": json.dumps(fault)},
+        start_new_session=True,
+    )
+    try:
+        marker = marks / "adam-search-0000-s0.blocked"
+        while not marker.exists():  # the known point: the first driver holds the lock, its run waits
+            assert first.poll() is None, "the first driver ended before the known point"
+            time.sleep(0.1)
+        second = subprocess.run(
+            [sys.executable, "-m", "lyaptune.cli", "resume", str(run_dir)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert second.returncode != 0
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        assert f"pid {first.pid} " in lines[0] and "in use" in lines[0], lines[0]
+        assert RunStore(run_dir).trials().empty  # the refused driver wrote nothing
+    finally:
+        _kill_family(first)
+    # the holder is dead (SIGKILL): its lock file is still there, and the next driver takes it over
+    assert (run_dir / ".lyaptune.lock").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "took over the run directory lock" in r.stdout + r.stderr
+    trials = RunStore(run_dir).trials()
+    assert sorted(trials["trial_id"]) == ["adam-final-s1", "adam-search-0000-s0", "adam-search-0001-s0"]
+    assert not (run_dir / ".lyaptune.lock").exists()  # released at the end
