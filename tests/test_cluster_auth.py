@@ -244,7 +244,7 @@ def test_readme_cluster_runs_a_study_and_resume_after_a_killed_driver(cluster, t
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     run_dir = storage / "auth"
-    before = RunStore(run_dir).trials() if (run_dir / "trials.parquet").exists() else None
+    before = RunStore(run_dir).trials() if (run_dir / "spec.yaml").exists() else None
     done_before = set(before["trial_id"]) if before is not None else set()
     assert "adam-search-0001-s0" not in done_before, first
     r = subprocess.run(

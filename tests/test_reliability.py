@@ -290,7 +290,7 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
         thread.start()
         deadline = time.time() + 300
         while time.time() < deadline:  # a run that is not finished yet has written a checkpoint
-            done = set(RunStore(run_dir).trial_ids()) if (run_dir / "trials.parquet").exists() else set()
+            done = set(RunStore(run_dir).trial_ids()) if (run_dir / "spec.yaml").exists() else set()
             ckpts = {
                 p.parts[-3].rsplit("-", 1)[0] for p in (run_dir / "ray").glob("*/*/checkpoint_*/trial.pt")
             }
