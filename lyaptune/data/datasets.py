@@ -39,8 +39,13 @@ from lyaptune.data._readers import (
     tinyimagenet_samples,
 )
 from lyaptune.data._registry import RawData, RawSplit, get_dataset_info, register_dataset
-from lyaptune.data.subsets import index_digest, per_class_subset, rng_for, stratified_split
+from lyaptune.data.subsets import STREAMS, index_digest, per_class_subset, rng_for, stratified_split
 from lyaptune.errors import ConfigError, DataError
+
+#: Up to this many class-mean entries (classes x dimensions) the synthetic means are drawn as one matrix;
+#: above it (an ImageNet stand-in: 1000 x 150,528) only the classes drawn get a mean, each from its own
+#: seeded stream, so memory stays bounded.
+_SYNTHETIC_DENSE_MEANS = 1 << 24
 
 __all__: list[str] = []
 
@@ -495,11 +500,23 @@ def _synthetic(root: Path, download: bool, options: dict[str, Any]) -> RawData:
         get_dataset_info(stand_in)  # a ConfigError with choices if misspelt
     rng = rng_for(seed, "synthetic")
     d = int(np.prod(shape))
-    means = rng.standard_normal((k, d)) * (float(sep) / math.sqrt(d))
+    scale = float(sep) / math.sqrt(d)
+    if k * d <= _SYNTHETIC_DENSE_MEANS:
+        means = rng.standard_normal((k, d)) * scale
+        mean_of = means.__getitem__
+    else:  # e.g. an ImageNet stand-in (1000 x 150,528): each used class's mean from its own stream
+        mean_rows: dict[int, np.ndarray] = {}
+
+        def mean_of(y: np.ndarray) -> np.ndarray:
+            for c in np.unique(y):
+                if int(c) not in mean_rows:
+                    own = np.random.default_rng([seed, STREAMS["synthetic"], int(c)])
+                    mean_rows[int(c)] = own.standard_normal(d, dtype=np.float32) * np.float32(scale)
+            return np.stack([mean_rows[int(c)] for c in y])
 
     def draw(n: int) -> RawSplit:
         y = rng.permutation(np.arange(n) % k)
-        x = means[y] + rng.standard_normal((n, d))
+        x = mean_of(y) + rng.standard_normal((n, d))
         return RawSplit(
             y=torch.from_numpy(y.astype(np.int64)),
             x=torch.from_numpy(x.astype(np.float32)).reshape(n, *shape),
