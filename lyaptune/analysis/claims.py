@@ -5,7 +5,8 @@ than ``than`` (an arm, or every other arm with ``all``), by more than ``margin``
 paired difference ``d_s = metric_s(arm) - metric_s(other)`` over the final seeds both arms completed,
 ``lower`` claims ``mean(d) < -margin`` and ``higher`` claims ``mean(d) > margin``.
 
-Each comparison the claim implies is a two-sided paired t-test of ``d`` against the claimed bound
+Each comparison the claim implies is a two-sided paired test (t below 6 pairs, Wilcoxon signed-rank from
+6 pairs on, METHODS section 8) of ``d`` against the claimed bound
 (``-margin`` for lower, ``+margin`` for higher; the bound is 0 without a margin), with the effect
 ``mean(d)`` and its Student-t interval; the p-values are Holm-adjusted across the claim's comparisons.
 A comparison whose adjusted p is below :data:`~lyaptune.analysis.compare.ALPHA` is significant on the
@@ -63,8 +64,9 @@ class ClaimComparison:
       ci_low, ci_high: its Student-t interval at the claim's level (NaN below two pairs).
       ci_method: ``"t"``.
       bound: the claimed bound of ``effect`` (``-margin`` for lower, ``+margin`` for higher).
-      p: raw two-sided p of the paired t-test of the differences against ``bound``.
-      p_wilcoxon: the Wilcoxon signed-rank p of the same shifted differences, from 6 pairs (shown only).
+      p: raw two-sided p of the deciding paired test of the differences against ``bound`` (the t-test
+        below 6 pairs, the Wilcoxon signed-rank test from 6 pairs on).
+      p_wilcoxon: the Wilcoxon signed-rank p of the same shifted differences, from 6 pairs.
       p_adj: ``p`` Holm-adjusted across the claim's tested comparisons.
       outcome: ``claimed`` / ``opposite`` (significant on that side of the bound), ``not significant``,
         or ``not tested`` (see ``reason``).
@@ -322,7 +324,7 @@ def _evaluate_one(
             if not reason:
                 # the differences shifted by the bound: d - b, tested against 0
                 test = paired_test(xa - bound, xb)
-                entry["p"], entry["p_wilcoxon"] = test["p_ttest"], test["p_wilcoxon"]
+                entry["p"], entry["p_wilcoxon"] = test["p"], test["p_wilcoxon"]
         if reason and reason not in problems:
             problems.append(reason)
         raw.append(entry)

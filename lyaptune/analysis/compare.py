@@ -306,12 +306,16 @@ def _study_table(
         sense = _sense(m, study)
         cols: dict[str, list[Any]] = {
             k: []
-            for k in ("diff", "diff_ci_low", "diff_ci_high", "n_pairs", "p_ttest", "p_wilcoxon", "ci_method")
+            for k in (
+                *("diff", "diff_ci_low", "diff_ci_high", "n_pairs"),
+                *("p_ttest", "p_wilcoxon", "p", "test", "ci_method"),
+            )
         }
         for arm in df["arm"]:
             done = done_by_arm[arm]
             if ref_rows is None or arm == ref or not len(done) or not len(ref_rows):
                 d = {"n": 0, "mean_diff": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
+                d.update({"p": math.nan, "test": ""})
                 ci, ci_m = (math.nan, math.nan), ""
             else:
                 a, b = _seed_values(done, m), _seed_values(ref_rows, m)
@@ -326,11 +330,13 @@ def _study_table(
             cols["n_pairs"].append(d["n"])
             cols["p_ttest"].append(d["p_ttest"])
             cols["p_wilcoxon"].append(d["p_wilcoxon"])
+            cols["p"].append(d["p"])
+            cols["test"].append(d["test"])
             cols["ci_method"].append(ci_m)
         for k, v in cols.items():
             df[f"{m}_{k}" if k != "ci_method" else f"{m}_diff_ci_method"] = v
         # Holm across the arms compared with this reference, for this metric
-        df[f"{m}_p_adj"] = holm_adjust(df[f"{m}_p_ttest"].to_numpy(float))
+        df[f"{m}_p_adj"] = holm_adjust(df[f"{m}_p"].to_numpy(float))
         df[f"{m}_verdict"] = [
             "reference"
             if r["is_reference"]
@@ -375,11 +381,12 @@ def compare(
       ``bca`` where asked for and n >= 10);
     - against the reference, over the seeds both arms completed: ``<m>_diff = mean_s (x_s - x_s^ref)``,
       its interval ``<m>_diff_ci_low`` / ``_high`` (:func:`~lyaptune.analysis.stats.paired_interval`),
-      ``<m>_n_pairs``, the raw p of the paired t-test ``<m>_p_ttest``, the Wilcoxon p
-      ``<m>_p_wilcoxon`` (from 6 pairs, shown only), the Holm-adjusted t-test p ``<m>_p_adj`` (across
-      the arms compared with the reference, for this metric) and ``<m>_verdict``: ``better`` /
-      ``worse`` when the adjusted p < :data:`ALPHA` (direction by the metric's mode ``<m>_mode``),
-      else ``no significant difference``; ``reference`` for the reference arm;
+      ``<m>_n_pairs``, the raw p of the paired t-test ``<m>_p_ttest`` and of the Wilcoxon signed-rank
+      test ``<m>_p_wilcoxon`` (from 6 pairs), the deciding test ``<m>_test`` (``t`` below 6 pairs,
+      ``wilcoxon`` from 6, METHODS section 8) with its raw p ``<m>_p`` and its Holm-adjusted p
+      ``<m>_p_adj`` (across the arms compared with the reference, for this metric) and
+      ``<m>_verdict``: ``better`` / ``worse`` when the adjusted p < :data:`ALPHA` (direction by the
+      metric's mode ``<m>_mode``), else ``no significant difference``; ``reference`` for the reference arm;
     - counts of final runs by status (``n_final``, ``n_completed``, ``n_diverged``, ...), collapsed runs
       ``n_collapsed`` (:func:`~lyaptune.analysis.collapse.classify_collapse`) and ``collapsed`` (any);
     - the tuning cost in device-seconds: ``search_trials``, ``search_runs``, ``search_wall_s``,

@@ -100,8 +100,8 @@ def format_compare_tables(
     """The comparison table as three display tables of strings: outcomes, differences, cost and rank.
 
     Every interval cell says its method and n (``[low, high] t n=5``); the differences give the raw
-    and the Holm-adjusted p of the paired t-test, the Wilcoxon p where it ran (from 6 pairs), and the
-    verdict (better / worse / no significant difference at adjusted p < 0.05).
+    and the Holm-adjusted p of the deciding paired test (t-test below 6 pairs, Wilcoxon from 6), named
+    in the cell, and the verdict (better / worse / no significant difference at adjusted p < 0.05).
 
     Args:
       table: the output of :func:`~lyaptune.analysis.compare.compare`.
@@ -155,7 +155,7 @@ def format_compare_tables(
             row.append(cell)
         outcomes.append(row)
     dhead = keys + [
-        f"{label(m)}: diff [{level:.0%} CI, method], p t-test raw / Holm-adjusted (Wilcoxon), verdict"
+        f"{label(m)}: diff [{level:.0%} CI, method], p raw / Holm-adjusted (test), verdict"
         for m in metrics
     ]
     diffs = []
@@ -175,8 +175,8 @@ def format_compare_tables(
             if math.isfinite(lo):
                 fmt = _pp if acc else _num
                 cell += f" [{fmt(lo)}, {fmt(hi)}, {r[f'{m}_diff_ci_method']}]"
-            p_t, p_a, p_w = (_fmt_p(r[f"{m}_{k}"]) for k in ("p_ttest", "p_adj", "p_wilcoxon"))
-            cell += f", p {p_t} / {p_a}" + (f" (W {p_w})" if p_w != "-" else "")
+            p_raw, p_a = (_fmt_p(r[f"{m}_{k}"]) for k in ("p", "p_adj"))
+            cell += f", p {p_raw} / {p_a} ({'Wilcoxon' if r[f'{m}_test'] == 'wilcoxon' else 't-test'})"
             cell += f", {v} (n={r[f'{m}_n_pairs']})"
             row.append(cell)
         diffs.append(row)
@@ -551,10 +551,12 @@ def write_report(
             f"Statistics over completed final runs: mean, sample sd and a {level:.0%} "
             f"{'Student-t' if method == 't' else 'BCa bootstrap (t below n = 10)'} interval; each cell "
             f"gives its method and n. Reference arm: {ref_text}. Differences are paired by seed (arm "
-            "minus reference) with a t interval and a paired t-test; the t-test p-values are "
+            "minus reference) with a t interval and a paired test: the paired t-test below 6 pairs, the "
+            "Wilcoxon signed-rank test from 6 pairs on (each cell names it); the p-values are "
             f"Holm-adjusted across the arms compared with the reference, per metric; 'better'/'worse' "
-            f"only at adjusted p < {ALPHA:g}, else 'no significant difference'. The Wilcoxon "
-            "signed-rank p (W, from 6 pairs) is shown beside it.",
+            f"only at adjusted p < {ALPHA:g}, else 'no significant difference'. (An exact Wilcoxon "
+            "test cannot go below p = 2 / 2^n, so at 6-7 pairs and several arms a Holm-adjusted "
+            "Wilcoxon p rarely reaches 0.05: more seeds are the remedy.)",
         ),
         (
             "p",
@@ -846,7 +848,8 @@ def claims_blocks(claims: Sequence[ClaimResult], level: float = 0.95) -> list[Bl
         "Each claim of the spec, checked on the final-seed runs at the final epoch. Runs are paired by "
         "seed; the effect is the mean paired difference (claimed arm minus the other) with its "
         f"{level:.0%} Student-t interval and n pairs; under 'than: all' the row shows the comparison least "
-        "favourable to the claim. Each comparison is a two-sided paired t-test against the claimed bound "
+        "favourable to the claim. Each comparison is a two-sided paired test (t-test below 6 pairs, "
+        "Wilcoxon signed-rank from 6) against the claimed bound "
         "(0, or the margin), Holm-adjusted across the claim's comparisons. Verdicts: 'supported' = every "
         f"comparison significant (adjusted p < {alpha:g}) in the claimed direction beyond the margin; "
         "'contradicted' = the opposite holds significantly in at least one comparison; 'inconclusive' = "
@@ -955,7 +958,8 @@ def _how_to_read(
         "method and n. With n <= 10, a skewed metric (gradient norms, losses near zero) makes any "
         "interval less reliable than its nominal level: read it as a rough range.",
         ref_line,
-        f"Differences are paired by seed and tested with a paired t-test; the p-values are Holm-adjusted "
+        f"Differences are paired by seed and tested with a paired t-test (below 6 pairs) or the Wilcoxon "
+        f"signed-rank test (from 6 pairs); the p-values are Holm-adjusted "
         f"across the arms compared with the reference, per metric. 'better' or 'worse' means the adjusted "
         f"p < {ALPHA:g} in the metric's direction; 'no significant difference' means the data cannot tell "
         "the arms apart at that level, whatever the sign of the mean difference (it does not prove them "

@@ -2,10 +2,10 @@
 
 METHODS.md section 8: means and paired differences get Student-t intervals (exact for normal data at
 any n), with the BCa bootstrap as an option from n = 10; never a plain percentile bootstrap at small
-n (at n = 3 its "95%" covers about 74%). Paired differences are tested with the paired t-test (the
-decision test) and, from :data:`WILCOXON_MIN_PAIRS` pairs on, the Wilcoxon signed-rank test (shown
-beside it); p-values are Holm-adjusted across the arms compared with one reference, per metric, and
-an arm is called better or worse only when its adjusted p is below the level.
+n (at n = 3 its "95%" covers about 74%). Paired differences are tested with the paired t-test below
+:data:`WILCOXON_MIN_PAIRS` pairs and with the Wilcoxon signed-rank test from there on (both p-values
+are kept; the deciding one is named); p-values are Holm-adjusted across the arms compared with one
+reference, per metric, and an arm is called better or worse only when its adjusted p is below the level.
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ def paired_test(x: _Array, reference: _Array) -> dict[str, float]:
     is non-zero.
 
     Returns:
-      ``{"n": pairs, "mean_diff": mean(x - reference), "p_ttest": p, "p_wilcoxon": p}`` (NaN where a
-      test does not apply).
+      ``{"n": pairs, "mean_diff": mean(x - reference), "p_ttest": p, "p_wilcoxon": p, "test": name,
+      "p": p}`` (NaN where a test does not apply); ``test`` / ``p`` are the deciding test of METHODS
+      section 8: the paired t-test below :data:`WILCOXON_MIN_PAIRS` pairs, the Wilcoxon signed-rank
+      test from there on.
 
     Raises:
       ValueError: the samples differ in length.
@@ -175,6 +177,10 @@ def paired_test(x: _Array, reference: _Array) -> dict[str, float]:
             out["p_ttest"] = 0.0
     if d.size >= WILCOXON_MIN_PAIRS and np.any(d != 0):
         out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
+    # the deciding test (METHODS section 8): paired t below WILCOXON_MIN_PAIRS pairs, Wilcoxon from there
+    wilcoxon = d.size >= WILCOXON_MIN_PAIRS and math.isfinite(out["p_wilcoxon"])
+    out["test"] = "wilcoxon" if wilcoxon else "t"
+    out["p"] = out["p_wilcoxon"] if wilcoxon else out["p_ttest"]
     return out
 
 
