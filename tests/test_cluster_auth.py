@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _procs import free_port
 
 from lyaptune.store import RunStore
 
@@ -66,12 +66,6 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
     env.pop("LYAPTUNE_FAULT_INJECTION", None)
     return {**env, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_line(proc: subprocess.Popen, needle: str, log: list[str]) -> None:

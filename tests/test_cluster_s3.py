@@ -12,10 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
+from _procs import free_port, kill_family
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +41,6 @@ SPEC = {
         {"name": "adam", "optimizer": "adam", "space": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}}
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid: int) -> list[int]:
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        frontier += kids
-    return out
 
 
 @pytest.fixture
@@ -129,14 +106,7 @@ def test_s3_storage_survives_a_killed_driver_and_resumes_from_a_fresh_directory(
             assert proc.poll() is None, "the driver ended before the known point"
             time.sleep(0.1)
     finally:
-        family = descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGKILL)
-        for pid in family:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+        kill_family(proc)
     before = RunStore(uri).trials()
     assert sorted(before["trial_id"]) == ["adam-search-0000-s0", "adam-search-0001-s0"]
     r = subprocess.run(

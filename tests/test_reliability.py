@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _procs import kill_family
 
 from lyaptune.cli import main
 from lyaptune.store import RunStore
@@ -329,24 +330,6 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
     assert mine["train_loss"].tolist() == [r["train_loss"] for r in alone.records]
 
 
-def _descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (from /proc)."""
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        frontier += kids
-    return out
-
-
 @pytest.mark.slow
 def test_driver_killed_at_a_known_point_then_resume_completes_only_what_is_missing(tmp_path):
     """The driver is SIGKILLed once the third search run has stored its first checkpoint (the
@@ -382,14 +365,7 @@ def test_driver_killed_at_a_known_point_then_resume_completes_only_what_is_missi
             assert proc.poll() is None, "the driver ended before the known point"
             time.sleep(0.1)
     finally:
-        family = _descendants(proc.pid)  # the driver's local Ray included
-        os.killpg(proc.pid, 9)
-        for pid in family:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+        kill_family(proc)  # the driver and everything below it, its local Ray included
     before = RunStore(run_dir).trials()
     assert sorted(before["trial_id"]) == ["adam-search-0000-s0", "adam-search-0001-s0"]
     r = subprocess.run(

@@ -9,20 +9,10 @@ import sys
 import time
 
 import pytest
-from test_reliability import BASE, _descendants, write
+from _procs import kill_family
+from test_reliability import BASE, write
 
 from lyaptune.store import RunStore
-
-
-def _kill_family(proc: subprocess.Popen) -> None:
-    family = _descendants(proc.pid)  # the driver's local Ray included
-    os.killpg(proc.pid, 9)
-    for pid in family:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    proc.wait()
 
 
 @pytest.mark.slow
@@ -63,7 +53,7 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
         assert f"pid {first.pid} " in lines[0] and "in use" in lines[0], lines[0]
         assert RunStore(run_dir).trials().empty  # the refused driver wrote nothing
     finally:
-        _kill_family(first)
+        kill_family(first)
     # the holder is dead (SIGKILL): its lock file is still there, and the next driver takes it over
     assert (run_dir / ".lyaptune.lock").exists()
     r = subprocess.run(

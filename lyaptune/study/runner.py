@@ -861,7 +861,10 @@ def run_study(
     if resume:
         RunStore(root)  # not a run directory: fail before a lock file is created
     # one writer per run directory: a second `run` / `resume` is refused with the holder's name
-    journal_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        journal_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create run directory {journal_dir}: {err.strerror or err}") from err
     run_lock = lock_run_dir(journal_dir)
     try:
         if run_lock.taken_over is not None:
