@@ -126,16 +126,27 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from lyaptune.store import RunStore
+def _stored_budget(store: Any, info: dict[str, Any]) -> dict[str, int]:
+    """Search runs per arm as the study recorded them (``study.json``); runs stored by versions that did
+    not record them rebuild the spec (which checks it against the registries: imports torch)."""
+    if "search_budget" in info:
+        return {str(k): int(v) for k, v in info["search_budget"].items()}
     from lyaptune.study.spec import StudySpec
 
-    store = RunStore(args.run_dir)
     spec = StudySpec.from_dict(store.read_spec())
+    return {a.name: spec.budget(a) * len(spec.search.seeds) for a in spec.arms}
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Print a run directory's progress from its stored files only (no optimizer is built)."""
+    from lyaptune.store import RunStore
+
+    store = RunStore(args.run_dir)
+    spec = store.read_spec()
     info = store.read_study_info()
     trials = store.trials()
     state = "finished" if info.get("finished") else "in progress or interrupted"
-    print(f"study {spec.name} ({state}; started {info.get('started', '?')})")
+    print(f"study {spec.get('name', '?')} ({state}; started {info.get('started', '?')})")
     cluster = info.get("cluster")
     if cluster:
         nodes = cluster.get("nodes", [])
@@ -147,9 +158,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if info.get("resources_override"):
         res = info["resources_override"]
         print(f"  resources per trial: {', '.join(f'{k}={v:g}' for k, v in res.items())} (--resources)")
-    better_min = spec.objective.mode == "min"
-    for arm in spec.arms:
-        rows = trials[trials["arm"] == arm.name] if len(trials) else trials
+    objective = spec.get("objective") or {}
+    metric, better_min = objective.get("metric", "objective"), objective.get("mode", "min") == "min"
+    budgets = _stored_budget(store, info)
+    n_final = len((spec.get("search") or {}).get("final_seeds") or [])
+    for arm in [a["name"] for a in spec.get("arms", [])]:
+        rows = trials[trials["arm"] == arm] if len(trials) else trials
         search = rows[rows["phase"] == "search"] if len(rows) else rows
         final = rows[rows["phase"] == "final"] if len(rows) else rows
         counts = search["status"].value_counts().to_dict() if len(search) else {}
@@ -158,11 +172,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if len(ok):
             vals = ok["objective"].astype(float)
             v = vals.min() if better_min else vals.max()
-            best = f"; best {spec.objective.metric} {v:.4g}" if math.isfinite(v) else ""
-        budget = spec.budget(arm) * len(spec.search.seeds)
+            best = f"; best {metric} {v:.4g}" if math.isfinite(v) else ""
         fails = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "completed")
         print(
-            f"  {arm.name}: search {len(search)}/{budget}"
-            f"{f' ({fails})' if fails else ''}; final {len(final)}/{len(spec.search.final_seeds)}{best}"
+            f"  {arm}: search {len(search)}/{budgets.get(arm, '?')}"
+            f"{f' ({fails})' if fails else ''}; final {len(final)}/{n_final}{best}"
         )
     return 0

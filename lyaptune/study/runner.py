@@ -924,6 +924,10 @@ def _run_locked(
                 store = RunStore(root, create=True)
                 store.write_spec(written.to_dict())
                 store.write_study_info(started=_now(), **_versions())
+            # what `lyaptune status` prints against, without rebuilding the spec (no torch)
+            store.write_study_info(
+                search_budget={a.name: spec.budget(a) * len(spec.search.seeds) for a in spec.arms}
+            )
             journal_dir.mkdir(parents=True, exist_ok=True)
             quiet.attach(journal_dir / RAY_LOG_FILE)
             store.write_study_info(
