@@ -364,6 +364,24 @@ def test_fit_to_cpu_drops_gpus_and_shrinks_big_models():
     assert fit_to_cpu(small) == (small, [])
 
 
+def test_fit_to_cpu_scales_fc_widths_so_width_arms_stay_distinct():
+    """Widest FC -> CPU_FC_WIDTH = 1000, others in ratio: 500/1000/2000/3000 -> 167/333/667/1000 (by hand)."""
+    arms = [
+        {
+            "name": f"h{w}",
+            "optimizer": "adam",
+            "optimizer_args": {"lr": 1e-3},
+            "task": {"model_args": {"width": w}},
+        }
+        for w in (500, 1000, 2000, 3000)
+    ]
+    spec = _spec({"dataset": "digits", "model": "fc", "model_args": {"depth": 1, "width": 1000}}, arms=arms)
+    fitted, _ = fit_to_cpu(spec)
+    widths = {a.name: a.task_for(fitted.task).model_args["width"] for a in fitted.arms}
+    assert widths == {"h500": 167, "h1000": 333, "h2000": 667, "h3000": 1000}
+    assert fitted.task.model_args["width"] == 333
+
+
 # ----------------------------------------------------------------------------------- smoke runs
 
 

@@ -225,8 +225,15 @@ def swap_missing_datasets(
     )
 
 
-def _smaller_model(model: str, args: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The CPU-sized member of ``model``'s family with compatible arguments, or None to keep it."""
+def _smaller_model(
+    model: str, args: Mapping[str, Any], fc_scale: float = 1.0
+) -> tuple[str, dict[str, Any]] | None:
+    """The CPU-sized member of ``model``'s family with compatible arguments, or None to keep it.
+
+    ``fc_scale`` (<= 1) multiplies fully connected widths: :func:`fit_to_cpu` sets it so the spec's
+    widest FC net becomes :data:`CPU_FC_WIDTH` and narrower ones keep their ratio (arms that differ
+    only in width stay different updates).
+    """
     args = dict(args)
     if model in ("resnet50", "resnet18"):
         return SMALL_RESNET, {}
@@ -236,13 +243,20 @@ def _smaller_model(model: str, args: Mapping[str, Any]) -> tuple[str, dict[str, 
         return "vit", {"variant": "tiny", "patch_size": 16, "img_size": args.get("img_size")}
     if model == "vit" and args.get("variant", "small") != "tiny":
         return "vit", {**args, "variant": "tiny"}
-    if model == "fc" and args.get("width", 1000) > CPU_FC_WIDTH:
-        return "fc", {**args, "width": CPU_FC_WIDTH}
+    if model == "fc" and fc_scale < 1.0:
+        return "fc", {**args, "width": max(1, round(args.get("width", 1000) * fc_scale))}
     return None
 
 
-def _swap_task_model(task: TaskSpec) -> tuple[dict[str, Any], list[str]]:
-    smaller = _smaller_model(task.model, task.model_args)
+def _fc_scale(spec: StudySpec) -> float:
+    """``CPU_FC_WIDTH / w`` for the widest FC net ``w`` of the study's task and arm overrides, at most 1."""
+    tasks = [spec.task, *(arm.task_for(spec.task) for arm in spec.arms if arm.task)]
+    widths = [int(t.model_args.get("width", 1000)) for t in tasks if t.model == "fc"]
+    return min(1.0, CPU_FC_WIDTH / max(widths)) if widths else 1.0
+
+
+def _swap_task_model(task: TaskSpec, fc_scale: float = 1.0) -> tuple[dict[str, Any], list[str]]:
+    smaller = _smaller_model(task.model, task.model_args, fc_scale)
     if smaller is None:
         return {}, []
     model, args = smaller
@@ -263,7 +277,8 @@ def fit_to_cpu(spec: StudySpec) -> tuple[StudySpec, list[str]]:
     - ResNet-50 / ResNet-18 -> :data:`SMALL_RESNET`, VGG-16 -> VGG-9, ViT-B/16 / ViT-S/16 / ViT-S/B ->
       ViT-Tiny (patch 16 for the /16 models, same image size), in the study's task and in arm
       overrides;
-    - fully connected layers narrowed to :data:`CPU_FC_WIDTH`;
+    - fully connected layers narrowed so the widest is :data:`CPU_FC_WIDTH`, the others in proportion
+      (1 x 500 ... 1 x 3,000 become 1 x 167 ... 1 x 1,000: arms that differ in width stay distinct);
     - K_hat estimates of derived-step arms cut to :data:`CPU_LIPSCHITZ_ITERS` power iterations and one
       batch per weight sample.
 
@@ -282,7 +297,8 @@ def fit_to_cpu(spec: StudySpec) -> tuple[StudySpec, list[str]]:
     if spec.task.device.startswith("cuda"):
         messages.append(f"stand-in: device {spec.task.device} -> cpu (no CUDA device here)")
         spec = dataclasses.replace(spec, task=spec.task.replace(device="cpu"))
-    spec, model_msgs = _apply(spec, _swap_task_model, _TASK_MODEL_FIELDS)
+    scale = _fc_scale(spec)
+    spec, model_msgs = _apply(spec, lambda task: _swap_task_model(task, scale), _TASK_MODEL_FIELDS)
     messages += model_msgs
     arms, capped = [], False
     for arm in spec.arms:
