@@ -861,6 +861,9 @@ def run_study(
     if resume:
         RunStore(root)  # not a run directory: fail before a lock file is created
     # one writer per run directory: a second `run` / `resume` is refused with the holder's name
+    # folders made here are removed again if the study stops before writing anything (no empty run
+    # directory left behind by, e.g., a cluster that refuses this driver)
+    made = [d for d in (journal_dir, *journal_dir.parents) if not d.exists()]
     try:
         journal_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -881,6 +884,11 @@ def run_study(
         )
     finally:
         run_lock.release()
+        for d in made:  # innermost first; stops at the first folder that holds anything
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def _run_locked(
