@@ -451,16 +451,7 @@ class ObjectiveSpec:
                 f"tune on validation instead (choices: {', '.join(METRICS)})",
             )
         _choice(f"{p}.metric", self.metric, METRICS, "objective metric")
-        natural = "max" if self.metric.endswith("_acc") else "min"
-        if self.mode is None:
-            object.__setattr__(self, "mode", natural)
-        _choice(f"{p}.mode", self.mode, MODES, "mode")
-        if self.mode != natural:
-            raise _FieldError(
-                f"{p}.mode",
-                f"{self.mode!r} with metric {self.metric!r} would select the worst configuration; "
-                f"use {natural!r} (or leave mode out)",
-            )
+        _settle_mode(self, p, "select the worst configuration")
         _choice(f"{p}.at", self.at, AT, "'at' value")
 
     @classmethod
@@ -594,6 +585,20 @@ def _natural_mode(metric: str) -> str:
     return "max" if metric.endswith("_acc") else "min"
 
 
+def _settle_mode(spec: Any, p: str, wrong: str) -> None:
+    """Default a frozen spec's ``mode`` to its metric's natural direction; refuse the other one (it would
+    ``wrong``)."""
+    natural = _natural_mode(spec.metric)
+    if spec.mode is None:
+        object.__setattr__(spec, "mode", natural)
+    _choice(f"{p}.mode", spec.mode, MODES, "mode")
+    if spec.mode != natural:
+        raise _FieldError(
+            f"{p}.mode",
+            f"{spec.mode!r} with metric {spec.metric!r} would {wrong}; use {natural!r} (or leave mode out)",
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompareSpec:
     """A metric the arms' final-seed runs are compared on, and which direction is better.
@@ -620,16 +625,7 @@ class CompareSpec:
                 f"(choices: {', '.join(COMPARE_METRICS)})",
             )
         _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "compare metric")
-        natural = _natural_mode(self.metric)
-        if self.mode is None:
-            object.__setattr__(self, "mode", natural)
-        _choice(f"{p}.mode", self.mode, MODES, "mode")
-        if self.mode != natural:
-            raise _FieldError(
-                f"{p}.mode",
-                f"{self.mode!r} with metric {self.metric!r} would rank the worst arm first; "
-                f"use {natural!r} (or leave mode out)",
-            )
+        _settle_mode(self, p, "rank the worst arm first")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
