@@ -39,8 +39,17 @@ def _hashable(v: Any) -> Any:
 
 
 def freeze(d: Mapping[str, Any] | None) -> FrozenDict:
-    """A read-only copy of ``d`` (nested mappings frozen too)."""
-    return FrozenDict({k: freeze(v) if isinstance(v, Mapping) else v for k, v in (d or {}).items()})
+    """A read-only copy of ``d``: nested mappings frozen, lists turned into tuples (hashable, picklable)."""
+    return FrozenDict({k: freeze_value(v) for k, v in (d or {}).items()})
+
+
+def freeze_value(value: Any) -> Any:
+    """``value`` made immutable: a mapping -> :class:`FrozenDict`, a list or tuple -> a tuple."""
+    if isinstance(value, Mapping):
+        return freeze(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze_value(v) for v in value)
+    return value
 
 
 def thaw(v: Any) -> Any:

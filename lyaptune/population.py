@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lyaptune.config import PER_RUN_TASK_FIELDS, TaskConfig
 from lyaptune.train import TrialConfig, TrialResult
 
 if TYPE_CHECKING:
@@ -32,23 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = ["run_population", "population_incompatibility", "SHARED_FIELDS"]
 
-#: TrialConfig fields every member of a population must share
-SHARED_FIELDS = (
-    "dataset",
-    "dataset_args",
-    "data_root",
-    "download",
-    "validation_fraction",
-    "data_seed",
-    "model",
-    "model_args",
-    "init",
-    "epochs",
-    "batch_size",
-    "device",
-    "eval_chunk_size",
+SHARED_FIELDS: tuple[str, ...] = (
+    *(name for name in TaskConfig.task_field_names() if name not in PER_RUN_TASK_FIELDS),
     "schedule_per",
 )
+"""TrialConfig fields every member of a population must share: the task fields of
+:class:`~lyaptune.config.TaskConfig` but :data:`~lyaptune.config.PER_RUN_TASK_FIELDS`, and when the
+schedules advance (members step together)."""
 
 
 def population_incompatibility(configs: Sequence[TrialConfig]) -> str | None:

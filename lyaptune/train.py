@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import field_validator
 
-from lyaptune._frozen import freeze, thaw
+from lyaptune._fields import _choice, _integer, _mapping, config_model
+from lyaptune._frozen import FrozenDict, freeze
 from lyaptune._records import RECORD_FIELDS, EpochRecord
+from lyaptune.config import SCHEDULE_PERS, TaskConfig
 from lyaptune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,90 +41,57 @@ __all__ = [
 ]
 
 
-_BATCH_CHOICES = "a positive integer or 'full'"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrialConfig:
-    """Everything one training run needs; frozen, so it pickles cleanly to Ray workers.
+@config_model
+class TrialConfig(TaskConfig):
+    """Everything one training run needs: the task (:class:`~lyaptune.config.TaskConfig`), the
+    optimizer and schedule of an arm, and the training seed; frozen, so it pickles cleanly to Ray workers.
 
     Attributes:
-      dataset, dataset_args: the dataset registry name and its options (``label_noise``, ``poison``,
-        ``poison_fraction``, ``normalize``, dataset-specific options such as ``n_train``).
-      data_root, download: where dataset files live; whether torchvision may download them.
-      validation_fraction: share of the training set held out (seeded by ``data_seed``) for tuning.
-      data_seed: seed of the dataset's subsets and splits (kept fixed across training seeds).
-      model, model_args, init: the model registry name, its arguments, an optional init scheme.
+      dataset, ..., eval_chunk_size: the task fields, defined and checked by
+        :class:`~lyaptune.config.TaskConfig` (here with ``validation_fraction`` 0 by default).
       optimizer, optimizer_args: registry name and hyperparameters (``beta1``-style components allowed).
       schedule, schedule_args, schedule_per: the step-size schedule, its rate constants, and whether it
         advances per ``epoch`` or per ``step``.
       lipschitz: settings of the K_hat estimate for ``derived-constant`` (``samples``, ``weights``,
         ``sigma``, ``a``, ``batch``, ``num_batches``, ``iters``, ``tol``, ``method``).
-      epochs: number of epochs (>= 1); batch_size: a positive integer or ``"full"``.
       seed: training seed (initial weights, batch order, gradient noise).
-      device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
-      grad_noise: std of Gaussian noise added to every gradient entry (papers/000's open question).
-      eval_chunk_size: chunk size for full-dataset loss and gradient passes (None = one pass).
+
+    Every bad value raises a one-line :class:`~lyaptune.errors.ConfigError` naming the field
+    (``epochs: must be an integer >= 1, got 0``); names are checked against the registries when the
+    run builds them.
     """
 
-    dataset: str = "digits"
-    dataset_args: Mapping[str, Any] = field(default_factory=dict)
-    data_root: str | None = None
-    download: bool = False
-    validation_fraction: float = 0.0
-    data_seed: int = 0
-    model: str = "fc"
-    model_args: Mapping[str, Any] = field(default_factory=dict)
-    init: str | None = None
+    _KIND: ClassVar[str] = "trial config"
+
     optimizer: str = "adam"
-    optimizer_args: Mapping[str, Any] = field(default_factory=dict)
+    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     schedule: str = "constant"
-    schedule_args: Mapping[str, Any] = field(default_factory=dict)
+    schedule_args: Mapping[str, Any] = field(default_factory=FrozenDict)
     schedule_per: str = "epoch"
-    lipschitz: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int | str = "full"
+    lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
     seed: int = 0
-    device: str = "auto"
-    grad_noise: float = 0.0
-    eval_chunk_size: int | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("dataset_args", "model_args", "optimizer_args", "schedule_args", "lipschitz"):
-            object.__setattr__(self, name, freeze(getattr(self, name)))
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
-        bs = self.batch_size
-        if isinstance(bs, str):
-            if bs != "full":
-                raise ConfigError(f"batch_size must be {_BATCH_CHOICES}, got {bs!r}")
-        elif isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise ConfigError(f"batch_size must be {_BATCH_CHOICES}, got {bs!r}")
-        if not 0.0 <= float(self.validation_fraction) < 1.0:
-            raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if self.schedule_per not in ("epoch", "step"):
-            raise ConfigError(f"schedule_per must be one of epoch, step; got {self.schedule_per!r}")
-        if not float(self.grad_noise) >= 0.0:
-            raise ConfigError(f"grad_noise must be >= 0, got {self.grad_noise!r}")
-        if self.eval_chunk_size is not None and int(self.eval_chunk_size) < 1:
-            raise ConfigError(f"eval_chunk_size must be a positive integer, got {self.eval_chunk_size!r}")
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or str(self.device).startswith("cuda:")):
-            raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (JSON/YAML friendly)."""
-        return {f.name: thaw(getattr(self, f.name)) for f in fields(self)}
-
+    @field_validator("optimizer", "schedule", mode="plain")
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
-        """Build from a mapping, rejecting unknown keys with the list of known ones."""
-        known = list(cls.__dataclass_fields__)
-        for key in d:
-            if key not in known:
-                from lyaptune._registry import unknown_choice
+    def _registry_name(cls, value: Any, info: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"must be a {info.field_name} name, got {value!r}")
+        return value
 
-                raise unknown_choice("trial config key", key, known)
-        return cls(**d)
+    @field_validator("optimizer_args", "schedule_args", "lipschitz", mode="plain")
+    @classmethod
+    def _settings(cls, value: Any) -> FrozenDict:
+        return freeze(_mapping("", value))
+
+    @field_validator("schedule_per", mode="plain")
+    @classmethod
+    def _schedule_per(cls, value: Any) -> str:
+        return _choice("", value, SCHEDULE_PERS, "schedule_per")
+
+    @field_validator("seed", mode="plain")
+    @classmethod
+    def _seed(cls, value: Any) -> int:
+        return _integer("", value)
 
 
 @dataclass

@@ -100,12 +100,12 @@ def test_checkpoint_resume_continues_the_same_trajectory():
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("epochs", 0, "epochs must be a positive integer, got 0"),
+        ("epochs", 0, "^epochs: must be an integer >= 1, got 0$"),
         ("epochs", -3, "got -3"),
-        ("batch_size", 0, "batch_size must be a positive integer or 'full', got 0"),
+        ("batch_size", 0, "^batch_size: must be a positive integer or 'full', got 0$"),
         ("batch_size", "half", "got 'half'"),
-        ("validation_fraction", 1.0, "validation_fraction"),
-        ("device", "tpu", "device must be one of"),
+        ("validation_fraction", 1.0, r"^validation_fraction: must be a number in \[0, 1\), got 1.0$"),
+        ("device", "tpu", "^device: must be one of auto, cpu, cuda, cuda:N, mps; got 'tpu'$"),
     ],
 )
 def test_bad_config_values(field, value, match):

@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
-import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -63,8 +62,31 @@ from typing import Any, ClassVar
 
 import yaml
 
+from lyaptune._fields import (
+    _categorical_ok,
+    _check_keys,
+    _choice,
+    _field_names,
+    _FieldError,
+    _flag,
+    _integer,
+    _join,
+    _mapping,
+    _nonnegative,
+    _number,
+    _positive,
+    _rebased,
+    _require,
+    _seed_list,
+    _wrap,
+    config_model,
+)
 from lyaptune._frozen import FrozenDict
+from lyaptune._frozen import freeze as _frozen
+from lyaptune._frozen import freeze_value as _freeze
 from lyaptune._registry import unknown_choice
+from lyaptune.config import SCHEDULE_PERS, TaskConfig, required_task_field
+from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
 
 __all__ = [
@@ -107,7 +129,6 @@ DEFAULT_FINAL_SEEDS = 3
 
 MODES: tuple[str, ...] = ("min", "max")
 AT: tuple[str, ...] = ("final", "best")
-SCHEDULE_PERS: tuple[str, ...] = ("epoch", "step")
 LIPSCHITZ_KEYS: tuple[str, ...] = (
     "samples",
     "weights",
@@ -124,64 +145,10 @@ LIPSCHITZ_WEIGHTS: tuple[str, ...] = ("normal", "init", "uniform")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _QUALIFIERS = ("optimizer", "schedule")
-_SCI_STRING = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 # --------------------------------------------------------------------------------------------------
-# Errors with a field path.
-
-
-class _FieldError(ConfigError):
-    """A :class:`ConfigError` that knows the path of the field it is about, so a parent can rebase it."""
-
-    def __init__(self, path: str, detail: str) -> None:
-        super().__init__(f"{path}: {detail}" if path else detail)
-        self.path = path
-        self.detail = detail
-
-    def rebase(self, root: str, new_root: str) -> _FieldError:
-        """The same error with the leading ``root`` of its path replaced by ``new_root``."""
-        path = self.path
-        if root and (path == root or path.startswith((root + ".", root + "["))):
-            path = new_root + path[len(root) :]
-        elif not root:
-            path = _join(new_root, path)
-        return _FieldError(path, self.detail)
-
-
-def _join(path: str, key: str) -> str:
-    if not path:
-        return key
-    return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
-
-
-def _wrap(path: str, exc: BaseException) -> _FieldError:
-    return _FieldError(path, str(exc))
-
-
-def _rebased(cls: type, path: str, build: Any) -> Any:
-    """Call ``build()``; errors under ``cls._ROOT`` are reported under ``path`` instead."""
-    try:
-        return build()
-    except _FieldError as exc:
-        raise exc.rebase(cls._ROOT, path) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Immutable, picklable values.
-
-
-def _frozen(data: Mapping[str, Any] | None) -> FrozenDict:
-    """A read-only, picklable copy of ``data``: nested mappings frozen, lists turned into tuples."""
-    return FrozenDict({k: _freeze(v) for k, v in (data or {}).items()})
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _frozen(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
+# Plain values.
 
 
 def _thaw(value: Any) -> Any:
@@ -193,95 +160,6 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_thaw(v) for v in value]
     return value
-
-
-# --------------------------------------------------------------------------------------------------
-# Small validators; each raises a _FieldError naming the path and the value.
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _string_hint(value: Any) -> str:
-    if isinstance(value, str) and _SCI_STRING.match(value.strip()):
-        return f" (YAML 1.1 reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
-    return ""
-
-
-def _number(path: str, value: Any, what: str = "a number") -> float:
-    if not _is_number(value) or not math.isfinite(value):
-        raise _FieldError(path, f"must be {what}, got {value!r}{_string_hint(value)}")
-    return value
-
-
-def _positive(path: str, value: Any) -> float:
-    x = _number(path, value, "a positive number")
-    if x <= 0:
-        raise _FieldError(path, f"must be a positive number, got {value!r}")
-    return x
-
-
-def _integer(path: str, value: Any, minimum: int | None = None) -> int:
-    bound = f" >= {minimum}" if minimum is not None else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _FieldError(path, f"must be an integer{bound}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise _FieldError(path, f"must be an integer{bound}, got {value!r}")
-    return int(value)
-
-
-def _flag(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _FieldError(path, f"must be true or false, got {value!r}")
-    return value
-
-
-def _choice(path: str, value: Any, choices: Sequence[str], kind: str) -> str:
-    if value not in choices:
-        raise _wrap(path, unknown_choice(kind, value, list(choices)))
-    return value
-
-
-def _mapping(path: str, value: Any, what: str = "a mapping") -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _FieldError(path, f"must be {what}, got {type(value).__name__} {value!r}")
-    for key in value:
-        if not isinstance(key, str):
-            raise _FieldError(path, f"keys must be strings, got {key!r}")
-    return value
-
-
-def _seed_list(path: str, value: Any, *, allow_empty: bool) -> tuple[int, ...]:
-    what = "a list of integers" if allow_empty else "a non-empty list of integers"
-    if not isinstance(value, (list, tuple)) or (not allow_empty and not value):
-        raise _FieldError(path, f"must be {what}, got {value!r}")
-    seeds = tuple(_integer(f"{path}[{i}]", s) for i, s in enumerate(value))
-    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
-    if dupes:
-        raise _FieldError(path, f"seeds must be distinct, {dupes} repeated in {list(seeds)}")
-    return seeds
-
-
-def _check_keys(path: str, data: Mapping[str, Any], known: Sequence[str], kind: str) -> None:
-    for key in data:
-        if key not in known:
-            raise _wrap(_join(path, str(key)), unknown_choice(f"{kind} key", key, list(known)))
-
-
-def _require(path: str, data: Mapping[str, Any], key: str, hint: str) -> None:
-    if key not in data or data[key] is None:
-        raise _FieldError(_join(path, key), f"required ({hint})")
-
-
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _categorical_ok(value: Any) -> bool:
-    return value is None or isinstance(value, (str, bool, int, float))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,98 +206,41 @@ def _check_init(path: str, init: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # The task.
 
-_DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    """What every trial of the study trains: the task fields of :class:`lyaptune.train.TrialConfig`.
+@config_model
+class TaskSpec(TaskConfig):
+    """What every trial of the study trains: a :class:`~lyaptune.config.TaskConfig` with the study
+    defaults (``dataset``, ``model`` and ``epochs`` required, ``validation_fraction`` 0.1).
 
     Attributes:
-      dataset, dataset_args: dataset registry name and its options (``label_noise``, ``poison``, ...).
-      data_root, download: where dataset files live; whether torchvision may download them.
-      model, model_args, init: model registry name (or ``timm:<name>``), its arguments, an init scheme.
-      epochs: epochs per trial (>= 1); batch_size: a positive integer or ``"full"``.
-      validation_fraction: share of the training set held out for tuning (default 0.1 in studies).
-      data_seed: seed of subsets and the validation split (fixed across training seeds).
-      device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-      grad_noise: std of Gaussian noise added to every gradient entry.
-      eval_chunk_size: chunk size of full-dataset passes (None = one pass).
+      dataset, ..., eval_chunk_size: the task fields, defined and checked by
+        :class:`~lyaptune.config.TaskConfig`; errors name the path ``task.<field>``.
     """
 
     _ROOT: ClassVar[str] = "task"
+    _KIND: ClassVar[str] = "task"
 
-    dataset: str
-    dataset_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    data_root: str | None = None
-    download: bool = False
-    model: str
-    model_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    init: str | None = None
-    epochs: int
-    batch_size: int | str = "full"
+    dataset: str = required_task_field("dataset")
+    model: str = required_task_field("model")
+    epochs: int = required_task_field("epochs")
     validation_fraction: float = 0.1
-    data_seed: int = 0
-    device: str = "auto"
-    grad_noise: float = 0.0
-    eval_chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         p = self._ROOT
-        for name in ("dataset_args", "model_args"):
-            object.__setattr__(self, name, _frozen(_mapping(f"{p}.{name}", getattr(self, name))))
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise _FieldError(f"{p}.dataset", f"must be a dataset name, got {self.dataset!r}")
         names = _dataset_names()
         if names is not None:
             _choice(f"{p}.dataset", self.dataset, names, "dataset")
-        if self.data_root is not None and not isinstance(self.data_root, str):
-            raise _FieldError(f"{p}.data_root", f"must be a path (string), got {self.data_root!r}")
-        _flag(f"{p}.download", self.download)
-        if not isinstance(self.model, str) or not self.model:
-            raise _FieldError(f"{p}.model", f"must be a model name, got {self.model!r}")
         _check_model(p, self.model, self.model_args)
         if self.init is not None:
-            if not isinstance(self.init, str):
-                raise _FieldError(f"{p}.init", f"must be an init scheme name, got {self.init!r}")
             _check_init(f"{p}.init", self.init)
-        _integer(f"{p}.epochs", self.epochs, 1)
-        bs = self.batch_size
-        if isinstance(bs, str) and bs == "full":
-            pass
-        elif isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
-            raise _FieldError(f"{p}.batch_size", f"must be a positive integer or 'full', got {bs!r}")
-        vf = _number(f"{p}.validation_fraction", self.validation_fraction, "a number in [0, 1)")
-        if not 0.0 <= vf < 1.0:
-            raise _FieldError(f"{p}.validation_fraction", f"must be a number in [0, 1), got {vf!r}")
-        _integer(f"{p}.data_seed", self.data_seed, 0)
-        if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
-            raise _FieldError(
-                f"{p}.device", f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}"
-            )
-        gn = _number(f"{p}.grad_noise", self.grad_noise, "a number >= 0")
-        if gn < 0:
-            raise _FieldError(f"{p}.grad_noise", f"must be a number >= 0, got {gn!r}")
-        if self.eval_chunk_size is not None:
-            _integer(f"{p}.eval_chunk_size", self.eval_chunk_size, 1)
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "task") -> TaskSpec:
         """Build from a YAML mapping, rejecting unknown keys (with the closest known one)."""
         data = _mapping(path, data)
         _check_keys(path, data, _field_names(cls), "task")
-        _require(path, data, "dataset", "a dataset name, e.g. digits")
-        _require(path, data, "model", "a model name, e.g. fc")
-        _require(path, data, "epochs", "an integer >= 1")
+        for key in ("dataset", "model", "epochs"):
+            _require(path, data, key, _required_hint(key))
         return _rebased(cls, path, lambda: cls(**data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (YAML friendly)."""
-        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def replace(self, **changes: Any) -> TaskSpec:
-        """A copy with ``changes`` applied (validated)."""
-        return dataclasses.replace(self, **changes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -563,9 +384,7 @@ class ResourcesSpec:
     def __post_init__(self) -> None:
         p = self._ROOT
         _positive(f"{p}.cpu", self.cpu)
-        gpu = _number(f"{p}.gpu", self.gpu, "a number >= 0")
-        if gpu < 0:
-            raise _FieldError(f"{p}.gpu", f"must be a number >= 0, got {gpu!r}")
+        gpu = _nonnegative(f"{p}.gpu", self.gpu)
         if gpu > 1 and gpu != int(gpu):
             raise _FieldError(f"{p}.gpu", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
 
@@ -701,9 +520,7 @@ class ClaimSpec:
             raise _FieldError(f"{p}.text", f"must be the claim in words, got {self.text!r}")
         _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "claim metric")
         _choice(f"{p}.direction", self.direction, CLAIM_DIRECTIONS, "claim direction")
-        margin = _number(f"{p}.margin", self.margin, "a number >= 0")
-        if margin < 0:
-            raise _FieldError(f"{p}.margin", f"must be a number >= 0, got {margin!r}")
+        _nonnegative(f"{p}.margin", self.margin)
         for key in ("arm", "than"):
             if not isinstance(getattr(self, key), str):
                 raise _FieldError(f"{p}.{key}", f"must be an arm name, got {getattr(self, key)!r}")

@@ -1,0 +1,208 @@
+"""The task part of a training run's config, defined and validated once.
+
+:class:`TaskConfig` holds what a run trains on (dataset, model, epochs, batch size, split, device,
+...). The study spec's task (:class:`lyaptune.study.spec.TaskSpec`) is a :class:`TaskConfig` with the
+study defaults, and a trial's config (:class:`lyaptune.train.TrialConfig`) is a :class:`TaskConfig`
+extended with the optimizer, schedule and seed parts, so a task field is written, checked and
+documented here only. Every bad value raises a one-line :class:`~lyaptune.errors.ConfigError` that
+starts with the field's path (``task.epochs: must be an integer >= 1, got 0``).
+
+This module imports neither torch nor any registry: building a config is pure and cheap. Checking
+the dataset and model names against their registries is a separate step
+(:func:`lyaptune.study.spec.StudySpec.check`, or the run itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import field_validator
+
+from lyaptune._fields import (
+    _FieldError,
+    _flag,
+    _integer,
+    _mapping,
+    _nonnegative,
+    _number,
+    config_model,
+)
+from lyaptune._frozen import FrozenDict, freeze, thaw
+
+__all__ = ["TaskConfig", "PER_RUN_TASK_FIELDS", "SCHEDULE_PERS"]
+
+_DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
+
+SCHEDULE_PERS: tuple[str, ...] = ("epoch", "step")
+"""When a schedule advances: once per epoch or once per optimizer step."""
+
+PER_RUN_TASK_FIELDS: tuple[str, ...] = ("grad_noise",)
+"""Task fields the runs of one vmapped population may differ in (every other task field is shared)."""
+
+
+def _hint(text: str) -> dict[str, str]:
+    return {"hint": text}
+
+
+def required_hint(name: str) -> str:
+    """What a missing task field ``name`` should be (``"an integer >= 1"`` for ``epochs``)."""
+    return TaskConfig.__dataclass_fields__[name].metadata.get("hint", "see TaskConfig")
+
+
+def required_task_field(name: str) -> Any:
+    """The task field ``name`` redeclared without a default (a subclass that requires it), its hint kept."""
+    return dataclasses.field(metadata=TaskConfig.__dataclass_fields__[name].metadata)
+
+
+def _check_batch_size(path: str, value: Any) -> int | str:
+    """A batch size: a positive integer or ``"full"`` (the whole training set per step).
+
+    The one place a batch size is checked (spec task, arm task overrides, trial config).
+
+    Raises:
+      ConfigError: ``<path>: must be a positive integer or 'full', got <value>``.
+    """
+    if isinstance(value, str) and value == "full":
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise _FieldError(path, f"must be a positive integer or 'full', got {value!r}")
+    return int(value)
+
+
+@config_model
+class TaskConfig:
+    """What a run trains on: the task fields shared by a study's task and a trial's config.
+
+    Attributes:
+      dataset, dataset_args: dataset registry name and its options (``label_noise``, ``poison``,
+        ``poison_fraction``, ``normalize``, dataset-specific options such as ``n_train``).
+      data_root, download: where dataset files live; whether torchvision may download them.
+      model, model_args, init: model registry name (or ``timm:<name>``), its arguments, an optional
+        init scheme.
+      epochs: epochs per run (>= 1); batch_size: a positive integer or ``"full"``.
+      validation_fraction: share of the training set held out (seeded by ``data_seed``) for tuning,
+        in [0, 1).
+      data_seed: seed of the dataset's subsets and splits (kept fixed across training seeds; >= 0).
+      device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+      grad_noise: std of Gaussian noise added to every gradient entry (>= 0; papers/000's question).
+      eval_chunk_size: chunk size of full-dataset loss and gradient passes (None = one pass; >= 1).
+
+    Mappings are stored read-only (:class:`~lyaptune._frozen.FrozenDict`, lists as tuples), so a
+    config is hashable and pickles cleanly to Ray workers.
+    """
+
+    _ROOT: ClassVar[str] = ""
+    _KIND: ClassVar[str] = "task"
+
+    dataset: str = dataclasses.field(default="digits", metadata=_hint("a dataset name, e.g. digits"))
+    dataset_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    data_root: str | None = None
+    download: bool = False
+    model: str = dataclasses.field(default="fc", metadata=_hint("a model name, e.g. fc"))
+    model_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    init: str | None = None
+    epochs: int = dataclasses.field(default=10, metadata=_hint("an integer >= 1"))
+    batch_size: int | str = "full"
+    validation_fraction: float = 0.0
+    data_seed: int = 0
+    device: str = "auto"
+    grad_noise: float = 0.0
+    eval_chunk_size: int | None = None
+
+    @field_validator("dataset", "model", mode="plain")
+    @classmethod
+    def _name(cls, value: Any, info: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise _FieldError("", f"must be a {info.field_name} name, got {value!r}")
+        return value
+
+    @field_validator("dataset_args", "model_args", mode="plain")
+    @classmethod
+    def _args(cls, value: Any) -> FrozenDict:
+        return freeze(_mapping("", value))
+
+    @field_validator("data_root", mode="plain")
+    @classmethod
+    def _data_root(cls, value: Any) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise _FieldError("", f"must be a path (string), got {value!r}")
+        return value
+
+    @field_validator("download", mode="plain")
+    @classmethod
+    def _download(cls, value: Any) -> bool:
+        return _flag("", value)
+
+    @field_validator("init", mode="plain")
+    @classmethod
+    def _init(cls, value: Any) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise _FieldError("", f"must be an init scheme name, got {value!r}")
+        return value
+
+    @field_validator("epochs", mode="plain")
+    @classmethod
+    def _epochs(cls, value: Any) -> int:
+        return _integer("", value, 1)
+
+    @field_validator("batch_size", mode="plain")
+    @classmethod
+    def _batch_size(cls, value: Any) -> int | str:
+        return _check_batch_size("", value)
+
+    @field_validator("validation_fraction", mode="plain")
+    @classmethod
+    def _validation_fraction(cls, value: Any) -> float:
+        vf = _number("", value, "a number in [0, 1)")
+        if not 0.0 <= vf < 1.0:
+            raise _FieldError("", f"must be a number in [0, 1), got {vf!r}")
+        return vf
+
+    @field_validator("data_seed", mode="plain")
+    @classmethod
+    def _data_seed(cls, value: Any) -> int:
+        return _integer("", value, 0)
+
+    @field_validator("device", mode="plain")
+    @classmethod
+    def _device(cls, value: Any) -> str:
+        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value):
+            raise _FieldError("", f"must be one of auto, cpu, cuda, cuda:N, mps; got {value!r}")
+        return value
+
+    @field_validator("grad_noise", mode="plain")
+    @classmethod
+    def _grad_noise(cls, value: Any) -> float:
+        return _nonnegative("", value)
+
+    @field_validator("eval_chunk_size", mode="plain")
+    @classmethod
+    def _eval_chunk_size(cls, value: Any) -> int | None:
+        return None if value is None else _integer("", value, 1)
+
+    # -- views ---------------------------------------------------------------------------------------
+    @classmethod
+    def task_field_names(cls) -> tuple[str, ...]:
+        """The task fields, in order (those of :class:`TaskConfig`, whatever the subclass)."""
+        return tuple(f.name for f in dataclasses.fields(TaskConfig))
+
+    def task_dict(self) -> dict[str, Any]:
+        """The task fields only, as plain YAML/JSON types."""
+        return {name: thaw(getattr(self, name)) for name in self.task_field_names()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain YAML/JSON types (mappings -> dict, tuples -> list)."""
+        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Build from a mapping, rejecting unknown keys with the list of known ones."""
+        return cls(**_mapping(cls._ROOT, data))
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
