@@ -7,7 +7,10 @@ gradient-noise generator (:class:`Member`). The engine supplies:
 
 * ``train_loss_and_grads(train_mode)``: every member's mean loss, accuracy and gradient over the whole
   training set (one forward and one backward pass per chunk);
-* ``minibatch_grads()``: the gradients of one epoch of mini-batches (single model only);
+* ``minibatch_grads(epoch)``: the gradients of one epoch of mini-batches (single model only), at the
+  batch size in force in that epoch (:func:`lyaptune.batching.batch_size_at`: fixed, or growing);
+* ``steps_through(epochs)`` / ``record_extras(epoch)``: optimizer steps taken in the first ``epochs``
+  epochs, and per-epoch record fields that depend on the engine (the batch size of a growing batch);
 * ``evaluate(split)``: every member's mean loss and accuracy on a split, without gradients;
 * ``member_grads(grads, i)`` / ``grad_norms(grads)``: member ``i``'s share of the gradients and all
   members' global L2 norms;
@@ -22,7 +25,6 @@ to float tolerance (batched matmuls round differently).
 from __future__ import annotations
 
 import copy
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from lyaptune._fullbatch import full_loss, full_loss_and_grad, iter_chunks
+from lyaptune.batching import batch_size_at, is_growing, steps_in_epoch
+from lyaptune.errors import ConfigError
 from lyaptune.train import TrialConfig, load_task_data, resolve_device
 
 if TYPE_CHECKING:
@@ -115,12 +119,14 @@ def _build_model(config: TrialConfig, data: Any, device: torch.device) -> nn.Mod
     ).to(device)
 
 
-def _base_info(data: Any, device: torch.device, num_params: int, steps_per_epoch: int, epochs: int) -> dict:
+def _base_info(
+    data: Any, device: torch.device, num_params: int, steps_per_epoch: int | None, total_steps: int
+) -> dict:
     return {
         "num_params": num_params,
         "device": str(device),
         "steps_per_epoch": steps_per_epoch,
-        "total_steps": epochs * steps_per_epoch,
+        "total_steps": total_steps,
         "dataset_info": dict(data.info),
         "normalization": data.normalization,
     }
@@ -140,7 +146,8 @@ class Engine(ABC):
       device: where the weights live.
       epochs: epochs every member trains.
       full_batch: one update per epoch on the whole training set.
-      steps_per_epoch: optimizer steps per epoch.
+      steps_per_epoch: optimizer steps per epoch (of the first epoch when the batch grows: then
+        :meth:`steps_through` counts them).
       fused: the full-batch step's loss and gradient double as the measurement of the previous
         epoch's end (true when train and eval mode agree: no batch-norm, no dropout), so a full-batch
         epoch costs one forward and one backward pass.
@@ -187,10 +194,20 @@ class Engine(ABC):
     def load_weights_state(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`weights_state`."""
 
-    def minibatch_grads(self) -> Iterator[Grads]:
-        """The gradients of one epoch of mini-batch updates, one per batch, each computed after the
-        previous one was applied."""
+    def minibatch_grads(self, epoch: int) -> Iterator[Grads]:
+        """The gradients of epoch ``epoch``'s mini-batch updates (``epoch`` counted from 0), one per
+        batch, each computed after the previous one was applied."""
         raise ValueError(f"{type(self).__name__} trains full batch only")
+
+    def steps_through(self, epochs: int) -> int:
+        """Optimizer steps in the first ``epochs`` epochs (``epochs x steps_per_epoch`` unless the batch
+        grows)."""
+        return epochs * self.steps_per_epoch
+
+    def record_extras(self, epoch: int) -> dict[str, float]:
+        """Extra record fields of epoch ``epoch`` (counted from 0) shared by every member (none by
+        default)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, every member's optimizer, schedule and noise generator, and torch's RNG."""
@@ -256,15 +273,32 @@ class SingleModel(Engine):
         self.loss_fn = F.cross_entropy
         n_train = len(self.data.train)
         self.epochs = c.epochs
-        self.full_batch = c.batch_size == "full" or int(c.batch_size) >= n_train
-        self.batch_size = None if self.full_batch else int(c.batch_size)
-        self.steps_per_epoch = 1 if self.full_batch else math.ceil(n_train / self.batch_size)
+        # a growing batch (papers/003 Section 5.3) trains every epoch as mini-batches, an epoch whose
+        # batch is the whole training set as one batch
+        self.growing = is_growing(c.batch_size)
+        if self.growing and c.schedule_per != "epoch":
+            raise ConfigError(
+                f"schedule_per: a growing batch_size needs schedule_per 'epoch' (a per-step schedule "
+                f"assumes the same number of steps in every epoch); got {c.schedule_per!r}"
+            )
+        self.full_batch = not self.growing and (c.batch_size == "full" or int(c.batch_size) >= n_train)
+        self.batch_size = None if self.full_batch or self.growing else int(c.batch_size)
+        self.epoch_steps = [steps_in_epoch(c.batch_size, e, n_train) for e in range(c.epochs)]
+        self.steps_per_epoch = self.epoch_steps[0]
+        self.total_steps = sum(self.epoch_steps)
         self.fused = (
             self.full_batch and self.data.train.x is not None and not _has_mode_dependent_layers(self.model)
         )
         info = _base_info(
-            self.data, self.device, sum(p.numel() for p in params), self.steps_per_epoch, c.epochs
+            self.data,
+            self.device,
+            sum(p.numel() for p in params),
+            None if self.growing else self.steps_per_epoch,
+            self.total_steps,
         )
+        if self.growing:
+            info["epoch_steps"] = list(self.epoch_steps)
+            info["epoch_batch_sizes"] = [self._examples_per_batch(e) for e in range(c.epochs)]
         # L(w0): the training loss at the initial weights, eval mode, whole training set.
         self.members = []
         info["initial_loss"] = float(self._eval(self.data.train)[0])
@@ -331,7 +365,7 @@ class SingleModel(Engine):
         est = estimate_lipschitz(
             build, self.loss_fn, data, chunk_size=c.eval_chunk_size, progress=on_sample, **opts
         )
-        total_steps = c.epochs * self.steps_per_epoch
+        total_steps = self.total_steps
         alpha = derived_step_size(info["initial_loss"], est.k_hat, total_steps, multiplier=multiplier)
         info.update(
             k_hat=est.k_hat,
@@ -373,13 +407,32 @@ class SingleModel(Engine):
         )
         return loss.reshape(1), (correct.double() / len(self.data.train)).reshape(1), grads
 
-    def minibatch_grads(self) -> Iterator[Grads]:
+    def _examples_per_batch(self, epoch: int) -> int:
+        """The batch size in force in ``epoch`` as a number of examples (the training set if full)."""
+        n_train = len(self.data.train)
+        size = batch_size_at(self.config.batch_size, epoch)
+        return n_train if size == "full" else min(int(size), n_train)
+
+    def steps_through(self, epochs: int) -> int:
+        return sum(self.epoch_steps[:epochs])
+
+    def record_extras(self, epoch: int) -> dict[str, float]:
+        if not self.growing:
+            return {}
+        return {"batch_size": float(self._examples_per_batch(epoch))}
+
+    def minibatch_grads(self, epoch: int) -> Iterator[Grads]:
         from lyaptune.data import iterate_batches
 
         self.model.train()
         params = self.members[0].params
+        size: int | None = self.batch_size
+        if self.growing:
+            b = self._examples_per_batch(epoch)
+            # the whole training set as one batch: unshuffled, as a full batch's order does not matter
+            size = None if b >= len(self.data.train) else b
         batches = iterate_batches(
-            self.data.train, self.batch_size, shuffle=True, generator=self.gen, device=self.device
+            self.data.train, size, shuffle=size is not None, generator=self.gen, device=self.device
         )
         for xb, yb in batches:
             loss = self.loss_fn(self.model(xb), yb)

@@ -243,19 +243,22 @@ class _Loop:
                 "test_acc": sa,
                 "lr": lrs[i],
                 "lyapunov_drift": tl - self.prev_loss[i],
-                "step": epoch * engine.steps_per_epoch,
+                "step": engine.steps_through(epoch),
                 "time_s": charged,
             }
         extras = self._metric_values(live, base, grads, epoch)
+        shared = engine.record_extras(epoch - 1)  # e.g. the batch size epoch `epoch` trained with
         for i in live:
             member, outcome = engine.members[i], self.outcomes[i]
-            extra: dict[str, float] = {}
+            extra: dict[str, float] = dict(shared)
             diag = getattr(member.optimizer, "diagnostics", None)
             if callable(diag):
                 extra.update({k: float(v) for k, v in diag().items()})
             for name, value in extras[i].items():
                 if name in extra:
-                    raise ValueError(f"epoch metric {name!r} has the name of an optimizer diagnostic")
+                    raise ValueError(
+                        f"epoch metric {name!r} has the name of an optimizer diagnostic or engine field"
+                    )
                 extra[name] = value
             rec = EpochRecord(**base[i], extra=extra).to_dict()
             self.prev_loss[i] = rec["train_loss"]
@@ -323,7 +326,7 @@ class _Loop:
                         return
                 self._apply(measured[2])
             else:
-                for grads in engine.minibatch_grads():
+                for grads in engine.minibatch_grads(self.epoch):
                     self._apply(grads)
             self.epoch += 1
             self.elapsed = time.perf_counter() - t0
@@ -361,12 +364,13 @@ def run_epochs(
         train_loss = L(theta_k) over the whole training set,  grad_norm = ||grad L(theta_k)||_2,
         lyapunov_drift = L(theta_k) - L(theta_{k-1})  (L(theta_0) = info["initial_loss"]),
 
-    the held-out splits' loss and accuracy, the step size the epoch used, ``step = k x steps per
-    epoch``, ``time_s`` (training seconds so far divided by the number of members: a run trained in a
-    vmapped population of P is charged wall / P, METHODS.md section 8), the optimizer's
-    ``diagnostics()`` and the registered metrics plus ``metrics``. After each epoch the optimizer's
-    ``epoch_end()`` (if any) and the schedule's ``epoch_end()`` run. A member whose training loss or
-    gradient norm is not finite stops (status ``diverged``, no exception); the others go on.
+    the held-out splits' loss and accuracy, the step size the epoch used, ``step`` (optimizer steps
+    in epochs 1..k: ``k x steps per epoch``, or their sum when the batch grows, with the epoch's
+    ``batch_size`` as an extra field), ``time_s`` (training seconds so far divided by the number of
+    members: a run trained in a vmapped population of P is charged wall / P, METHODS.md section 8),
+    the optimizer's ``diagnostics()`` and the registered metrics plus ``metrics``. After each epoch the
+    optimizer's ``epoch_end()`` (if any) and the schedule's ``epoch_end()`` run. A member whose training
+    loss or gradient norm is not finite stops (status ``diverged``, no exception); the others go on.
 
     Args:
       engine: the members and the operations that depend on how they are trained.
