@@ -8,39 +8,19 @@ band: final runs for an arm with a fixed or tuned configuration, search runs for
 
     python analysis/fig_gradnorm_vs_schedulers.py runs/003_fc_fullbatch_schedulers_d1 [--out figures/]
 
-Writes ``gradnorm_vs_schedulers.png`` and ``.svg`` and prints their paths.
+Writes ``gradnorm_vs_schedulers.png`` and ``.svg`` and prints their paths. The drawing is
+:func:`lyaptune.analysis.paper_figures.schedulers_figure`, the one ``lyaptune report`` uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import matplotlib.pyplot as plt  # noqa: E402
-from fig_constant_steps import curves_figure, grid_point_curves, save  # noqa: E402
-
-from lyaptune.analysis import Study, load_study  # noqa: E402
-from lyaptune.errors import UserError  # noqa: E402
-
-
-def schedulers_figure(study: Study, arms: Sequence[str] | None = None) -> plt.Figure:
-    """papers/003 Figure 1: every step-size schedule arm and the derived step.
-
-    Args:
-      study: a loaded study (:func:`lyaptune.analysis.load_study`).
-      arms: the arms to draw (default: every arm whose schedule is not a plain ``constant``, the
-        derived step included).
-
-    Returns:
-      The figure, one line per arm (per grid point for a grid arm) in each panel.
-    """
-    arms = list(arms) if arms else study.arms_by_schedule(exclude=("constant",))
-    curves = grid_point_curves(study, arms)
-    return curves_figure(curves, f"{study.name}: derived constant step vs step-size schedules")
+from lyaptune.analysis import load_study, save_figure
+from lyaptune.analysis.paper_figures import schedulers_figure
+from lyaptune.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         fig = schedulers_figure(load_study(args.run_dir), args.arms)
-        for path in save(fig, args.out, "gradnorm_vs_schedulers"):
+        for path in save_figure(fig, os.path.join(args.out, "gradnorm_vs_schedulers")):
             print(path)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

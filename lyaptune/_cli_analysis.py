@@ -49,6 +49,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="md,html", help="comma-separated formats: md, html (default md,html)")
     p.add_argument("--reference", default="auto", help=_REFERENCE_HELP)
     p.add_argument("--no-importance", action="store_true", help="skip PED-ANOVA / fANOVA importances")
+    p.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write the tables, CSV and JSON but draw no figures (most of a small study's report time)",
+    )
     _add_collapse_args(p)
     p.set_defaults(func=_cmd_report)
 
@@ -102,6 +107,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         method=args.interval,
         seed=args.seed,
         importance=not args.no_importance,
+        figures=not args.no_figures,
     )
     main = [str(p) for p in files if p.name.startswith("report.")]
     print(f"report of {study.name}: {len(files)} files in {out}" + (f" ({', '.join(main)})" if main else ""))

@@ -26,6 +26,7 @@ from scipy import stats
 from lyaptune.analysis import (
     CollapseThresholds,
     LabelStats,
+    Study,
     budget_curve,
     classify_collapse,
     compare,
@@ -966,6 +967,7 @@ def test_write_report_produces_every_file(study, tmp_path):
         "slices_lyam-grid",
         "grid_lyam-grid",
         "divergence",
+        "gradnorm_vs_schedulers",  # derived + a schedule arm (adam-cosine): papers/003 Figure 1
     ):
         expected |= {f"figures/{stem}.png", f"figures/{stem}.svg"}
     assert expected <= names
@@ -982,6 +984,58 @@ def test_write_report_produces_every_file(study, tmp_path):
     settings = json.loads((out / "compare.json").read_text())["settings"]
     assert settings["collapse_thresholds"] == {"loss_rel": 0.05, "acc_points": 2.0}
     assert settings["reference"] == "derived"
+    assert "![papers/003 Figure 1" in md and "](figures/gradnorm_vs_schedulers.png)" in md
+    # lyam-grid is a constant-step grid, but its search runs stored no epochs: no Figure 2 to draw
+    assert "constant_steps.png" not in md and not (out / "figures" / "constant_steps.png").exists()
+
+
+def test_paper_figures_of_the_study(study, run_dir):
+    """Schedulers figure: the derived step and adam-cosine (from their final runs). The constant-steps
+    figure needs the grid points' search epochs: drawn once lyam-grid's search runs have some, with
+    one line per grid point (counted from its search runs here) plus the derived step and ``dead``."""
+    from lyaptune.analysis.paper_figures import paper_figures
+
+    figs = {f.stem: f for f in paper_figures(study)}
+    assert list(figs) == ["gradnorm_vs_schedulers"]
+    for ax in figs["gradnorm_vs_schedulers"].figure.get_axes():
+        assert [ln.get_label().split(" ")[0] for ln in ax.get_lines()] == ["derived", "adam-cosine"]
+    t = study.trials
+    search = t[(t["arm"] == "lyam-grid") & (t["phase"] == "search") & (t["status"] == "completed")]
+    points = {json.dumps(json.loads(p), sort_keys=True) for p in search["params_json"]}
+    assert len(points) >= 2
+    e = study.epochs
+    one_run = e[e["trial_id"] == e.loc[e["arm"] == "derived", "trial_id"].iloc[0]].to_dict("records")
+    extra = [
+        {**row, "arm": "lyam-grid", "phase": "search", "trial_id": tid}
+        for tid in search["trial_id"]
+        for row in one_run
+    ]
+    with_search = Study(
+        trials=t, epochs=pd.concat([study.epochs, pd.DataFrame(extra)], ignore_index=True), spec=study.spec
+    )
+    figs = {f.stem: f for f in paper_figures(with_search)}
+    assert list(figs) == ["constant_steps", "gradnorm_vs_schedulers"]
+    for ax in figs["constant_steps"].figure.get_axes():
+        labels = [ln.get_label() for ln in ax.get_lines()]
+        assert len(labels) == len(points) + 2, labels
+        assert sum(x.startswith("lyam-grid ") for x in labels) == len(points)
+        assert sum(x.startswith("derived ") for x in labels) == 1
+    for ax in figs["gradnorm_vs_schedulers"].figure.get_axes():
+        assert [ln.get_label().split(" ")[0] for ln in ax.get_lines()] == ["derived", "adam-cosine"]
+
+
+def test_write_report_without_figures(study, tmp_path):
+    with_figs = tmp_path / "full"
+    write_report(study, with_figs, importance=False)
+    out = tmp_path / "bare"
+    files = write_report(study, out, importance=False, figures=False)
+    assert not [p for p in files if p.parent.name == "figures"]
+    assert not list((out / "figures").iterdir())
+    md = (out / "report.md").read_text()
+    assert "![" not in md and "Figures were not drawn (written with --no-figures)" in md
+    # the tables are those of the full report
+    assert (out / "compare.csv").read_text() == (with_figs / "compare.csv").read_text()
+    assert (out / "budget.csv").read_text() == (with_figs / "budget.csv").read_text()
 
 
 def _parser():

@@ -1,14 +1,16 @@
-"""The papers' figures as papers/003 draws them (analysis/fig_constant_steps.py and the scheduler one).
+"""The papers' figures as papers/003 draws them (lyaptune.analysis.paper_figures and its scripts).
 
 Figure 2 of papers/003 compares the derived step with every constant step of the grid, so the figure
 must hold one curve per grid point plus the derived step: checked on a hand-built study (values
-worked out here) and on a real ``--smoke`` run of a constant-step spec through the CLI.
+worked out here) and on a real ``--smoke`` run of a constant-step spec through the CLI, where
+``lyaptune report`` must draw it too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +20,9 @@ import pandas as pd
 import pytest
 
 from lyaptune.analysis import Study, load_study
+from lyaptune.analysis import paper_figures as pf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "analysis"))
-
-import fig_constant_steps  # noqa: E402
-import fig_gradnorm_vs_schedulers  # noqa: E402
 
 GRID = [0.01, 0.001, 0.0001]
 
@@ -102,7 +101,7 @@ def _match(lines: dict[str, np.ndarray], prefix: str) -> np.ndarray:
 
 def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
     study, expected = _hand_study()
-    fig = fig_constant_steps.constant_steps_figure(study)
+    fig = pf.constant_steps_figure(study)
     axes = fig.get_axes()
     assert len(axes) == 3 and axes[0].get_yscale() == "log"
     for ax in axes:
@@ -126,7 +125,7 @@ def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
 
 def test_schedulers_figure_draws_every_schedule_arm():
     study, expected = _hand_study()
-    fig = fig_gradnorm_vs_schedulers.schedulers_figure(study)
+    fig = pf.schedulers_figure(study)
     for ax in fig.get_axes():
         assert len(ax.get_lines()) == 2  # derived and cosine: every non-constant arm
     lines = _lines_by_label(fig.get_axes()[0])
@@ -134,10 +133,38 @@ def test_schedulers_figure_draws_every_schedule_arm():
     np.testing.assert_allclose(_match(lines, "derived"), expected["derived"], rtol=1e-12)
 
 
+def test_paper_figures_picks_the_figures_the_arms_fit():
+    study, _ = _hand_study()
+    figs = {f.stem: f for f in pf.paper_figures(study)}
+    assert list(figs) == ["constant_steps", "gradnorm_vs_schedulers"]
+    const = figs["constant_steps"]
+    labels = [line.get_label() for line in const.figure.get_axes()[0].get_lines()]
+    assert len(labels) == len(GRID) + 1 and sum(x.startswith("derived ") for x in labels) == 1
+    assert "Figure 2" in const.caption and "3 grid points of adam-constant" in const.caption
+    assert "search runs, 2 seeds each" in const.caption and "min-max" in const.caption
+    sched = figs["gradnorm_vs_schedulers"]
+    assert [c.arm for c in sched.curves] == ["derived", "adam-cosine"]
+    assert "Figure 1" in sched.caption and "final runs, 2 seeds each" in sched.caption
+    # no derived arm: nothing to set against; only derived arms: nothing either
+    keep = ["adam-constant", "adam-cosine"]
+    no_derived = Study(
+        trials=study.trials[study.trials["arm"].isin(keep)],
+        epochs=study.epochs[study.epochs["arm"].isin(keep)],
+        spec={**study.spec, "arms": [a for a in study.spec["arms"] if a["name"] in keep]},
+    )
+    assert pf.paper_figures(no_derived) == []
+    only = Study(
+        trials=study.trials[study.trials["arm"] == "derived"],
+        epochs=study.epochs[study.epochs["arm"] == "derived"],
+        spec={**study.spec, "arms": study.spec["arms"][:1]},
+    )
+    assert pf.paper_figures(only) == []
+
+
 def test_unknown_arm_is_one_line(tmp_path):
     study, _ = _hand_study()
     with pytest.raises(Exception, match="unknown arm 'nope'"):
-        fig_constant_steps.grid_point_curves(study, ["nope"])
+        pf.grid_point_curves(study, ["nope"])
 
 
 # ----------------------------------------------------------------------------- a real --smoke run
@@ -164,7 +191,7 @@ def test_smoke_constant_steps_figure_has_a_curve_per_grid_point(smoke_run, tmp_p
     study = load_study(smoke_run)
     grid = study.arm_spec("adam-constant")["grid"]["lr"]
     assert len(grid) >= 2
-    fig = fig_constant_steps.constant_steps_figure(study)
+    fig = pf.constant_steps_figure(study)
     for ax in fig.get_axes():
         labels = [line.get_label() for line in ax.get_lines()]
         assert len(labels) == len(grid) + 1, labels
@@ -196,3 +223,40 @@ def test_smoke_constant_steps_figure_has_a_curve_per_grid_point(smoke_run, tmp_p
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(tmp_path / "constant_steps.png"), str(tmp_path / "constant_steps.svg")]
     assert (tmp_path / "constant_steps.png").stat().st_size > 0
+
+
+def test_report_of_the_smoke_run_draws_the_constant_steps_figure(smoke_run, tmp_path):
+    """``lyaptune report`` (the real CLI) draws papers/003 Figure 2 into the report, with its caption."""
+    out = tmp_path / "report"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lyaptune.cli",
+            "report",
+            str(smoke_run),
+            "--out",
+            str(out),
+            "--no-importance",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    for ext in ("png", "svg"):
+        assert (out / "figures" / f"constant_steps.{ext}").stat().st_size > 0
+    grid = load_study(smoke_run).arm_spec("adam-constant")["grid"]["lr"]
+    md = (out / "report.md").read_text()
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("![papers/003 Figure 2")]
+    assert line.endswith("](figures/constant_steps.png)")
+    assert f"{len(grid)} grid points of adam-constant (search runs, 1 seed each)" in line
+    assert "the derived step in black (final runs, 1 seed each)" in line and "min-max" in line
+    assert 'src="figures/constant_steps.png"' in (out / "report.html").read_text()
+    # the saved figure's legend (matplotlib writes each text of an SVG as a comment): one entry per
+    # grid point and one for the derived step, nothing else
+    svg = (out / "figures" / "constant_steps.svg").read_text()
+    legend = re.findall(r"<!-- ((?:derived|adam-constant) [^>]*\(1 seed, (?:search|final)\)) -->", svg)
+    assert sorted(legend[1:]) == sorted(f"adam-constant lr={lr:g} (1 seed, search)" for lr in grid), legend
+    assert legend[0].startswith("derived alpha=") and len(legend) == len(grid) + 1

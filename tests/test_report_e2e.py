@@ -97,7 +97,8 @@ def test_report_writes_every_file(reported):
         "matching.csv",
         "runs.csv",
     ]
-    for stem in ("curves", "budget", "slices_adam-exponential", "divergence"):
+    # a derived arm beside a schedule arm: papers/003's scheduler figure (Figure 1) too
+    for stem in ("curves", "budget", "slices_adam-exponential", "divergence", "gradnorm_vs_schedulers"):
         expected += [f"figures/{stem}.png", f"figures/{stem}.svg"]
     missing = [f for f in expected if not (out / f).is_file() or (out / f).stat().st_size == 0]
     assert not missing, (
@@ -108,6 +109,32 @@ def test_report_writes_every_file(reported):
     html = (out / "report.html").read_text()
     for link in re.findall(r'(?:src|href)="([^"]+)"', html):
         assert (out / link).is_file(), f"report.html links to missing {link}"
+
+
+def test_report_draws_the_schedulers_figure_with_its_caption(reported):
+    _, out = reported
+    md = (out / "report.md").read_text()
+    link = "![papers/003 Figure 1 (also 3, 6, 7, 10)"
+    (line,) = [ln for ln in md.splitlines() if ln.startswith(link)]
+    assert line.endswith("](figures/gradnorm_vs_schedulers.png)")
+    assert "1 arm (final runs, 2 seeds each)" in line
+    assert "the derived step in black (final runs, 2 seeds each)" in line
+    assert "band the min-max over them" in line
+    # the saved SVG holds one legend entry per arm (matplotlib writes each text as an SVG comment)
+    svg = (out / "figures" / "gradnorm_vs_schedulers.svg").read_text()
+    legend = re.findall(r"<!-- ((?:derived|adam-exponential) [^>]*\(2 seeds, final\)) -->", svg)
+    assert len(legend) == 2 and legend[0].startswith("derived alpha=") and legend[1].startswith("adam-exp")
+
+
+def test_report_without_figures(reported, tmp_path):
+    run_dir, _ = reported
+    r = lyaptune("report", str(run_dir), "--out", str(tmp_path / "bare"), "--no-figures")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((tmp_path / "bare" / "figures").glob("*")), "figures drawn despite --no-figures"
+    md = (tmp_path / "bare" / "report.md").read_text()
+    assert "![" not in md and "Figures were not drawn (written with --no-figures)" in md
+    assert "| e2e-derived-loss |" in md and (tmp_path / "bare" / "compare.csv").stat().st_size > 0
+    assert "<img " not in (tmp_path / "bare" / "report.html").read_text()
 
 
 def test_report_numbers_match_the_stored_runs(reported):

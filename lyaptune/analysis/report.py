@@ -14,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from lyaptune.analysis.figures import (
     training_curves_figure,
 )
 from lyaptune.analysis.load import Study
+from lyaptune.analysis.paper_figures import paper_figures
 from lyaptune.analysis.sensitivity import divergence_vs_lr_khat, sensitivity, study_k_hat
 from lyaptune.errors import ConfigError, UserError
 
@@ -463,6 +465,7 @@ def write_report(
     method: str = "t",
     seed: int = 0,
     importance: bool = True,
+    figures: bool = True,
 ) -> list[Path]:
     """Write the study's report into ``out_dir``.
 
@@ -474,7 +477,11 @@ def write_report(
     the reference), ``runs.csv`` (every run with its collapse classification), and under ``figures/``
     PNG and SVG of: ``curves`` (gradient norm, training loss, test accuracy against epoch per arm),
     ``budget`` (budget curves), ``slices_<arm>``, ``grid_<arm>`` (grid arms), ``importance_<arm>``
-    (where importances exist) and ``divergence`` (where lr x K_hat is known).
+    (where importances exist), ``divergence`` (where lr x K_hat is known) and papers/003's figures
+    where the study's arms fit them (:func:`~lyaptune.analysis.paper_figures.paper_figures`):
+    ``constant_steps`` (a constant-step grid arm and a derived arm: one line per grid point plus the
+    derived step, as papers/003 Figure 2) and ``gradnorm_vs_schedulers`` (schedule arms and a derived
+    arm, as Figure 1), each referenced in the report with a one-line caption.
 
     Args:
       study: a loaded study (:func:`~lyaptune.analysis.load.load_study`).
@@ -485,6 +492,8 @@ def write_report(
       thresholds: collapse thresholds (stored in the report).
       level, method, seed: interval level and method (``t``, or ``bca`` where n >= 10), BCa seed.
       importance: compute hyperparameter importances (needs the Optuna journal).
+      figures: draw the figures (``False``: tables, CSV and JSON only, the report says so; the
+        figures are most of a small study's report time).
 
     Returns:
       The paths written, sorted.
@@ -510,7 +519,10 @@ def write_report(
     written: list[Path] = []
 
     def fig_block(fig: Any, stem: str, caption: str) -> Block:
-        paths = save_figure(fig, out / FIGURES_DIR / stem)
+        """Save ``fig`` (a Figure, or a function making one, not called with ``figures=False``)."""
+        if not figures:
+            return ("p", f"(Figure not drawn, --no-figures: {caption})")
+        paths = save_figure(fig() if callable(fig) else fig, out / FIGURES_DIR / stem)
         written.extend(Path(p) for p in paths)
         return ("fig", f"{FIGURES_DIR}/{stem}.png", f"{FIGURES_DIR}/{stem}.svg", caption)
 
@@ -523,6 +535,8 @@ def write_report(
     methods = {arm: budget_method(study, arm) for arm in study.arms}
     claims = evaluate_claims(study, thresholds=th, labels=labels, level=level)
     blocks: list[Block] = [("h1", f"lyaptune report: {study.name}")]
+    if not figures:
+        blocks.append(("p", "Figures were not drawn (written with --no-figures); the tables are complete."))
     blocks += claims_blocks(claims, level)
     blocks += _how_to_read(study, table, th, labels, methods, ref, ref_source)
     blocks += _spec_blocks(study)
@@ -585,21 +599,24 @@ def write_report(
     colors = arm_colors(study.arms, ref)
     blocks.append(("h2", "Training curves"))
     if len(study.epochs) and (study.epochs["phase"] == "final").any():
-        fig = training_curves_figure(
-            study.epochs,
-            arms=study.arms,
-            reference=ref,
-            collapsed=collapsed,
-            title=f"{study.name}: final configurations (mean over seeds, min-max band)",
-        )
         blocks.append(
             fig_block(
-                fig,
+                lambda: training_curves_figure(
+                    study.epochs,
+                    arms=study.arms,
+                    reference=ref,
+                    collapsed=collapsed,
+                    title=f"{study.name}: final configurations (mean over seeds, min-max band)",
+                ),
                 "curves",
                 "Gradient norm (log scale), training loss and test accuracy against "
                 "epoch for each arm's final configuration; collapsed arms dashed grey.",
             )
         )
+        if figures:
+            for pfig in paper_figures(study):
+                blocks.append(("h3", f"papers/003: {pfig.title}"))
+                blocks.append(fig_block(pfig.figure, pfig.stem, pfig.caption))
     else:
         blocks.append(("p", "No final-phase epochs recorded yet."))
 
@@ -619,7 +636,7 @@ def write_report(
     if curves:
         target = float(match["target"].iloc[0]) if len(match) else None
         matches = {r["arm"]: (None if pd.isna(r["k"]) else int(r["k"])) for _, r in match.iterrows()}
-        fig = budget_figure(
+        fig = lambda: budget_figure(  # noqa: E731
             curves,
             metric=obj["metric"],
             mode=obj["mode"],
@@ -695,18 +712,18 @@ def write_report(
         blocks.append(("h3", arm))
         blocks.append(
             fig_block(
-                slices_figure(sens),
+                partial(slices_figure, sens),
                 f"slices_{slug}",
                 f"{arm}: search objective of each trial against each hyperparameter (x: failed).",
             )
         )
-        g = grid_response_figure(sens)
+        g = grid_response_figure(sens) if figures else None
         if g is not None:
             blocks.append(
                 fig_block(g, f"grid_{slug}", f"{arm}: grid response (1-D means +-1 sd, 2-D mean heatmaps).")
             )
         if not sens.importance.empty:
-            f = importance_figure(sens.importance, title=f"{arm}: hyperparameter importance")
+            f = partial(importance_figure, sens.importance, title=f"{arm}: hyperparameter importance")
             blocks.append(fig_block(f, f"importance_{slug}", f"{arm}: importance by PED-ANOVA and fANOVA."))
             piv = sens.importance.pivot_table(index="param", columns="evaluator", values="importance")
             blocks.append(
@@ -729,9 +746,9 @@ def write_report(
     )
     if len(study.trials):
         div["all runs"] = divergence_vs_lr_khat(study.trials, k_hat=k_hat)
-    dfig = divergence_figure(div, k_hat=k_hat, colors=colors)
+    dfig = divergence_figure(div, k_hat=k_hat, colors=colors) if figures else None
     blocks.append(("h3", "Divergence against lr x K_hat"))
-    if dfig is not None:
+    if dfig is not None or not figures:
         blocks.append(
             fig_block(
                 dfig,
