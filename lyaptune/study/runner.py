@@ -593,21 +593,6 @@ class _Interrupt:
                 self._restore()
 
 
-def _interrupt_stopper(interrupt: _Interrupt):
-    from ray import tune
-
-    class _InterruptStopper(tune.Stopper):
-        """Stops the whole experiment once a SIGINT/SIGTERM was received."""
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return interrupt.signum is not None
-
-    return _InterruptStopper()
-
-
 class _RemoteJournal:
     """The Optuna journal of a run directory in an object store (``s3://``, ``gs://``): Optuna writes a
     local file (``<out>/<name>/optuna.journal``), and the store keeps its copy, pulled before the plan
@@ -662,127 +647,6 @@ class _Progress:
             f"[{self.count}/{self.total} {time.perf_counter() - self.t0:6.1f}s] {job.trial_id} {status}{val}"
             f"  | " + " | ".join(parts)
         )
-
-
-def _make_searcher(spec: StudySpec, plan: StudyPlan, progress: _Progress):
-    from ray.tune.search import Searcher
-
-    arms = {a.name: a for a in spec.arms}
-
-    class StudySearcher(Searcher):
-        """Ray Tune searcher adapter around :class:`StudyPlan` (Optuna decides the configurations).
-
-        It lives in the driver only; Tune pickles searchers for its experiment state, so the plan (an
-        Optuna storage and a lock) is left out of the pickled state: lyaptune resumes from its own store
-        and journal, not from Tune's searcher snapshot.
-        """
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.jobs: dict[str, Job] = {}
-            self.records: dict[str, dict[int, dict[str, Any]]] = {}
-            self.errors: dict[str, str] = {}
-            self.failed: dict[str, tuple[Job, list[dict[str, Any]], str]] = {}
-            self.stopping = False  # set on SIGINT/SIGTERM: trials Tune stops now stay open for resume
-
-        def finish_failed(self, trial_id: str, message: str = "") -> None:
-            job, records, reported = self.failed.pop(trial_id)
-            message = message or reported or "the trial failed without a message (its worker was lost?)"
-            if job.members is not None:
-                for member, status, value in plan.finish_population(job, None, message):
-                    progress(member, status, value)
-                return
-            value = plan.finish(job, "errored", records, {}, math.nan, message)
-            progress(job, "errored", value)
-
-        def flush_failed(self) -> None:
-            for trial_id in list(self.failed):
-                self.finish_failed(trial_id)
-
-        def __reduce__(self):
-            return (Searcher, ())
-
-        def save(self, checkpoint_path: str) -> None:
-            """Nothing to save: lyaptune resumes from its store and Optuna journal."""
-
-        def restore(self, checkpoint_path: str) -> None:
-            """Nothing to restore (see :meth:`save`)."""
-
-        def suggest(self, trial_id: str):
-            job = plan.next_job()
-            if job == "FINISHED":
-                return Searcher.FINISHED
-            if job is None:
-                return None
-            self.jobs[trial_id] = job
-            return {"job": job.payload(spec, arms[job.arm])}
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if "lyaptune_record" in result:
-                rec = json.loads(result["lyaptune_record"])
-                self.records.setdefault(trial_id, {})[int(rec["epoch"])] = rec
-            if "lyaptune_error" in result:
-                self.errors[trial_id] = result["lyaptune_error"]
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            job = self.jobs.pop(trial_id, None)
-            if job is None:
-                return
-            if result and "lyaptune_record" in result:
-                # a scheduler's STOP hands the deciding result to on_trial_complete, not on_trial_result
-                self.on_trial_result(trial_id, result)
-            partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
-            message = self.errors.pop(trial_id, "")
-            if self.stopping and not error and not (result and result.get("lyaptune_final")):
-                return  # stopped by the interruption, not finished: `lyaptune resume` runs it again
-            if job.members is not None and not error:
-                results = None
-                if result and result.get("lyaptune_final"):
-                    results = json.loads(result["lyaptune_payload"])["results"]
-                else:
-                    message = message or "the population ended without results"
-                for member, status, value in plan.finish_population(job, results, message):
-                    progress(member, status, value)
-                return
-            if not error and result and result.get("lyaptune_final"):
-                p = json.loads(result["lyaptune_payload"])
-                info = {**p["info"], "resumed_from_epoch": p.get("resumed_from_epoch", 0)}
-                status, records, wall, message = p["status"], p["records"], p["wall_s"], p["message"]
-            elif error:
-                # Tune tells the searcher before its callbacks, which know the exception: the row is
-                # written by `_ErrorCallback.on_trial_error` (or `flush_failed` after the run).
-                self.failed[trial_id] = (job, partial, message)
-                return
-            else:
-                status, records, info, wall = "stopped", partial, {}, math.nan
-                message = "stopped early by the ASHA scheduler"
-            value = plan.finish(job, status, records, info, wall, message)
-            progress(job, status, value)
-
-    return StudySearcher()
-
-
-def _error_message(trial: Any) -> str:
-    """The exception line of a failed Tune trial (from its error file), or ''."""
-    try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
-    except OSError:
-        return ""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else ""
-
-
-def _error_callback(searcher: Any):
-    from ray import tune
-
-    class _ErrorCallback(tune.Callback):
-        """Writes an errored run with the exception Tune recorded (after the last retry)."""
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if trial.trial_id in searcher.failed:
-                searcher.finish_failed(trial.trial_id, _error_message(trial))
-
-    return _ErrorCallback()
 
 
 def _total_runs(spec: StudySpec) -> int:
@@ -879,8 +743,19 @@ def run_study(
                 "or choose another --out"
             )
         return _run_locked(
-            spec, written, root, journal_dir, local, remote, address, resume, resources,
-            max_concurrent, total, request, log,
+            spec,
+            written,
+            root,
+            journal_dir,
+            local,
+            remote,
+            address,
+            resume,
+            resources,
+            max_concurrent,
+            total,
+            request,
+            log,
         )
     finally:
         run_lock.release()
@@ -947,13 +822,19 @@ def _run_locked(
             journal = _RemoteJournal(store, journal_dir / JOURNAL_FILE) if local is None else None
             if journal is not None:
                 journal.pull(resume)
-            plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log)
+            from lyaptune.study import tune_adapter
+
+            # checkpoints that killed drivers' Tune experiments left (a local path or an object store)
+            checkpoints = (
+                tune_adapter.TuneCheckpoints(tune_adapter.tune_storage_path(root)) if resume else None
+            )
+            plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log, checkpoints=checkpoints)
             already = len(plan.done)
             if resume:
                 log(f"resuming {root}: {already} of {total} runs already recorded")
             progress = _Progress(plan, total, log, after=journal.push if journal is not None else None)
             progress.count = already
-            searcher = _make_searcher(spec, plan, progress)
+            searcher = tune_adapter.StudySearcher(plan, on_finish=progress)
 
             def stop() -> None:
                 searcher.stopping = True
@@ -961,10 +842,15 @@ def _run_locked(
 
             interrupt.on_signal = stop
             if interrupt.signum is None:
-                tuner = _make_tuner(spec, root, searcher, interrupt, max_concurrent)
+                tuner = tune_adapter.make_tuner(
+                    spec,
+                    root,
+                    searcher,
+                    stop_all=lambda: interrupt.signum is not None,
+                    max_concurrent=max_concurrent,
+                )
                 log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
                 tuner.fit()
-            searcher.flush_failed()
             if journal is not None:
                 journal.push()
         finally:
@@ -987,62 +873,6 @@ def _run_locked(
         f"results in {root} (trials/, epochs/, {JOURNAL_FILE}, {RAY_LOG_FILE})"
     )
     return store
-
-
-def _make_tuner(
-    spec: StudySpec, root: str, searcher: Any, interrupt: _Interrupt, max_concurrent: int | None
-) -> Any:
-    """The Tune experiment of a study: lyaptune's searcher, ASHA if asked, quiet console output."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    scheduler = None
-    max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
-    if spec.search.scheduler == "asha":
-        # max_t one past the last epoch: ASHA stops every trial that reaches max_t, and a run that
-        # trained all its epochs must end with its own final report (status completed)
-        scheduler = ASHAScheduler(
-            time_attr="epoch",
-            max_t=max_epochs + 1,
-            grace_period=min(spec.search.grace_period, max_epochs),
-            reduction_factor=spec.search.reduction_factor,
-        )
-    trainable = tune.with_resources(_trainable(), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    storage_path = (root if _has_scheme(root) else str(Path(root.removeprefix("file://")).resolve())) + "/ray"
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric="objective",
-            mode=spec.objective.mode,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=-1,
-            max_concurrent_trials=max_concurrent or spec.max_concurrent,
-            reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name="tune-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
-            storage_path=storage_path,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_error_callback(searcher)],
-            stop=_interrupt_stopper(interrupt),
-            verbose=0,
-        ),
-    )
-
-
-def _trial_name(trial: Any) -> str:
-    job = trial.config.get("job", {})
-    return f"{job.get('trial_id', 'trial')}-{trial.trial_id}"
-
-
-def _trainable():
-    from lyaptune.study.trainable import train_job
-
-    return train_job
 
 
 def resume_study(

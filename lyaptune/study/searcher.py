@@ -1,8 +1,8 @@
 """The study's search logic: one Optuna study per arm, equal budgets, then a final phase.
 
 :class:`StudyPlan` is framework-free (Optuna + the run store, no Ray): it decides which training run
-comes next, records finished runs in the store exactly once, and tells Optuna. :class:`StudySearcher`
-is the thin Ray Tune ``Searcher`` adapter around it.
+comes next, records finished runs in the store exactly once, and tells Optuna. The Ray Tune adapter
+around it (``Searcher``, error callback, checkpoint lookup) is :mod:`lyaptune.study.tune_adapter`.
 
 Each training run ("job") is one configuration on one seed and has a deterministic id
 ``<arm>-search-<optuna number>-s<seed>`` (``<arm>-search-r<repeat>-<optuna number>-s<seed>`` in search
@@ -19,12 +19,11 @@ configuration; documented in the README); a run stopped early by ASHA makes it P
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,16 +167,24 @@ class StudyPlan:
       store: the run directory's store (results are written there, exactly once per job).
       journal: path of the Optuna journal file.
       log: called with one-line progress messages.
+      checkpoints: asked with a run's trial id for a checkpoint an earlier, interrupted attempt left
+        (a local path or a URI, or None); the run then continues from it. Default: none. The Ray
+        adapter's :class:`lyaptune.study.tune_adapter.TuneCheckpoints` finds Tune's.
     """
 
     def __init__(
-        self, spec: StudySpec, store: RunStore, journal: Path | str, log: Callable[[str], None] | None = None
+        self,
+        spec: StudySpec,
+        store: RunStore,
+        journal: Path | str,
+        log: Callable[[str], None] | None = None,
+        checkpoints: Callable[[str], str | None] | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
         self.log = log or (lambda msg: None)
+        self.checkpoints = checkpoints
         self.lock = threading.RLock()
-        self.ray_dir = Path(journal).parent / "ray"  # Tune's checkpoints of earlier drivers of this run
         storage = journal_storage(journal)
         direction = "minimize" if spec.objective.mode == "min" else "maximize"
         self.arms: dict[str, _ArmState] = {}
@@ -346,21 +353,14 @@ class StudyPlan:
             return None
 
     def _start(self, job: Job) -> Job:
-        if job.members is None and job.checkpoint is None:
-            job.checkpoint = self._earlier_checkpoint(job.trial_id)
+        if job.members is None and job.checkpoint is None and self.checkpoints is not None:
+            job.checkpoint = self.checkpoints(job.trial_id)
+            if job.checkpoint is not None:
+                self.log(
+                    f"{job.trial_id}: continues from the checkpoint of an interrupted run ({job.checkpoint})"
+                )
         self.running[job.trial_id] = job
         return job
-
-    def _earlier_checkpoint(self, trial_id: str) -> str | None:
-        """The newest checkpoint an earlier (killed) driver's Tune run kept for ``trial_id``, if any."""
-        if not self.ray_dir.is_dir():
-            return None
-        found = list(self.ray_dir.glob(f"*/{trial_id}-*/checkpoint_*/trial.pt"))
-        if not found:
-            return None
-        newest = max(found, key=lambda p: p.stat().st_mtime)
-        self.log(f"{trial_id}: continues from {newest.parent.name} of an interrupted run")
-        return str(newest)
 
     # -- results -----------------------------------------------------------------------------------
     def finish(
@@ -409,18 +409,31 @@ class StudyPlan:
                 self._maybe_tell(rep, job.number)
             return value
 
-    def finish_population(self, bundle: Job, results: list[dict[str, Any]] | None, message: str = "") -> None:
-        """Record every member of a population job (all ``errored`` when ``results`` is None)."""
+    def finish_population(
+        self, bundle: Job, results: list[TrialResult] | None, message: str = ""
+    ) -> Iterator[tuple[Job, str, float]]:
+        """Record every member of a population job, one at a time.
+
+        Args:
+          bundle: the population job (its ``members``).
+          results: one result per member, in order; None when the population failed (every member is
+            recorded ``errored`` with ``message``).
+          message: why the population failed.
+
+        Yields:
+          ``(member job, status, objective)`` after each member is recorded.
+        """
         with self.lock:
             self.running.pop(bundle.trial_id, None)
             for i, job in enumerate(bundle.members or []):
                 self.running[job.trial_id] = job
                 if results is None:
-                    value = self.finish(job, "errored", [], {}, math.nan, message)
+                    status, value = "errored", self.finish(job, "errored", [], {}, math.nan, message)
                 else:
                     r = results[i]
-                    value = self.finish(job, r["status"], r["records"], r["info"], r["wall_s"], r["message"])
-                yield job, (results[i]["status"] if results is not None else "errored"), value
+                    status = r.status
+                    value = self.finish(job, r.status, r.records, r.info, r.wall_s, r.message)
+                yield job, status, value
 
     def _maybe_tell(self, rep: _Repeat, number: int) -> None:
         seeds = rep.open_trials.get(number, {})
@@ -459,8 +472,3 @@ class StudyPlan:
                 "best": best,
             }
         return out
-
-
-def decode_payload(text: str) -> dict[str, Any]:
-    """Inverse of the trainable's JSON payload."""
-    return json.loads(text)

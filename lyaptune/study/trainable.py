@@ -1,9 +1,10 @@
 """The Ray Tune trainable: a thin adapter from a job payload to :func:`lyaptune.train.run_trial`.
 
-Reports to Tune only what Tune needs: one final report with the whole result as a JSON payload
-(the driver writes it to the store), plus, where the spec asks for them, a report per epoch for the
-ASHA scheduler and a checkpoint every ``checkpoint_every`` epochs. Datasets are cached per worker
-process by :func:`lyaptune.data.load_dataset`, so a reused actor does not load them again.
+Reports to Tune only what Tune needs: one final report carrying the whole result as a
+:class:`lyaptune.study.tune_adapter.RunPayload` (the driver writes it to the store), plus, where the
+spec asks for them, a report per epoch for the ASHA scheduler and a checkpoint every
+``checkpoint_every`` epochs. Datasets are cached per worker process by
+:func:`lyaptune.data.load_dataset`, so a reused actor does not load them again.
 
 Testing hook: ``LYAPTUNE_FAULT_INJECTION='{"match": "<trial id substring>", "times": N, "dir": "<dir>"}'``
 in the workers' environment makes matching runs raise ``RuntimeError("injected fault ...")`` on their
@@ -16,21 +17,26 @@ delay. The reliability and cluster tests use it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 import time
-import traceback
 from typing import Any
 
 import torch
 from ray import tune
 
-from lyaptune.train import TrialConfig, run_trial
+from lyaptune.study.tune_adapter import (
+    CHECKPOINT_FILE,
+    RunPayload,
+    epoch_metrics,
+    error_metrics,
+    read_checkpoint,
+)
+from lyaptune.train import TrialConfig, TrialResult, run_trial
 
 __all__ = ["train_job", "CHECKPOINT_FILE"]
-
-CHECKPOINT_FILE = "trial.pt"
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
@@ -78,12 +84,9 @@ def _maybe_inject_fault(trial_id: str) -> None:
         raise RuntimeError(f"injected fault (attempt {attempt} of {trial_id})")
 
 
-def _report_error(base: dict[str, Any], exc: BaseException) -> None:
-    """Tell the driver why the run failed (its message is kept in the run's row); the metric key is
-    present (None) because Tune rejects a result without the experiment's metric."""
-    msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    trace = traceback.format_exc()[-4000:]
-    tune.report({**base, "objective": None, "lyaptune_error": msg, "lyaptune_traceback": trace})
+def _report_error(trial_id: str, exc: BaseException) -> None:
+    """Tell the driver why the run failed (its message is kept in the run's row)."""
+    tune.report(error_metrics(trial_id, exc))
 
 
 def _where() -> dict[str, Any]:
@@ -101,35 +104,20 @@ def _train_population(job: dict[str, Any]) -> None:
     """Train the member jobs of a population together (:func:`lyaptune.population.run_population`)."""
     from lyaptune.population import run_population
 
-    base = {"lyaptune_trial_id": job["trial_id"]}
     configs = [TrialConfig.from_dict(m["trial_config"]) for m in job["population"]]
     try:
         results = run_population(configs)
     except Exception as exc:
-        _report_error(base, exc)
+        _report_error(job["trial_id"], exc)
         raise
     where = _where()
-    payload = {
-        "results": [
-            {
-                "status": r.status,
-                "records": r.records,
-                "info": {**r.info, **where},
-                "wall_s": r.wall_s,
-                "message": r.message,
-            }
-            for r in results
-        ]
-    }
-    tune.report(
-        {
-            **base,
-            "objective": None,
-            "epoch": configs[0].epochs,
-            "lyaptune_final": True,
-            "lyaptune_payload": json.dumps(payload),
-        }
-    )
+    payload = RunPayload(tuple(_with_info(r, where) for r in results))
+    tune.report(payload.to_metrics(job["trial_id"], None, configs[0].epochs))
+
+
+def _with_info(result: TrialResult, extra: dict[str, Any]) -> TrialResult:
+    """``result`` with ``extra`` added to its info (where it trained)."""
+    return dataclasses.replace(result, info={**result.info, **extra})
 
 
 def train_job(config: dict[str, Any]) -> None:
@@ -137,73 +125,39 @@ def train_job(config: dict[str, Any]) -> None:
     job = config["job"]
     if "population" in job:
         return _train_population(job)
+    trial_id = job["trial_id"]
     trial_config = TrialConfig.from_dict(job["trial_config"])
     metric = job["metric"]
     every = int(job["checkpoint_every"] or 0)
     per_epoch = bool(job["report_every_epoch"])
-    base = {"lyaptune_trial_id": job["trial_id"]}
     state = _load_checkpoint()
     if state is None and job.get("checkpoint"):
-        # left by a driver that was killed (``lyaptune resume``): continue where that attempt stopped;
-        # a checkpoint cut short by the kill is ignored and the run starts over
-        try:
-            state = torch.load(job["checkpoint"], weights_only=True, map_location="cpu")
-        except (OSError, RuntimeError, EOFError):
-            state = None
-    _maybe_inject_fault(job["trial_id"])
-    fault = _fault(job["trial_id"])
+        # left by a driver that was killed (``lyaptune resume``), in the run directory or an object
+        # store: continue where that attempt stopped; one cut short by the kill is ignored (start over)
+        state = read_checkpoint(job["checkpoint"])
+    _maybe_inject_fault(trial_id)
+    fault = _fault(trial_id)
 
     def on_epoch(rec: dict[str, Any]) -> None:
         if per_epoch and not (every and rec["epoch"] % every == 0):
-            tune.report(
-                {
-                    **base,
-                    "objective": rec.get(metric),
-                    "epoch": rec["epoch"],
-                    "lyaptune_record": json.dumps(rec),
-                }
-            )
-
-    last: dict[str, Any] = {}
+            tune.report(epoch_metrics(trial_id, rec, metric))
 
     def on_checkpoint(trial_state: dict[str, Any]) -> None:
         rec = trial_state["records"][-1]
         with tempfile.TemporaryDirectory() as d:
             torch.save(trial_state, os.path.join(d, CHECKPOINT_FILE))
-            tune.report(
-                {
-                    **base,
-                    "objective": rec.get(metric),
-                    "epoch": rec["epoch"],
-                    "lyaptune_record": json.dumps(rec),
-                },
-                checkpoint=tune.Checkpoint.from_directory(d),
-            )
-        last["epoch"] = rec["epoch"]
-        _block_here(fault, job["trial_id"], "checkpoint")
+            tune.report(epoch_metrics(trial_id, rec, metric), checkpoint=tune.Checkpoint.from_directory(d))
+        _block_here(fault, trial_id, "checkpoint")
 
     try:
         result = run_trial(
             trial_config, on_epoch, resume_from=state, on_checkpoint=on_checkpoint, checkpoint_every=every
         )
     except Exception as exc:  # reported so the driver keeps the message, then re-raised for Tune's retries
-        _report_error(base, exc)
+        _report_error(trial_id, exc)
         raise
-    payload = {
-        "status": result.status,
-        "records": result.records,
-        "info": {**result.info, **_where()},
-        "wall_s": result.wall_s,
-        "message": result.message,
-        "resumed_from_epoch": int(state["epoch"]) if state else 0,
-    }
-    final = result.records[-1] if result.records else {}
-    tune.report(
-        {
-            **base,
-            "objective": final.get(metric),
-            "epoch": final.get("epoch", 0),
-            "lyaptune_final": True,
-            "lyaptune_payload": json.dumps(payload),
-        }
+    payload = RunPayload(
+        (_with_info(result, _where()),), resumed_from_epoch=int(state["epoch"]) if state else 0
     )
+    final = result.records[-1] if result.records else {}
+    tune.report(payload.to_metrics(trial_id, final.get(metric), final.get("epoch", 0)))

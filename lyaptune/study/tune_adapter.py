@@ -1,0 +1,483 @@
+"""The Ray Tune adapter of a study: everything that knows Tune's callback order, metrics and layout.
+
+- :class:`StudySearcher`: a Tune ``Searcher`` around the framework-free
+  :class:`lyaptune.study.searcher.StudyPlan` (the plan decides, Optuna samples; the searcher only
+  translates Tune's calls), module level and picklable (the plan is left out of its pickled state).
+- :class:`StudyErrorCallback`: the one place where a Tune trial that failed after its last retry
+  becomes an ``errored`` row (Tune tells the searcher before its callbacks, and only the callback sees
+  the exception).
+- :class:`RunPayload`: one run's (or one population's) result as it travels in Tune's metrics, written
+  by the trainable (:mod:`lyaptune.study.trainable`) and read by the searcher.
+- :class:`TuneCheckpoints` and :func:`read_checkpoint`: the checkpoints that earlier, killed drivers'
+  Tune experiments left in the run directory, on any pyarrow filesystem (a local path, ``s3://``,
+  ``gs://``), so ``lyaptune resume`` continues an interrupted run from its last checkpoint.
+- :func:`make_tuner`: the study's ``tune.Tuner`` (ASHA when asked, quiet output, the checkpoint layout
+  above).
+
+Reference: Ray's ``OptunaSearch`` (``ray/tune/search/optuna/optuna_search.py``) is the model of a thin
+ask/tell searcher.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from ray import tune
+from ray.tune.search import Searcher
+
+from lyaptune.train import TrialResult
+
+if TYPE_CHECKING:
+    from lyaptune.study.searcher import Job, StudyPlan
+    from lyaptune.study.spec import StudySpec
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "RunPayload",
+    "StudyErrorCallback",
+    "StudySearcher",
+    "TuneCheckpoints",
+    "epoch_metrics",
+    "error_metrics",
+    "make_tuner",
+    "read_checkpoint",
+    "trial_dirname",
+    "tune_storage_path",
+]
+
+#: the file a run's checkpoint is saved as, inside Tune's ``checkpoint_<n>`` directory
+CHECKPOINT_FILE = "trial.pt"
+
+# the metric keys lyaptune adds to Tune's results (JSON text: Tune flattens nested dicts)
+_FINAL = "lyaptune_final"
+_PAYLOAD = "lyaptune_payload"
+_RECORD = "lyaptune_record"
+_ERROR = "lyaptune_error"
+_TRACEBACK = "lyaptune_traceback"
+_TRIAL = "lyaptune_trial_id"
+
+
+# --------------------------------------------------------------------------------------------------
+# What travels in Tune's metrics.
+
+
+def _result_dict(result: TrialResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "records": result.records,
+        "info": result.info,
+        "wall_s": result.wall_s,
+        "message": result.message,
+    }
+
+
+@dataclass(frozen=True)
+class RunPayload:
+    """The end result of one Tune trial: one run, or every member of a vmapped population.
+
+    Args:
+      results: one :class:`lyaptune.train.TrialResult` for a run trained alone, one per member (in the
+        order of the job's members) for a population.
+      resumed_from_epoch: for a run trained alone, the epoch of the checkpoint it continued from (0 when
+        it started from scratch); ``None`` for a population.
+    """
+
+    results: tuple[TrialResult, ...]
+    resumed_from_epoch: int | None = None
+
+    @property
+    def is_population(self) -> bool:
+        """Whether this is a population's payload (``resumed_from_epoch`` is None)."""
+        return self.resumed_from_epoch is None
+
+    def run_info(self, i: int = 0) -> dict[str, Any]:
+        """The info of result ``i`` as stored: a run trained alone also records ``resumed_from_epoch``."""
+        info = dict(self.results[i].info)
+        if self.resumed_from_epoch is not None:
+            info["resumed_from_epoch"] = self.resumed_from_epoch
+        return info
+
+    def to_metrics(self, trial_id: str, objective: float | None, epoch: int) -> dict[str, Any]:
+        """The final ``tune.report`` of a trial carrying this payload.
+
+        Args:
+          trial_id: lyaptune's id of the job.
+          objective: the experiment metric Tune requires in every result (``None`` for a population).
+          epoch: the last epoch (Tune's ``time_attr`` for ASHA).
+        """
+        body = {
+            "results": [_result_dict(r) for r in self.results],
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
+        return {
+            _TRIAL: trial_id,
+            "objective": objective,
+            "epoch": epoch,
+            _FINAL: True,
+            _PAYLOAD: json.dumps(body),
+        }
+
+    @classmethod
+    def from_metrics(cls, result: Mapping[str, Any] | None) -> RunPayload | None:
+        """The payload of a Tune result, or ``None`` when it is not a trial's final report."""
+        if not result or not result.get(_FINAL) or _PAYLOAD not in result:
+            return None
+        body = json.loads(result[_PAYLOAD])
+        results = tuple(
+            TrialResult(
+                status=r["status"],
+                records=r["records"],
+                info=r["info"],
+                wall_s=r["wall_s"],
+                message=r["message"],
+            )
+            for r in body["results"]
+        )
+        return cls(results=results, resumed_from_epoch=body.get("resumed_from_epoch"))
+
+
+def epoch_metrics(trial_id: str, record: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """An intermediate ``tune.report`` of one epoch: the objective for ASHA, the record for the store."""
+    return {
+        _TRIAL: trial_id,
+        "objective": record.get(metric),
+        "epoch": record["epoch"],
+        _RECORD: json.dumps(dict(record)),
+    }
+
+
+def error_metrics(trial_id: str, exc: BaseException) -> dict[str, Any]:
+    """The report a failing run makes before it re-raises: its one-line message and traceback tail.
+
+    The experiment's metric is present (``None``): Tune rejects a result without it.
+    """
+    return {
+        _TRIAL: trial_id,
+        "objective": None,
+        _ERROR: f"{type(exc).__name__}: {exc}".splitlines()[0],
+        _TRACEBACK: traceback.format_exc()[-4000:],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints of earlier drivers.
+
+
+def tune_storage_path(run_dir: str) -> str:
+    """Tune's ``storage_path`` for a run directory: ``<run dir>/ray`` (absolute for a local path)."""
+    if "://" in run_dir and not run_dir.startswith("file://"):
+        return run_dir.rstrip("/") + "/ray"
+    return str(Path(run_dir.removeprefix("file://")).expanduser().resolve() / "ray")
+
+
+def trial_dirname(trial: Any) -> str:
+    """A Tune trial's name and directory: ``<lyaptune trial id>-<Tune trial id>``.
+
+    Tune's ids hold no ``-``, so the lyaptune id is everything before the last ``-``
+    (:class:`TuneCheckpoints` relies on it).
+    """
+    job = trial.config.get("job", {})
+    return f"{job.get('trial_id', 'trial')}-{trial.trial_id}"
+
+
+class TuneCheckpoints:
+    """The newest checkpoint that earlier Tune experiments of a run directory kept for each run.
+
+    Tune lays them out as ``<storage_path>/<experiment>/<trial dir>/checkpoint_<n>/trial.pt`` with
+    experiments named ``tune-<timestamp>`` (:func:`make_tuner`) and trial directories named by
+    :func:`trial_dirname`; the newest of a run is the largest ``(experiment, n)``. The storage is listed
+    once, when the object is made (before this driver's experiment starts): the experiments of killed
+    drivers do not change afterwards.
+
+    Args:
+      storage_path: Tune's storage path, a local absolute path or a pyarrow URI (``s3://...``), as from
+        :func:`tune_storage_path`.
+
+    Call it with a run's trial id; it returns the checkpoint file's location (a local path or a URI,
+    what :func:`read_checkpoint` reads), or None.
+    """
+
+    def __init__(self, storage_path: str) -> None:
+        self.storage_path = storage_path.rstrip("/")
+        self.newest: dict[str, tuple[tuple[str, int], str]] = {}
+        fs, base = pafs.FileSystem.from_uri(self.storage_path)
+        base = base.rstrip("/")
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        for info in infos:
+            if info.type != pafs.FileType.File or info.base_name != CHECKPOINT_FILE:
+                continue
+            parts = info.path[len(base) :].strip("/").split("/")
+            if len(parts) != 4 or not parts[2].startswith("checkpoint_"):
+                continue
+            experiment, trial_dir, ckpt, _ = parts
+            try:
+                key = (experiment, int(ckpt.removeprefix("checkpoint_")))
+            except ValueError:
+                continue
+            trial_id = trial_dir.rsplit("-", 1)[0]
+            if trial_id not in self.newest or key > self.newest[trial_id][0]:
+                self.newest[trial_id] = (key, self.storage_path + "/" + "/".join(parts))
+
+    def __call__(self, trial_id: str) -> str | None:
+        found = self.newest.get(trial_id)
+        return None if found is None else found[1]
+
+
+def read_checkpoint(location: str) -> dict[str, Any] | None:
+    """Load a checkpoint file from a local path or a pyarrow URI; ``None`` if it is missing or cut short
+    (a kill during the write: the run then starts over)."""
+    import torch
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(location)
+        with fs.open_input_stream(path) as f:
+            data = f.read()
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except (OSError, RuntimeError, EOFError, ValueError, pa.ArrowException):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The searcher and its error callback.
+
+
+def _no_progress(job: Job, status: str, value: float) -> None:
+    """The default ``on_finish``: nothing."""
+
+
+class StudySearcher(Searcher):
+    """Ray Tune searcher around a :class:`StudyPlan`: Tune asks, the plan decides, results go back.
+
+    ``suggest`` hands Tune the plan's next job (``{"job": payload}``); ``on_trial_complete`` records
+    a finished run (its :class:`RunPayload`) or a run stopped early by ASHA (``stopped``, with the
+    epochs it reported); a failed run is recorded by :meth:`record_error`, which
+    :class:`StudyErrorCallback` calls (give Tune both: :func:`make_tuner` does).
+
+    Tune pickles its searcher with the experiment state; the plan (an Optuna storage, a lock) and the
+    runs in flight are left out, so an unpickled searcher suggests nothing: lyaptune resumes from its
+    own store and Optuna journal, not from Tune's snapshot.
+
+    Args:
+      plan: the study's plan.
+      on_finish: called with ``(job, status, objective)`` after each run is recorded (progress lines).
+    """
+
+    def __init__(self, plan: StudyPlan, on_finish: Callable[[Job, str, float], None] | None = None) -> None:
+        super().__init__()
+        self.plan: StudyPlan | None = plan
+        self.on_finish = on_finish or _no_progress
+        self.jobs: dict[str, Job] = {}
+        self.records: dict[str, dict[int, dict[str, Any]]] = {}
+        self.errors: dict[str, str] = {}
+        self.stopping = False  # set on SIGINT/SIGTERM: trials Tune stops now stay open for resume
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(plan=None, on_finish=_no_progress, jobs={}, records={}, errors={})
+        return state
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: lyaptune resumes from its store and Optuna journal."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see :meth:`save`)."""
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next job's config, ``None`` to wait for running jobs, or ``Searcher.FINISHED``."""
+        if self.plan is None:
+            return Searcher.FINISHED
+        job = self.plan.next_job()
+        if job == "FINISHED":
+            return Searcher.FINISHED
+        if job is None:
+            return None
+        self.jobs[trial_id] = job
+        return {"job": job.payload(self.plan.spec, self.plan.arms[job.arm].spec)}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the epoch records and the error message a run reports on its way."""
+        if _RECORD in result:
+            rec = json.loads(result[_RECORD])
+            self.records.setdefault(trial_id, {})[int(rec["epoch"])] = rec
+        if _ERROR in result:
+            self.errors[trial_id] = result[_ERROR]
+
+    def _take(self, trial_id: str) -> tuple[Job | None, list[dict[str, Any]], str]:
+        """Forget a trial: its job, the epoch records it reported (in order), its reported error."""
+        partial = [r for _, r in sorted(self.records.pop(trial_id, {}).items())]
+        return self.jobs.pop(trial_id, None), partial, self.errors.pop(trial_id, "")
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Record a run that ended without an error: finished (its payload) or stopped by ASHA."""
+        if error or self.plan is None or trial_id not in self.jobs:
+            return  # a failed run is recorded by `record_error`, called by the error callback next
+        if result and _RECORD in result:
+            # a scheduler's STOP hands the deciding result to on_trial_complete, not on_trial_result
+            self.on_trial_result(trial_id, result)
+        payload = RunPayload.from_metrics(result)
+        if payload is None and self.stopping:
+            self._take(trial_id)
+            return  # stopped by the interruption, not finished: `lyaptune resume` runs it again
+        job, partial, message = self._take(trial_id)
+        assert job is not None
+        if job.members is not None:
+            results = list(payload.results) if payload is not None else None
+            self._finish_population(job, results, message or "the population ended without results")
+        elif payload is not None:
+            r = payload.results[0]
+            self._finish(job, r.status, r.records, payload.run_info(), r.wall_s, r.message)
+        else:
+            self._finish(job, "stopped", partial, {}, math.nan, "stopped early by the ASHA scheduler")
+
+    def record_error(self, trial_id: str, message: str = "") -> None:
+        """Record a Tune trial that failed after its last retry: ``errored``, with its message.
+
+        Args:
+          trial_id: Tune's trial id.
+          message: the exception line Tune recorded; default the one the run reported, else a note that
+            the run ended without one (a lost worker).
+        """
+        job, partial, reported = self._take(trial_id)
+        if job is None or self.plan is None:
+            return
+        message = message or reported or "the trial failed without a message (its worker was lost?)"
+        if job.members is not None:
+            self._finish_population(job, None, message)
+        else:
+            self._finish(job, "errored", partial, {}, math.nan, message)
+
+    def _finish(
+        self,
+        job: Job,
+        status: str,
+        records: list[dict[str, Any]],
+        info: dict[str, Any],
+        wall: float,
+        message: str,
+    ) -> None:
+        assert self.plan is not None
+        value = self.plan.finish(job, status, records, info, wall, message)
+        self.on_finish(job, status, value)
+
+    def _finish_population(self, job: Job, results: list[TrialResult] | None, message: str) -> None:
+        assert self.plan is not None
+        for member, status, value in self.plan.finish_population(job, results, message):
+            self.on_finish(member, status, value)
+
+
+def _error_message(trial: Any) -> str:
+    """The exception line of a failed Tune trial (the last line of its error file), or ''."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+class StudyErrorCallback(tune.Callback):
+    """Turns a Tune trial that failed after its last retry into an ``errored`` row (with the exception).
+
+    Args:
+      searcher: the study's searcher (:meth:`StudySearcher.record_error` writes the row).
+    """
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.searcher.record_error(trial.trial_id, _error_message(trial))
+
+
+class InterruptStopper(tune.Stopper):
+    """Stops the whole experiment once ``stop_all()`` says so (SIGINT / SIGTERM received).
+
+    Args:
+      stop_all: asked after every result; left out of the pickled state (Tune's snapshot).
+    """
+
+    def __init__(self, stop_all: Callable[[], bool] | None) -> None:
+        self._stop_all = stop_all
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_stop_all": None}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return bool(self._stop_all is not None and self._stop_all())
+
+
+def make_tuner(
+    spec: StudySpec,
+    run_dir: str,
+    searcher: StudySearcher,
+    *,
+    stop_all: Callable[[], bool] | None = None,
+    max_concurrent: int | None = None,
+) -> tune.Tuner:
+    """The Tune experiment of a study: lyaptune's searcher and error callback, ASHA if asked.
+
+    Args:
+      spec: the study (resources per trial, scheduler, failures, ``max_concurrent``).
+      run_dir: the run directory (local path or URI); Tune's storage is :func:`tune_storage_path` of it.
+      searcher: the study's searcher.
+      stop_all: when it returns True, Tune stops every trial (an interruption).
+      max_concurrent: overrides ``spec.max_concurrent``.
+
+    Returns:
+      The ``tune.Tuner`` (call ``fit()``).
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    from lyaptune.study.trainable import train_job
+
+    scheduler = None
+    max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
+    if spec.search.scheduler == "asha":
+        # max_t one past the last epoch: ASHA stops every trial that reaches max_t, and a run that
+        # trained all its epochs must end with its own final report (status completed)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_epochs + 1,
+            grace_period=min(spec.search.grace_period, max_epochs),
+            reduction_factor=spec.search.reduction_factor,
+        )
+    trainable = tune.with_resources(train_job, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode=spec.objective.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=-1,
+            max_concurrent_trials=max_concurrent or spec.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            # sortable by start time: TuneCheckpoints takes the newest experiment's checkpoint
+            name="tune-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f"),
+            storage_path=tune_storage_path(run_dir),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[StudyErrorCallback(searcher)],
+            stop=InterruptStopper(stop_all),
+            verbose=0,
+        ),
+    )
