@@ -1,7 +1,7 @@
 """A study stored in an object store: an S3 endpoint on 127.0.0.1 (moto's server mode, started here),
 ``--storage s3://bucket/runs``, the driver SIGKILLed at a known point, ``lyaptune resume s3://...`` from a
-fresh working directory with no local state: exact budgets, no run twice; ``status`` and ``report``
-read the URI directly."""
+fresh working directory with no local state: exact budgets, no run twice, the interrupted run continued
+from the checkpoint it left in the bucket; ``status`` and ``report`` read the URI directly."""
 
 from __future__ import annotations
 
@@ -127,8 +127,20 @@ def test_s3_storage_survives_a_killed_driver_and_resumes_from_a_fresh_directory(
     assert set(after["status"]) == {"completed"}
     for _, row in before.iterrows():
         assert after.loc[row["trial_id"], "updated_at"] == row["updated_at"]
-    # run 2 (interrupted) is re-run whole here: the plan looks for Tune checkpoints in a local directory
-    # only (lyaptune/study/searcher.py, StudyPlan.ray_dir), so an object store's are not found yet
+    # run 2 continues from the checkpoint it stored in the bucket at epoch 2 (found there by the resumed
+    # driver, which has no local state); the others started from scratch
+    resumed = {t: json.loads(s).get("resumed_from_epoch", 0) for t, s in after["info_json"].items()}
+    assert resumed == {
+        "adam-search-0000-s0": 0,
+        "adam-search-0001-s0": 0,
+        "adam-search-0002-s0": 2,
+        "adam-search-0003-s0": 0,
+        "adam-final-s1": 0,
+    }
+    assert (
+        "adam-search-0002-s0: continues from the checkpoint of an interrupted run (s3://bucket/runs/s3study/ray/"
+        in r.stdout
+    )
     epochs = store.epochs()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert (epochs.groupby("trial_id").size() == 4).all()
