@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 
 from lyaptune.errors import ConfigError
 from lyaptune.store import TRIAL_COLUMNS, RunStore, trial_row
-from lyaptune.study.spaces import make_sampler, suggest
+from lyaptune.study.spaces import ask, enqueue_grid, make_sampler
 from lyaptune.study.spec import ArmSpec, StudySpec
 from lyaptune.train import TrialResult
 
@@ -237,9 +237,8 @@ class StudyPlan:
         """Rebuild one search repeat's progress from its journal and the store (after a restart)."""
         study = rep.study
         trials = study.get_trials(deepcopy=False)
-        if not trials and state.spec.grid:
-            for point in state.spec.grid_points():
-                study.enqueue_trial(point, skip_if_exists=True)
+        if not trials and self.spec.is_grid(state.spec):
+            enqueue_grid(study, state.spec)  # the grid, point by point: the budget is its size
             trials = study.get_trials(deepcopy=False)
         rows = self.store.trials()
         for t in trials:
@@ -271,12 +270,7 @@ class StudyPlan:
         return Job(trial_id, arm.name, "search", seed, params, number, repeat=repeat)
 
     def _ask(self, state: _ArmState, rep: _Repeat) -> list[Job]:
-        trial = rep.study.ask()
-        if state.spec.grid:
-            # an enqueued grid point: its values are the trial's fixed params
-            params = {k: trial.suggest_categorical(k, list(v)) for k, v in state.spec.grid.items()}
-        else:
-            params = suggest(trial, state.spec.resolved_space())
+        trial, params = ask(rep.study, state.spec.resolved_space())
         trial.set_user_attr("params", params)
         rep.asked += 1
         rep.open_trials[trial.number] = {}

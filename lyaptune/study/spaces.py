@@ -1,31 +1,97 @@
 """Optuna search spaces and samplers for a study's arms.
 
-Spaces are *define-by-run*: :func:`suggest` only calls ``trial.suggest_*`` (the style of Ray's
-``optuna_define_by_run_example.py``), so an arm's space is exactly the sequence of suggestions Optuna
-records, and the same function works with Optuna's ask/tell and with Ray's ``OptunaSearch``.
+An arm's space maps to Optuna's own distributions (:func:`distributions`: ``FloatDistribution``,
+``IntDistribution``, ``CategoricalDistribution``), asked for with Optuna's public ask/tell
+(:func:`ask`, ``study.ask(fixed_distributions=...)``) or suggested define-by-run (:func:`suggest`, the
+style of Ray's ``optuna_define_by_run_example.py``); both draw the same values from the same seeded
+sampler. A grid (an arm's ``grid``, or ``sampler: grid`` over a space of choices) is enqueued point by
+point with ``study.enqueue_trial`` (:func:`enqueue_grid`) and asked like any other space, so its budget
+is exactly the grid size.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from lyaptune.errors import ConfigError
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
 
-__all__ = ["AskTellGridSampler", "define_by_run", "grid_search_space", "make_sampler", "suggest"]
+__all__ = [
+    "ask",
+    "define_by_run",
+    "distributions",
+    "enqueue_grid",
+    "grid_search_space",
+    "make_sampler",
+    "suggest",
+]
+
+
+def distributions(space: Mapping[str, ParamSpec]) -> dict[str, BaseDistribution]:
+    """The Optuna distribution of every searched dimension of ``space`` (fixed values are left out).
+
+    A range becomes ``FloatDistribution(low, high, log, step)`` (``IntDistribution`` for
+    ``type: int``, step 1 unless given); choices become ``CategoricalDistribution(choices)``.
+
+    Args:
+      space: name -> :class:`ParamSpec`, e.g. :meth:`ArmSpec.resolved_space`.
+
+    Returns:
+      name -> distribution, in the order of ``space``.
+    """
+    out: dict[str, BaseDistribution] = {}
+    for name, spec in space.items():
+        if spec.kind == "fixed":
+            continue
+        if spec.kind == "choices":
+            out[name] = CategoricalDistribution(list(spec.choices))
+        elif spec.type == "int":
+            out[name] = IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+        else:
+            step = None if spec.step is None else float(spec.step)
+            out[name] = FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=step)
+    return out
+
+
+def _values(space: Mapping[str, ParamSpec], drawn: Mapping[str, Any]) -> dict[str, Any]:
+    """Every dimension of ``space`` in order: the drawn value, or the fixed one."""
+    return {name: spec.value if spec.kind == "fixed" else drawn[name] for name, spec in space.items()}
+
+
+def ask(study: optuna.Study, space: Mapping[str, ParamSpec]) -> tuple[optuna.Trial, dict[str, Any]]:
+    """Ask ``study`` for a new trial over ``space`` (``study.ask(fixed_distributions=...)``).
+
+    An enqueued trial (a grid point, :func:`enqueue_grid`) comes first and takes its enqueued values.
+
+    Args:
+      study: the arm's Optuna study (its sampler draws the values).
+      space: name -> :class:`ParamSpec`.
+
+    Returns:
+      ``(trial, params)``: the Optuna trial (tell it the objective) and name -> value for every
+      dimension of ``space`` in order, fixed values as they are.
+    """
+    trial = study.ask(fixed_distributions=distributions(space))
+    return trial, _values(space, trial.params)
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
-    """Ask ``trial`` for one value per searched dimension of ``space``.
+    """Suggest one value per searched dimension of ``space`` on a define-by-run ``trial``.
 
-    A range becomes ``suggest_float`` (or ``suggest_int`` for ``type: int``) with its ``log`` and
-    ``step``; choices become ``suggest_categorical``; a fixed value is returned as it is, without a
-    suggestion.
+    Calls ``trial.suggest_float`` / ``suggest_int`` / ``suggest_categorical`` with the parameters of
+    :func:`distributions`; a fixed value is returned as it is, without a suggestion.
 
     Args:
       trial: the Optuna trial (``study.ask()`` or the trial Ray's ``OptunaSearch`` passes).
@@ -34,17 +100,15 @@ def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, An
     Returns:
       name -> value, in the order of ``space``.
     """
-    params: dict[str, Any] = {}
-    for name, spec in space.items():
-        if spec.kind == "fixed":
-            params[name] = spec.value
-        elif spec.kind == "choices":
-            params[name] = trial.suggest_categorical(name, list(spec.choices))
-        elif spec.type == "int":
-            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step or 1, log=spec.log)
+    drawn: dict[str, Any] = {}
+    for name, dist in distributions(space).items():
+        if isinstance(dist, CategoricalDistribution):
+            drawn[name] = trial.suggest_categorical(name, list(dist.choices))
+        elif isinstance(dist, IntDistribution):
+            drawn[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
         else:
-            params[name] = trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
-    return params
+            drawn[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return _values(space, drawn)
 
 
 def define_by_run(space: Mapping[str, ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
@@ -62,7 +126,7 @@ def define_by_run(space: Mapping[str, ParamSpec]) -> Callable[[optuna.Trial], di
 
 
 def grid_search_space(arm: ArmSpec) -> dict[str, list[Any]]:
-    """The search space of Optuna's ``GridSampler`` for ``arm``: its grid, or its space's choices.
+    """The grid of ``arm``: name -> values, its ``grid`` or its space's choices (fixed values left out).
 
     Raises:
       ConfigError: the arm's space has a range (a grid needs a finite set of values per dimension).
@@ -78,35 +142,36 @@ def grid_search_space(arm: ArmSpec) -> dict[str, list[Any]]:
     return out
 
 
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's ``GridSampler`` that also works with ask/tell.
+def enqueue_grid(study: optuna.Study, arm: ArmSpec) -> int:
+    """Enqueue every point of the arm's grid (:func:`grid_search_space`) in ``study``, in a stable order.
 
-    Optuna's version stops the study from ``after_trial`` once the grid is exhausted, and
-    ``Study.stop()`` raises ``RuntimeError`` outside ``study.optimize`` (ask/tell, Ray's ``OptunaSearch``):
-    the last ``tell`` of every grid arm would fail. Here the stop happens only inside ``optimize``; with
-    ask/tell the study's budget (the grid size) ends the search.
+    The order is ``itertools.product`` over the dimensions in the order given, the last varying fastest
+    (that of :meth:`ArmSpec.grid_points`). Points already enqueued or asked are skipped
+    (``skip_if_exists``), so enqueueing again on resume adds nothing.
+
+    Returns:
+      The number of grid points.
+
+    Raises:
+      ConfigError: the arm's space has a range.
     """
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
-        state: optuna.trial.TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        local = getattr(study, "_thread_local", None)
-        if getattr(local, "in_optimize_loop", False):
-            super().after_trial(study, trial, state, values)
+    grid = grid_search_space(arm)
+    keys = list(grid)
+    points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    for point in points:
+        study.enqueue_trial(point, skip_if_exists=True)
+    return len(points)
 
 
 def make_sampler(search: SearchSpec, arm: ArmSpec, repeat: int = 0) -> optuna.samplers.BaseSampler:
     """The seeded Optuna sampler of one arm (in search repeat ``repeat``).
 
-    :class:`AskTellGridSampler` for an arm with a ``grid`` or under ``sampler: grid``; otherwise the sampler
-    ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``), seeded with
-    ``search.sampler_seed + repeat`` (independent repeats draw independent sequences).
-    Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw
-    categorical ones at random, without a warning per trial.
+    For an arm with a ``grid`` or under ``sampler: grid``, a seeded ``RandomSampler``: the grid points
+    are enqueued (:func:`enqueue_grid`) and every trial asked takes one, so the sampler never draws.
+    Otherwise the sampler ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``).
+    Seeded with ``search.sampler_seed + repeat`` (independent repeats draw independent sequences).
+    Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw categorical ones at random,
+    without a warning per trial.
 
     Raises:
       ConfigError: ``cmaes`` without the ``cmaes`` package, or a grid over a range.
@@ -116,7 +181,8 @@ def make_sampler(search: SearchSpec, arm: ArmSpec, repeat: int = 0) -> optuna.sa
     seed = search.sampler_seed + repeat
     samplers = optuna.samplers
     if arm.grid is not None or search.sampler == "grid":
-        return AskTellGridSampler(grid_search_space(arm), seed=seed)
+        grid_search_space(arm)  # a grid over a range is an error
+        return samplers.RandomSampler(seed=seed)
     if search.sampler == "tpe":
         return samplers.TPESampler(seed=seed)
     if search.sampler == "random":
