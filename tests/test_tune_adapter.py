@@ -258,26 +258,26 @@ def test_the_plan_asks_for_earlier_checkpoints_of_single_runs(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Search spaces as Optuna distributions.
 
-SPACE = {
-    "lr": ParamSpec.range(1e-5, 1e-1, log=True),
-    "gamma": ParamSpec.range(0.8, 0.999),
-    "width": ParamSpec.range(16, 128, type="int", step=16),
-    "k": ParamSpec.range(1, 1000, type="int", log=True),
-    "q": ParamSpec.range(0.0, 1.0, step=0.25),
-    "direction": ParamSpec.categorical(["sign", "tanh"]),
-    "eps": ParamSpec.fixed(1e-8),
+SPACE = {  # one dimension of every kind
+    "eta": ParamSpec.range(1e-4, 1.0, log=True),
+    "momentum": ParamSpec.range(0.0, 0.99),
+    "depth": ParamSpec.range(1, 7, type="int", step=2),
+    "batch": ParamSpec.range(8, 512, type="int", log=True),
+    "frac": ParamSpec.range(0.0, 1.0, step=0.1),
+    "phi": ParamSpec.categorical(["sign", "tanh", "identity"]),
+    "wd": ParamSpec.fixed(0.0),
 }
 
 
 def test_distributions_are_optunas_own():
     d = distributions(SPACE)
-    assert list(d) == ["lr", "gamma", "width", "k", "q", "direction"]  # fixed values are not searched
-    assert d["lr"] == FloatDistribution(1e-5, 1e-1, log=True)
-    assert d["gamma"] == FloatDistribution(0.8, 0.999)
-    assert d["width"] == IntDistribution(16, 128, step=16)
-    assert d["k"] == IntDistribution(1, 1000, log=True)
-    assert d["q"] == FloatDistribution(0.0, 1.0, step=0.25)
-    assert d["direction"] == CategoricalDistribution(["sign", "tanh"])
+    assert list(d) == ["eta", "momentum", "depth", "batch", "frac", "phi"]  # fixed values are not searched
+    assert d["eta"] == FloatDistribution(1e-4, 1.0, log=True)
+    assert d["momentum"] == FloatDistribution(0.0, 0.99)
+    assert d["depth"] == IntDistribution(1, 7, step=2)
+    assert d["batch"] == IntDistribution(8, 512, log=True)
+    assert d["frac"] == FloatDistribution(0.0, 1.0, step=0.1)
+    assert d["phi"] == CategoricalDistribution(["sign", "tanh", "identity"])
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
@@ -293,20 +293,20 @@ def test_ask_draws_what_optuna_draws_define_by_run(sampler):
     for i in range(12):  # past TPE's 10 start-up trials
         t = reference.ask()
         expected = {
-            "lr": t.suggest_float("lr", 1e-5, 1e-1, log=True),
-            "gamma": t.suggest_float("gamma", 0.8, 0.999),
-            "width": t.suggest_int("width", 16, 128, step=16),
-            "k": t.suggest_int("k", 1, 1000, log=True),
-            "q": t.suggest_float("q", 0.0, 1.0, step=0.25),
-            "direction": t.suggest_categorical("direction", ["sign", "tanh"]),
-            "eps": 1e-8,
+            "eta": t.suggest_float("eta", 1e-4, 1.0, log=True),
+            "momentum": t.suggest_float("momentum", 0.0, 0.99),
+            "depth": t.suggest_int("depth", 1, 7, step=2),
+            "batch": t.suggest_int("batch", 8, 512, log=True),
+            "frac": t.suggest_float("frac", 0.0, 1.0, step=0.1),
+            "phi": t.suggest_categorical("phi", ["sign", "tanh", "identity"]),
+            "wd": 0.0,
         }
         trial, got = ask(mine, SPACE)
         t2 = mine_dbr.ask()
         got_dbr = suggest(t2, SPACE)
         assert got == expected and got_dbr == expected, i
-        assert list(got) == list(SPACE) and type(got["width"]) is int
-        value = math.log(expected["lr"]) + expected["gamma"]
+        assert list(got) == list(SPACE) and type(got["depth"]) is int
+        value = math.log(expected["eta"]) + expected["momentum"]
         reference.tell(t, value)
         mine.tell(trial, value)
         mine_dbr.tell(t2, value)

@@ -20,6 +20,7 @@ ask/tell searcher.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -336,10 +337,11 @@ class StudySearcher(Searcher):
             results = list(payload.results) if payload is not None else None
             self._finish_population(job, results, message or "the population ended without results")
         elif payload is not None:
-            r = payload.results[0]
-            self._finish(job, r.status, r.records, payload.run_info(), r.wall_s, r.message)
+            self._finish(job, dataclasses.replace(payload.results[0], info=payload.run_info()))
         else:
-            self._finish(job, "stopped", partial, {}, math.nan, "stopped early by the ASHA scheduler")
+            self._finish(
+                job, TrialResult("stopped", partial, {}, math.nan, "stopped early by the ASHA scheduler")
+            )
 
     def record_error(self, trial_id: str, message: str = "") -> None:
         """Record a Tune trial that failed after its last retry: ``errored``, with its message.
@@ -356,20 +358,13 @@ class StudySearcher(Searcher):
         if job.members is not None:
             self._finish_population(job, None, message)
         else:
-            self._finish(job, "errored", partial, {}, math.nan, message)
+            self._finish(job, TrialResult("errored", partial, {}, math.nan, message))
 
-    def _finish(
-        self,
-        job: Job,
-        status: str,
-        records: list[dict[str, Any]],
-        info: dict[str, Any],
-        wall: float,
-        message: str,
-    ) -> None:
+    def _finish(self, job: Job, result: TrialResult) -> None:
         assert self.plan is not None
-        value = self.plan.finish(job, status, records, info, wall, message)
-        self.on_finish(job, status, value)
+        r = result
+        value = self.plan.finish(job, r.status, r.records, r.info, r.wall_s, r.message)
+        self.on_finish(job, r.status, value)
 
     def _finish_population(self, job: Job, results: list[TrialResult] | None, message: str) -> None:
         assert self.plan is not None
