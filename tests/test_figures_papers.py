@@ -161,6 +161,33 @@ def test_paper_figures_picks_the_figures_the_arms_fit():
     assert pf.paper_figures(only) == []
 
 
+def test_two_derived_and_two_grid_arms_are_told_apart_by_line_style():
+    """003_width_variations draws a derived arm and a grid per width in one figure."""
+    study, _ = _hand_study()
+    t, e = study.trials.copy(), study.epochs.copy()
+    twins = {"derived": "derived-wide", "adam-constant": "adam-constant-wide"}
+    t2, e2 = t[t["arm"].isin(twins)].copy(), e[e["arm"].isin(twins)].copy()
+    for frame in (t2, e2):
+        frame["trial_id"] = frame["trial_id"] + "-wide"
+        frame["arm"] = frame["arm"].map(twins)
+    arms = study.spec["arms"] + [
+        {**a, "name": twins[a["name"]]} for a in study.spec["arms"] if a["name"] in twins
+    ]
+    wide = Study(
+        trials=pd.concat([t, t2], ignore_index=True),
+        epochs=pd.concat([e, e2], ignore_index=True),
+        spec={**study.spec, "arms": arms},
+    )
+    fig = pf.constant_steps_figure(wide)
+    lines = fig.get_axes()[0].get_lines()
+    assert len(lines) == 2 * (len(GRID) + 1)
+    style = {}
+    for line in lines:
+        style.setdefault(line.get_label().split(" ")[0], set()).add(line.get_linestyle())
+    assert all(len(s) == 1 for s in style.values()), style  # one style per arm
+    assert style["derived"] != style["derived-wide"] and style["adam-constant"] != style["adam-constant-wide"]
+
+
 def test_unknown_arm_is_one_line(tmp_path):
     study, _ = _hand_study()
     with pytest.raises(Exception, match="unknown arm 'nope'"):

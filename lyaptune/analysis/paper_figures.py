@@ -192,7 +192,9 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     Each curve is its seeds' mean (a line, labelled) with a min-max band (a shaded area, no line),
     so every panel holds exactly one line per curve, bands in the lines' order. The derived step is
     black and drawn on top; the grid points of an arm share a sequential colour map ordered by their
-    values; other arms take matplotlib's ``tab10`` cycle. One legend below the panels.
+    values; other arms take matplotlib's ``tab10`` cycle. Where several derived or several grid arms
+    share a figure (e.g. one per network width), each of them gets its own line style. One legend
+    below the panels.
 
     Args:
       curves: from :func:`grid_point_curves`.
@@ -208,8 +210,15 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     for c in curves:
         by_arm.setdefault(c.arm, []).append(c)
     colors: dict[int, Any] = {}
+    styles: dict[int, str] = {}
     others = iter(list(matplotlib.colormaps["tab10"].colors) * (1 + len(by_arm) // 10))
+    kinds: dict[str, int] = {}  # arms so far per kind (derived / grid): the line style of the next one
     for members in by_arm.values():
+        kind = "derived" if members[0].derived else ("grid" if len(members) > 1 else "other")
+        style = ("-", "--", "-.", ":")[kinds.get(kind, 0) % 4] if kind != "other" else "-"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        for c in members:
+            styles[id(c)] = style
         if members[0].derived:
             for c in members:
                 colors[id(c)] = "black"
@@ -227,7 +236,8 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
             if log:  # a log axis cannot show zero or below
                 y, lo, hi = (np.where(v > 0, v, np.nan) for v in (y, lo, hi))
             ax.fill_between(c.epochs, lo, hi, color=color, alpha=0.18, lw=0, zorder=z)
-            ax.plot(c.epochs, y, color=color, lw=2.2 if c.derived else 1.4, label=c.label, zorder=z)
+            lw = 2.2 if c.derived else 1.4
+            ax.plot(c.epochs, y, styles[id(c)], color=color, lw=lw, label=c.label, zorder=z)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
