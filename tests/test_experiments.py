@@ -18,9 +18,11 @@ import pytest
 import yaml
 
 from lyaptune.data import get_dataset_info
+from lyaptune.store import RunStore
 from lyaptune.study import load_spec, run_study
 from lyaptune.study.spec import StudySpec, resolve_spec_file
 from lyaptune.study.standin import (
+    STAND_IN_MAX_SIDE,
     STAND_IN_N_TEST,
     STAND_IN_N_TRAIN,
     dataset_available,
@@ -300,6 +302,45 @@ def test_image_size_label_noise_and_poison_survive_the_swap(tmp_path):
     assert len(messages) == 3
 
 
+def test_imagenet_stand_in_is_small_images_of_its_class_count(tmp_path):
+    """ImageNet's 224 px become STAND_IN_MAX_SIDE = 64 px (what the smoke run costs is pixels), its
+    1,000 classes stay; where a model pins its input size (``img_size``) the data keeps its shape."""
+    spec = _spec({"dataset": "imagenet", "model": "vit-b16"})
+    swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
+    assert STAND_IN_MAX_SIDE == 64
+    assert dict(swapped.task.dataset_args) == {
+        "n_train": 64,
+        "n_test": 32,
+        "input_shape": (3, 64, 64),
+        "num_classes": 1000,
+        "stand_in_for": "imagenet",
+    }
+    assert messages == [
+        f"stand-in: imagenet files not found under {tmp_path}; using synthetic (3, 64, 64) (its "
+        "(3, 224, 224) images shrunk), 1000 classes (64 train / 32 test examples)"
+    ]
+    from lyaptune.data import load_dataset
+    from lyaptune.models import create_model
+
+    fitted, _ = fit_to_cpu(swapped)  # ViT-B/16 -> ViT-Tiny/16, which takes the data's 64 px
+    data = load_dataset("synthetic", validation_fraction=0.1, **dict(fitted.task.dataset_args))
+    model = create_model(
+        fitted.task.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        **dict(fitted.task.model_args),
+    )
+    x = data.train.x[:2]
+    assert x.shape == (2, 3, 64, 64) and model(x).shape == (2, 1000)
+    pinned = _spec({"dataset": "imagenet", "model": "vit", "model_args": {"img_size": 224}})
+    kept, _ = swap_missing_datasets(pinned, default_root=tmp_path)
+    assert kept.task.dataset_args["input_shape"] == (3, 224, 224)
+    # 32 px (CIFAR) and 64 px (TinyImageNet) are already small: unchanged
+    for name, side in (("cifar10", 32), ("tinyimagenet", 64)):
+        small, _ = swap_missing_datasets(_spec({"dataset": name}), default_root=tmp_path)
+        assert small.task.dataset_args["input_shape"] == (3, side, side)
+
+
 def test_digits_and_synthetic_never_swap(tmp_path):
     for task in (
         {"dataset": "digits"},
@@ -453,11 +494,39 @@ def test_spec_runs_in_miniature(path, local_ray, empty_data_root, tmp_path):
         assert "synthetic" in set(trials["dataset"])
 
 
+#: Specs whose smoke report is drawn with its figures (one per paper, a constant-step and a scheduler
+#: study of papers/003 for its Figures 2 and 1, a sensitivity study); the others' reports are written
+#: with ``--no-figures`` (tables, claims, CSV, JSON), the figures being most of a report's time.
+FIGURE_REPORTS = {
+    "quickstart": (),
+    "000_cifar10_resnet50": (),
+    "001_cifar10_resnet18": (),
+    "002_expdecay_mnist": (),
+    "003_fc_fullbatch_constant_steps_d3": ("constant_steps",),
+    "003_lenet_fullbatch_schedulers": ("gradnorm_vs_schedulers",),
+    "sensitivity_lyam": (),
+}
+
+
+def test_figure_reports_are_specs_of_the_fast_set():
+    assert set(FIGURE_REPORTS) <= {p.stem for p in SPECS} - SLOW
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in SPECS])
-def test_report_and_compare_work_on_the_smoke_run(path, local_ray, empty_data_root, tmp_path):
-    """``lyaptune report`` and ``lyaptune compare`` (the real CLI) on the ``--smoke`` run of every spec."""
+def test_report_and_compare_work_on_the_smoke_run(
+    path, local_ray, empty_data_root, tmp_path, monkeypatch, capsys
+):
+    """``lyaptune report`` and ``lyaptune compare`` on the ``--smoke`` run of every spec.
+
+    The :data:`FIGURE_REPORTS` specs go through the console command in a subprocess, figures drawn;
+    the rest through the same entry point (:func:`lyaptune.cli.main`) in this process with
+    ``--no-figures``: a fresh interpreter importing torch, scipy and pandas costs more than such a
+    report, twice per spec.
+    """
     import json
+
+    from lyaptune.cli import main
 
     run_dir = _SMOKE_RUNS.get(path.stem)
     if run_dir is None or not (run_dir / "spec.yaml").exists():  # run alone: make the smoke run here
@@ -469,28 +538,52 @@ def test_report_and_compare_work_on_the_smoke_run(path, local_ray, empty_data_ro
         "MPLBACKEND": "Agg",
     }
     out = tmp_path / "report"
-    r = subprocess.run(
-        [sys.executable, "-m", "lyaptune.cli", "report", str(run_dir), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    figures = path.stem in FIGURE_REPORTS
+
+    def lyaptune(*args: str) -> tuple[int, str, str]:
+        if figures:
+            r = subprocess.run(
+                [sys.executable, "-m", "lyaptune.cli", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=env,
+            )
+            return r.returncode, r.stdout, r.stderr
+        monkeypatch.setenv("LYAPTUNE_DATA_ROOT", str(empty_data_root))
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, stdout, stderr = lyaptune(
+        "report", str(run_dir), "--out", str(out), *([] if figures else ["--no-figures"])
     )
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert code == 0, stderr[-3000:]
     for name in ("report.md", "report.html", "compare.csv", "compare.json"):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, (
-            f"{name} missing: {r.stdout[-2000:]}"
-        )
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, f"{name} missing: {stdout[-2000:]}"
     json.loads((out / "compare.json").read_text())
     report_md = (out / "report.md").read_text()
     assert "## Claims" in report_md  # every spec states at least one claim
     assert "This spec states no claims." not in report_md
-    c = subprocess.run(
-        [sys.executable, "-m", "lyaptune.cli", "compare", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert c.returncode == 0, c.stderr[-3000:]
-    assert c.stdout.strip(), "compare printed nothing"
+    assert "Claims:" in stdout
+    drawn = {p.stem for p in (out / "figures").glob("*.png")}
+    if not figures:
+        assert not drawn and "![" not in report_md
+    else:
+        assert "curves" in drawn and "](figures/curves.png)" in report_md
+        for stem in FIGURE_REPORTS[path.stem]:  # papers/003's figure, linked with its caption
+            assert stem in drawn and f"](figures/{stem}.png)" in report_md, sorted(drawn)
+        if "constant_steps" in FIGURE_REPORTS[path.stem]:
+            # the saved figure's legend (each SVG text is also a comment): every grid point of the
+            # smoke run's adam-constant arm, counted from its stored search runs, and the derived step
+            trials = RunStore(run_dir).trials()
+            search = trials[(trials["arm"] == "adam-constant") & (trials["phase"] == "search")]
+            points = {f"lr={json.loads(p)['lr']:g}" for p in search["params_json"]}
+            svg = (out / "figures" / "constant_steps.svg").read_text()
+            legend = re.findall(r"<!-- ((?:derived|adam-constant) [^>]*\((?:\d+ seeds?), \w+\)) -->", svg)
+            assert len(points) >= 2 and len(legend) == len(points) + 1, legend
+            assert {x.split(" ")[1] for x in legend if x.startswith("adam-constant ")} == points
+            assert sum(x.startswith("derived ") for x in legend) == 1
+    code, stdout, stderr = lyaptune("compare", str(run_dir))
+    assert code == 0, stderr[-3000:]
+    assert stdout.strip(), "compare printed nothing"

@@ -6,9 +6,11 @@ check before a cluster run) usually has neither the dataset files nor a GPU, so
 says what it changed, one line per change:
 
 - **data** (:func:`swap_missing_datasets`): every dataset whose files are absent under its data root
-  becomes ``synthetic`` data of the same input shape and class count, with ``n_train`` / ``n_test``
-  small enough for seconds per epoch; a missing poison source becomes ``digits`` (bundled, offline),
-  since a poison source must be an image dataset and synthetic data is not one;
+  becomes ``synthetic`` data of the same class count and input shape, images larger than
+  :data:`STAND_IN_MAX_SIDE` pixels shrunk to it (ImageNet's 224 px become 64 px: the smoke run proves
+  the code path, and a ViT-Tiny/16 at 224 px costs 12x the compute of 64 px), with ``n_train`` /
+  ``n_test`` small enough for seconds per epoch; a missing poison source becomes ``digits`` (bundled,
+  offline), since a poison source must be an image dataset and synthetic data is not one;
 - **CPU** (:func:`fit_to_cpu`, only where no CUDA device is visible): GPU reservations are dropped (a
   trial asking Ray for a GPU would wait forever on a CPU-only Ray), ``device: cuda`` becomes ``cpu``,
   the models too heavy for a 2-core CPU shrink to a small member of their family (ResNet-50 and
@@ -16,7 +18,7 @@ says what it changed, one line per change:
   the same image size, so the model still fits the data's shape; fully connected layers at most
   :data:`CPU_FC_WIDTH` wide), and K_hat estimates are cut to :data:`CPU_LIPSCHITZ_ITERS` power
   iterations and one batch per weight sample. Measured on 2 cores: a 2-epoch run on 64 images takes
-  about 5 s with ResNet-18 and 0.4 s with ResNet-10-T; the K_hat estimate of the 5 x 3,000 MLP (2
+  about 5 s with ResNet-18 and 0.4 s with ResNet-10-T (32 px); the K_hat estimate of the 5 x 3,000 MLP (2
   samples x 5 batches, 20 power iterations at most) 2.5 to 5 minutes.
 
 Nothing here changes a full (non-smoke) run.
@@ -36,6 +38,7 @@ __all__ = [
     "CPU_FC_WIDTH",
     "CPU_LIPSCHITZ_ITERS",
     "SMALL_RESNET",
+    "STAND_IN_MAX_SIDE",
     "STAND_IN_N_TEST",
     "STAND_IN_N_TRAIN",
     "dataset_available",
@@ -50,6 +53,9 @@ STAND_IN_N_TRAIN = 64
 
 STAND_IN_N_TEST = 32
 """Test examples of a synthetic stand-in."""
+
+STAND_IN_MAX_SIDE = 64
+"""Largest image side of a synthetic stand-in: larger images (ImageNet's 224 px) shrink to it, in ratio."""
 
 POISON_STAND_IN = "digits"
 """Poison source used where the spec's source is absent: bundled with scikit-learn, an image dataset."""
@@ -120,8 +126,20 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
+def _shrunk(shape: tuple[int, ...], max_side: int | None) -> tuple[int, ...]:
+    """``(C, H, W)`` scaled so the longer side is at most ``max_side`` (other shapes unchanged)."""
+    if max_side is None or len(shape) != 3 or max(shape[1:]) <= max_side:
+        return shape
+    scale = max_side / max(shape[1:])
+    return (shape[0], *(max(1, round(side * scale)) for side in shape[1:]))
+
+
 def _swap_task_data(
-    task: TaskSpec, default_root: str | Path | None, n_train: int, n_test: int
+    task: TaskSpec,
+    default_root: str | Path | None,
+    n_train: int,
+    n_test: int,
+    max_side: int | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The ``dataset`` / ``dataset_args`` changes that make ``task`` loadable here, and their messages."""
     root = _root(task.data_root, default_root)
@@ -131,7 +149,8 @@ def _swap_task_data(
     name = task.dataset
     info = get_dataset_info(name)
     if info.files and not task.download and not dataset_available(name, root):
-        shape = _input_shape(name, args)
+        full = _input_shape(name, args)
+        shape = _shrunk(full, max_side)
         kept = {k: v for k, v in args.items() if k in _GENERIC_DATASET_ARGS}
         args = {
             **kept,
@@ -143,8 +162,9 @@ def _swap_task_data(
         }
         changes["dataset"] = "synthetic"
         messages.append(
-            f"stand-in: {name} files not found under {root}; using synthetic {_fmt_shape(shape)}, "
-            f"{info.num_classes} classes ({n_train} train / {n_test} test examples)"
+            f"stand-in: {name} files not found under {root}; using synthetic {_fmt_shape(shape)}"
+            + (f" (its {_fmt_shape(full)} images shrunk)" if shape != full else "")
+            + f", {info.num_classes} classes ({n_train} train / {n_test} test examples)"
         )
     poison = args.get("poison")
     if poison is not None and get_dataset_info(poison).files and not task.download:
@@ -197,30 +217,37 @@ def swap_missing_datasets(
     default_root: str | Path | None = None,
     n_train: int = STAND_IN_N_TRAIN,
     n_test: int = STAND_IN_N_TEST,
+    max_side: int | None = STAND_IN_MAX_SIDE,
 ) -> tuple[StudySpec, list[str]]:
-    """Replace every dataset of ``spec`` whose files are absent by ``synthetic`` data of the same shape.
+    """Replace every dataset of ``spec`` whose files are absent by ``synthetic`` data of its shape.
 
     Looks at the study's task, every arm's task override and every poison source. A dataset is absent
     when any of ``get_dataset_info(name).files`` is missing under the task's ``data_root`` (or
     ``default_root``, else :func:`lyaptune.data.default_data_root`) and the task does not ask to
     download it. It becomes ``synthetic`` with the same ``input_shape`` (``image_size`` included) and
     ``num_classes``, ``n_train`` / ``n_test`` examples and ``stand_in_for`` set (recorded with the
-    results); label noise, poisoning and normalisation options are kept, dataset-specific options
-    dropped. An absent poison source becomes ``digits``. ``digits`` and ``synthetic`` never swap.
+    results), except that images with a side over ``max_side`` shrink in ratio to at most ``max_side``
+    (224 x 224 -> 64 x 64; not where a model pins its input with ``img_size``); label noise,
+    poisoning and normalisation options are kept, dataset-specific options dropped. An absent poison
+    source becomes ``digits``. ``digits`` and ``synthetic`` never swap.
 
     Args:
       spec: the study.
       default_root: data root of tasks that leave ``data_root`` unset.
       n_train, n_test: sizes of the synthetic stand-ins.
+      max_side: largest image side of a stand-in (``None``: the dataset's own shape).
 
     Returns:
       ``(spec, messages)``: the spec with the stand-ins (``spec`` itself when nothing is missing) and
       one message per swap, e.g. ``stand-in: cifar10 files not found under /x/data; using synthetic
       (3, 32, 32), 10 classes (64 train / 32 test examples)``.
     """
+    tasks = [spec.task, *(arm.task_for(spec.task) for arm in spec.arms if arm.task)]
+    if any(t.model_args.get("img_size") is not None for t in tasks):
+        max_side = None  # a model built for a fixed input size needs the data at that size
     return _apply(
         spec,
-        lambda task: _swap_task_data(task, default_root, n_train, n_test),
+        lambda task: _swap_task_data(task, default_root, n_train, n_test, max_side),
         _TASK_DATA_FIELDS,
     )
 
