@@ -11,8 +11,9 @@ in the workers' environment makes matching runs raise ``RuntimeError("injected f
 first N attempts (attempts are counted with marker files ``<trial id>.<attempt>`` in ``dir``). With
 ``"block": "start"`` a matching run instead stops before training, and with ``"block": "checkpoint"``
 right after its first checkpoint is stored, writes ``<trial id>.blocked`` in ``dir`` and waits there
-until it is stopped: tests interrupt or kill the driver at that known point, never after a guessed
-delay. The reliability and cluster tests use it.
+until it is stopped (once: a retry of that run finds the marker and goes on): tests interrupt or kill
+the driver, or the run's node, at that known point, never after a guessed delay. The reliability and
+cluster tests use it.
 """
 
 from __future__ import annotations
@@ -57,11 +58,17 @@ def _fault(trial_id: str) -> dict[str, Any] | None:
 
 
 def _block_here(fault: dict[str, Any] | None, trial_id: str, where: str) -> None:
-    """Write ``<trial id>.blocked`` and wait until the run is stopped (fault injection, ``block``)."""
+    """Write ``<trial id>.blocked`` and wait until the run is stopped (fault injection, ``block``).
+
+    A run blocks once: where the marker exists already (an earlier attempt stopped here, and this is
+    its retry on another worker or node), it goes on.
+    """
     if fault is None or fault.get("block") != where:
         return
     os.makedirs(fault["dir"], exist_ok=True)
     marker = os.path.join(fault["dir"], f"{trial_id}.blocked")
+    if os.path.exists(marker):
+        return
     with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace(marker + ".tmp", marker)
