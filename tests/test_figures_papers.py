@@ -104,6 +104,8 @@ def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
     fig = pf.constant_steps_figure(study)
     axes = fig.get_axes()
     assert len(axes) == 3 and axes[0].get_yscale() == "log"
+    # mean losses from 0.5 (1 + 5.5) / 10 = 0.325 (derived) to 1000 (3 + 0.5) / 10 = 350: > 2 decades
+    assert axes[1].get_yscale() == "log" and axes[2].get_yscale() == "linear"
     for ax in axes:
         assert len(ax.get_lines()) == len(GRID) + 1
     lines = _lines_by_label(axes[0])
@@ -126,6 +128,7 @@ def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
 def test_schedulers_figure_draws_every_schedule_arm():
     study, expected = _hand_study()
     fig = pf.schedulers_figure(study)
+    assert fig.get_axes()[1].get_yscale() == "linear"  # losses 0.325 .. 2.55: within two decades
     for ax in fig.get_axes():
         assert len(ax.get_lines()) == 2  # derived and cosine: every non-constant arm
     lines = _lines_by_label(fig.get_axes()[0])

@@ -190,6 +190,7 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     """Three panels (gradient norm, log scale; training loss; test accuracy) against epoch.
 
     Each curve is its seeds' mean (a line, labelled) with a min-max band (a shaded area, no line),
+    the training loss on a log scale too when its means span more than two orders of magnitude,
     so every panel holds exactly one line per curve, bands in the lines' order. The derived step is
     black and drawn on top; the grid points of an arm share a sequential colour map ordered by their
     values; other arms take matplotlib's ``tab10`` cycle. Where several derived or several grid arms
@@ -229,6 +230,11 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
         else:
             colors[id(members[0])] = next(others)
     for ax, (field, name, log) in zip(axes, PANELS):
+        if not log and field.endswith("_loss"):  # a run that blew up would flatten the others
+            y = np.concatenate([c.mean[field] for c in curves])
+            y = y[np.isfinite(y) & (y > 0)]
+            log = bool(y.size) and float(y.max() / y.min()) > 100.0
+            name += " (log scale)" if log else ""
         for c in curves:
             color = colors[id(c)]
             z = 3 if c.derived else 2
