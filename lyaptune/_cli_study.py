@@ -70,7 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lyaptune.study.spec import load_spec
 
     resources = _resources(args)  # a bad flag is reported before the spec is read
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec).check()  # loading is pure; the registries are checked here
     if args.smoke:
         from lyaptune.study.standin import smoke_stand_ins
 
@@ -128,7 +128,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _stored_budget(store: Any, info: dict[str, Any]) -> dict[str, int]:
     """Search runs per arm as the study recorded them (``study.json``); runs stored by versions that did
-    not record them rebuild the spec (which checks it against the registries: imports torch)."""
+    not record them rebuild the stored spec (pure: it builds no optimizer)."""
     if "search_budget" in info:
         return {str(k): int(v) for k, v in info["search_budget"].items()}
     from lyaptune.study.spec import StudySpec

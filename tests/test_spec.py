@@ -85,7 +85,7 @@ def with_arm(arm: dict[str, Any], **top: Any) -> StudySpec:
     d = base()
     d["arms"] = [arm]
     d.update(top)
-    return StudySpec.from_dict(d)
+    return StudySpec.from_dict(d).check()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +127,69 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     out = tmp_path / "spec.yaml"
     out.write_text(spec.to_yaml())
     assert load_spec(out) == spec
+
+
+# Loading a stored spec is pure; the registry step is explicit (issue 14 item 2).
+PURE_LOAD = """
+import importlib.util, json, sys
+mod = importlib.util.spec_from_file_location("spec_alone", sys.argv[1])
+spec_module = sys.modules["spec_alone"] = importlib.util.module_from_spec(mod)
+mod.loader.exec_module(spec_module)
+spec = spec_module.load_spec(sys.argv[2])
+heavy = ("torch", "torch.optim", "lyaptune.optim", "lyaptune.data", "lyaptune.models", "lyaptune.train")
+print(json.dumps({"spec": spec.to_dict(), "heavy": sorted(m for m in heavy if m in sys.modules)}))
+"""
+
+
+def test_loading_a_stored_spec_imports_no_torch_and_builds_nothing(tmp_path: Path) -> None:
+    """spec.py loaded on its own (the package's __init__ imports the runner, which imports torch)."""
+    import json
+    import subprocess
+    import sys
+
+    spec = load_spec(QUICKSTART)
+    stored = tmp_path / "spec.yaml"
+    stored.write_text(spec.to_yaml())
+    spec_py = REPO / "lyaptune" / "study" / "spec.py"
+    r = subprocess.run(
+        [sys.executable, "-c", PURE_LOAD, str(spec_py), str(stored)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["heavy"] == []
+    assert out["spec"] == json.loads(json.dumps(spec.to_dict()))
+
+
+@pytest.mark.parametrize(
+    ("arm", "path", "fragment"),
+    [
+        ({"name": "a", "optimizer": "adamm"}, "arms[0].optimizer", "did you mean 'adam'"),
+        (
+            {"name": "a", "optimizer": "adam", "space": {"betaa1": {"low": 0.8, "high": 0.99}}},
+            "arms[0].space.betaa1",
+            "did you mean 'beta1'",
+        ),
+        (
+            {"name": "a", "optimizer": "adam", "space": {"lr": {"low": -1.0, "high": 0.1}}},
+            "arms[0].space.lr",
+            "bound -1.0 rejected",
+        ),
+    ],
+)
+def test_building_is_pure_and_check_is_the_registry_step(
+    arm: dict[str, Any], path: str, fragment: str
+) -> None:
+    d = base()
+    d["arms"] = [arm]
+    d["reference"] = "none"
+    spec = StudySpec.from_dict(d)  # shapes and values only: accepted
+    with pytest.raises(ConfigError) as info:
+        spec.check()
+    message = str(info.value)
+    assert message.startswith(path + ": ") and fragment in message, message
 
 
 def test_spec_pickles_with_the_standard_library() -> None:
@@ -685,7 +748,7 @@ def test_bad_spec(mutate, path: str, fragment: str) -> None:
     d = copy.deepcopy(base())
     mutate(d)
     with pytest.raises(ConfigError) as info:
-        StudySpec.from_dict(d)
+        StudySpec.from_dict(d).check()
     message = str(info.value)
     assert message.startswith(path + ": "), message
     assert fragment in message, message
@@ -1059,7 +1122,7 @@ def test_two_arms_with_the_same_update_are_rejected_naming_both(twin) -> None:
     }
     d["arms"].append({**twin, "space": copy.deepcopy(d["arms"][1]["space"])})
     with pytest.raises(ConfigError) as info:
-        StudySpec.from_dict(d)
+        StudySpec.from_dict(d).check()
     message = str(info.value)
     assert message.startswith(
         "arms[3]: arms 'adam-exp' (arms[1]) and 'adam-exp-2' (arms[3]) are the same update"
@@ -1090,10 +1153,10 @@ def test_derived_arms_differ_by_their_lipschitz_settings() -> None:
     d["arms"].append(
         {**copy.deepcopy(d["arms"][0]), "name": "derived-init", "lipschitz": {"weights": "init"}}
     )
-    assert len(StudySpec.from_dict(d).arms) == 4
+    assert len(StudySpec.from_dict(d).check().arms) == 4
     d["arms"][-1]["lipschitz"] = {"samples": 5}
     with pytest.raises(ConfigError, match=r"arms 'derived' \(arms\[0\]\) and 'derived-init' \(arms\[3\]\)"):
-        StudySpec.from_dict(d)
+        StudySpec.from_dict(d).check()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -224,7 +224,16 @@ class TaskSpec(TaskConfig):
     epochs: int = required_task_field("epochs")
     validation_fraction: float = 0.1
 
-    def __post_init__(self) -> None:
+    def check(self) -> TaskSpec:
+        """Check the dataset, the model (and its arguments) and the init scheme against their
+        registries; building the task does not (it is pure).
+
+        Returns:
+          The task itself.
+
+        Raises:
+          ConfigError: an unknown name or model argument (``task.model_args.widht: unknown ...``).
+        """
         p = self._ROOT
         names = _dataset_names()
         if names is not None:
@@ -232,6 +241,7 @@ class TaskSpec(TaskConfig):
         _check_model(p, self.model, self.model_args)
         if self.init is not None:
             _check_init(f"{p}.init", self.init)
+        return self
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "task") -> TaskSpec:
@@ -816,15 +826,18 @@ class ArmSpec:
     task: Mapping[str, Any] = field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:
+        # Pure: checks shapes and values only. The registry step is :meth:`check`; the registries are
+        # read here only to expand ``space: default`` and to route fixed values written in a space,
+        # which a resolved (stored) spec never has.
         p = self._ROOT
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
             raise _FieldError(
                 f"{p}.name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}"
             )
-        from lyaptune.optim import list_optimizers, list_schedules
-
-        _choice(f"{p}.optimizer", self.optimizer, list_optimizers(), "optimizer")
-        _choice(f"{p}.schedule", self.schedule, list_schedules(), "schedule")
+        for key in ("optimizer", "schedule"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise _FieldError(f"{p}.{key}", f"must be a{'n' * (key == 'optimizer')} {key} name, "
+                                  f"got {getattr(self, key)!r}")
         _choice(f"{p}.schedule_per", self.schedule_per, SCHEDULE_PERS, "schedule_per")
         opt_args = dict(_mapping(f"{p}.optimizer_args", self.optimizer_args))
         sched_args = dict(_mapping(f"{p}.schedule_args", self.schedule_args))
@@ -832,18 +845,7 @@ class ArmSpec:
         task = _mapping(f"{p}.task", self.task)
         _check_keys(f"{p}.task", task, _field_names(TaskSpec), "task")
 
-        for key in opt_args:
-            self._route_fixed(f"{p}.optimizer_args.{key}", key, "optimizer")
-        for key in sched_args:
-            self._route_fixed(f"{p}.schedule_args.{key}", key, "schedule")
-
         if lipschitz:
-            if not self.needs_lipschitz:
-                raise _FieldError(
-                    f"{p}.lipschitz",
-                    f"only for a schedule that needs the Lipschitz estimate (derived-constant); "
-                    f"arm '{self.name}' uses schedule '{self.schedule}'",
-                )
             _check_lipschitz(f"{p}.lipschitz", lipschitz)
             if "multiplier" in lipschitz:
                 if "multiplier" in sched_args:
@@ -853,7 +855,7 @@ class ArmSpec:
                 sched_args["multiplier"] = lipschitz.pop("multiplier")
 
         space = self._resolve_space(p, opt_args, sched_args)
-        grid = self._resolve_grid(p, opt_args, sched_args)
+        grid = self._resolve_grid(p)
         if space and grid is not None:
             raise _FieldError(p, f"arm '{self.name}' has both a space and a grid; give one of them")
 
@@ -863,6 +865,49 @@ class ArmSpec:
         object.__setattr__(self, "space", _frozen(space))
         object.__setattr__(self, "grid", grid)
         object.__setattr__(self, "task", _frozen(task))
+
+    def _check_registry_names(self) -> None:
+        from lyaptune.optim import list_optimizers, list_schedules
+
+        p = self._ROOT
+        _choice(f"{p}.optimizer", self.optimizer, list_optimizers(), "optimizer")
+        _choice(f"{p}.schedule", self.schedule, list_schedules(), "schedule")
+
+    def check(self) -> ArmSpec:
+        """Check the arm's names against the optimizer and schedule registries (no optimizer built).
+
+        The optimizer and schedule exist; every fixed and searched name is one of theirs (routed, not
+        ambiguous, not both fixed and searched, not twice); ``lr`` is neither fixed nor searched for a
+        derived step size; ``lipschitz`` only with a schedule that needs the estimate.
+
+        Returns:
+          The arm itself.
+
+        Raises:
+          ConfigError: the first problem, its message starting with the field path (``arm.``...).
+        """
+        p = self._ROOT
+        self._check_registry_names()
+        if self.lipschitz and not self.needs_lipschitz:
+            raise _FieldError(
+                f"{p}.lipschitz",
+                f"only for a schedule that needs the Lipschitz estimate (derived-constant); "
+                f"arm '{self.name}' uses schedule '{self.schedule}'",
+            )
+        for key in self.optimizer_args:
+            self._route_fixed(f"{p}.optimizer_args.{key}", key, "optimizer")
+        for key in self.schedule_args:
+            self._route_fixed(f"{p}.schedule_args.{key}", key, "schedule")
+        field_name = "grid" if self.grid is not None else "space"
+        seen: dict[tuple[str, str], str] = {}
+        for key in self.grid if self.grid is not None else self.space:
+            path = f"{p}.{field_name}.{key}"
+            target, name = self.route(key, path)
+            self._check_not_fixed(path, target, name, self.optimizer_args, self.schedule_args)
+            if (target, name) in seen:
+                raise _FieldError(path, f"the same hyperparameter as {field_name}.{seen[(target, name)]}")
+            seen[(target, name)] = key
+        return self
 
     # -- names -----------------------------------------------------------------------------------
     @property
@@ -975,41 +1020,31 @@ class ArmSpec:
         if isinstance(raw, str):
             if raw != "default":
                 raise _FieldError(f"{p}.space", f"must be 'default' or a mapping name -> range, got {raw!r}")
+            self._check_registry_names()
             raw = self._default_space(opt_args, sched_args)
         raw = _mapping(f"{p}.space", raw, "'default' or a mapping name -> range")
         out: dict[str, ParamSpec] = {}
-        seen: dict[tuple[str, str], str] = {}
         for key, obj in raw.items():
             path = f"{p}.space.{key}"
-            target, name = self.route(key, path)
-            self._check_not_fixed(path, target, name, opt_args, sched_args)
-            if (target, name) in seen:
-                raise _FieldError(path, f"the same hyperparameter as space.{seen[(target, name)]}")
-            seen[(target, name)] = key
             spec = ParamSpec.parse(obj, path)
             if spec.is_searched:
                 out[key] = spec
-            else:
-                (opt_args if target == "optimizer" else sched_args)[name] = _thaw(spec.value)
+                continue
+            self._check_registry_names()
+            target, name = self.route(key, path)
+            self._check_not_fixed(path, target, name, opt_args, sched_args)
+            (opt_args if target == "optimizer" else sched_args)[name] = _thaw(spec.value)
         return out
 
-    def _resolve_grid(
-        self, p: str, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]
-    ) -> FrozenDict | None:
+    def _resolve_grid(self, p: str) -> FrozenDict | None:
         if self.grid is None:
             return None
         raw = _mapping(f"{p}.grid", self.grid, "a mapping name -> list of values")
         if not raw:
             raise _FieldError(f"{p}.grid", "must name at least one hyperparameter")
         out: dict[str, tuple[Any, ...]] = {}
-        seen: dict[tuple[str, str], str] = {}
         for key, values in raw.items():
             path = f"{p}.grid.{key}"
-            target, name = self.route(key, path)
-            self._check_not_fixed(path, target, name, opt_args, sched_args)
-            if (target, name) in seen:
-                raise _FieldError(path, f"the same hyperparameter as grid.{seen[(target, name)]}")
-            seen[(target, name)] = key
             if not isinstance(values, (list, tuple)) or not values:
                 raise _FieldError(path, f"must be a non-empty list of values, got {values!r}")
             out[key] = ParamSpec.parse({"choices": list(values)}, path).choices
@@ -1323,7 +1358,6 @@ class StudySpec:
             seen[arm.name] = i
         for i, arm in enumerate(self.arms):
             self._check_arm(i, arm)
-        self._check_distinct_updates()
         self._resolve_comparison()
         if self.task.device.startswith("cuda") and self.resources.gpu == 0:
             raise _FieldError(
@@ -1352,7 +1386,34 @@ class StudySpec:
                         f"sampler 'grid' enumerates choices, but arm '{arm.name}' searches {key!r} over a "
                         "range; give choices, a grid, or another sampler",
                     )
-        _probe_arm(p, arm, task.epochs)
+
+    def check(self) -> StudySpec:
+        """Check the spec against the registries, so a bad name or value fails before any compute.
+
+        Building a :class:`StudySpec` (or :func:`load_spec`) is pure: it checks shapes and values, and
+        builds no optimizer or schedule. This step, which ``lyaptune run`` (also ``--dry-run``) and
+        ``resume`` take before starting anything, checks the dataset, model and init names
+        (:meth:`TaskSpec.check`), each arm's optimizer, schedule and hyperparameter names
+        (:meth:`ArmSpec.check`), builds each arm's optimizer and schedule with its fixed values and with
+        every searched bound or choice on a one-element tensor, and rejects two arms that train the
+        same update (METHODS.md section 2).
+
+        Returns:
+          The spec itself (so ``load_spec(path).check()`` reads naturally).
+
+        Raises:
+          ConfigError: the first problem, its message starting with the field path.
+        """
+        self.task.check()
+        for i, arm in enumerate(self.arms):
+            p = f"arms[{i}]"
+            _rebased(ArmSpec, p, arm.check)
+            task = _rebased(ArmSpec, p, lambda arm=arm: arm.task_for(self.task))
+            if arm.task:
+                _rebased(TaskSpec, f"{p}.task", task.check)
+            _probe_arm(p, arm, task.epochs)
+        self._check_distinct_updates()
+        return self
 
     def _check_distinct_updates(self) -> None:
         """Reject two arms that train the same update (METHODS.md section 2: never two such arms)."""
@@ -1379,7 +1440,9 @@ class StudySpec:
         object.__setattr__(self, "compare", compare)
         names = [a.name for a in self.arms]
         reference = self.reference
-        if reference is None:
+        if reference is None:  # a stored (resolved) spec names it: only a new spec reads the registry
+            for i, arm in enumerate(self.arms):
+                _rebased(ArmSpec, f"arms[{i}]", arm._check_registry_names)
             derived = [a.name for a in self.arms if a.needs_lipschitz]
             reference = "derived" if "derived" in derived else (derived[0] if derived else "none")
         elif reference not in [*names, "none"]:
