@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, ClassVar
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from lyaptune._fields import (
     _FieldError,
@@ -33,7 +34,7 @@ from lyaptune._fields import (
 )
 from lyaptune._frozen import FrozenDict, freeze, thaw
 
-__all__ = ["TaskConfig", "PER_RUN_TASK_FIELDS", "SCHEDULE_PERS"]
+__all__ = ["TaskConfig", "PER_RUN_TASK_FIELDS", "SCHEDULE_PERS", "registry_name", "settings"]
 
 _DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
 
@@ -71,6 +72,64 @@ def _check_batch_size(path: str, value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise _FieldError(path, f"must be a positive integer or 'full', got {value!r}")
     return int(value)
+
+
+def registry_name(kind: str) -> Callable[..., str]:
+    """The check of a registry name's shape (a non-empty string); the registry itself is asked later."""
+
+    def check(value: Any, path: str = "") -> str:
+        if not isinstance(value, str) or not value:
+            raise _FieldError(path, f"must be a{'n' * (kind[0] in 'aeiou')} {kind} name, got {value!r}")
+        return value
+
+    return check
+
+
+def settings(value: Any) -> FrozenDict:
+    """A mapping of options (``model_args``, ``optimizer_args``, ...), stored read-only."""
+    return freeze(_mapping("", value))
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _FieldError("", f"must be a path (string), got {value!r}")
+    return value
+
+
+def _fraction(value: Any) -> float:
+    vf = _number("", value, "a number in [0, 1)")
+    if not 0.0 <= vf < 1.0:
+        raise _FieldError("", f"must be a number in [0, 1), got {vf!r}")
+    return vf
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value):
+        raise _FieldError("", f"must be one of auto, cpu, cuda, cuda:N, mps; got {value!r}")
+    return value
+
+
+_TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "dataset": registry_name("dataset"),
+    "dataset_args": settings,
+    "data_root": _optional(_path),
+    "download": partial(_flag, ""),
+    "model": registry_name("model"),
+    "model_args": settings,
+    "init": _optional(registry_name("init scheme")),
+    "epochs": partial(_integer, "", minimum=1),
+    "batch_size": partial(_check_batch_size, ""),
+    "validation_fraction": _fraction,
+    "data_seed": partial(_integer, "", minimum=0),
+    "device": _device,
+    "grad_noise": partial(_nonnegative, ""),
+    "eval_chunk_size": _optional(partial(_integer, "", minimum=1)),
+}
+"""The one check of each task field (message without the path; the model adds it)."""
 
 
 @config_model
@@ -113,76 +172,10 @@ class TaskConfig:
     grad_noise: float = 0.0
     eval_chunk_size: int | None = None
 
-    @field_validator("dataset", "model", mode="plain")
+    @field_validator(*_TASK_CHECKS, mode="plain")
     @classmethod
-    def _name(cls, value: Any, info: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise _FieldError("", f"must be a {info.field_name} name, got {value!r}")
-        return value
-
-    @field_validator("dataset_args", "model_args", mode="plain")
-    @classmethod
-    def _args(cls, value: Any) -> FrozenDict:
-        return freeze(_mapping("", value))
-
-    @field_validator("data_root", mode="plain")
-    @classmethod
-    def _data_root(cls, value: Any) -> str | None:
-        if value is not None and not isinstance(value, str):
-            raise _FieldError("", f"must be a path (string), got {value!r}")
-        return value
-
-    @field_validator("download", mode="plain")
-    @classmethod
-    def _download(cls, value: Any) -> bool:
-        return _flag("", value)
-
-    @field_validator("init", mode="plain")
-    @classmethod
-    def _init(cls, value: Any) -> str | None:
-        if value is not None and not isinstance(value, str):
-            raise _FieldError("", f"must be an init scheme name, got {value!r}")
-        return value
-
-    @field_validator("epochs", mode="plain")
-    @classmethod
-    def _epochs(cls, value: Any) -> int:
-        return _integer("", value, 1)
-
-    @field_validator("batch_size", mode="plain")
-    @classmethod
-    def _batch_size(cls, value: Any) -> int | str:
-        return _check_batch_size("", value)
-
-    @field_validator("validation_fraction", mode="plain")
-    @classmethod
-    def _validation_fraction(cls, value: Any) -> float:
-        vf = _number("", value, "a number in [0, 1)")
-        if not 0.0 <= vf < 1.0:
-            raise _FieldError("", f"must be a number in [0, 1), got {vf!r}")
-        return vf
-
-    @field_validator("data_seed", mode="plain")
-    @classmethod
-    def _data_seed(cls, value: Any) -> int:
-        return _integer("", value, 0)
-
-    @field_validator("device", mode="plain")
-    @classmethod
-    def _device(cls, value: Any) -> str:
-        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value):
-            raise _FieldError("", f"must be one of auto, cpu, cuda, cuda:N, mps; got {value!r}")
-        return value
-
-    @field_validator("grad_noise", mode="plain")
-    @classmethod
-    def _grad_noise(cls, value: Any) -> float:
-        return _nonnegative("", value)
-
-    @field_validator("eval_chunk_size", mode="plain")
-    @classmethod
-    def _eval_chunk_size(cls, value: Any) -> int | None:
-        return None if value is None else _integer("", value, 1)
+    def _check_task_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _TASK_CHECKS[str(info.field_name)](value)
 
     # -- views ---------------------------------------------------------------------------------------
     @classmethod

@@ -16,15 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
-from lyaptune._fields import _choice, _integer, _mapping, config_model
-from lyaptune._frozen import FrozenDict, freeze
+from lyaptune._fields import _choice, _integer, config_model
+from lyaptune._frozen import FrozenDict
 from lyaptune._records import RECORD_FIELDS, EpochRecord
-from lyaptune.config import SCHEDULE_PERS, TaskConfig
+from lyaptune.config import SCHEDULE_PERS, TaskConfig, registry_name, settings
 from lyaptune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,6 +40,18 @@ __all__ = [
     "RECORD_FIELDS",
     "EpochRecord",
 ]
+
+
+_RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "optimizer": registry_name("optimizer"),
+    "optimizer_args": settings,
+    "schedule": registry_name("schedule"),
+    "schedule_args": settings,
+    "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
+    "lipschitz": settings,
+    "seed": partial(_integer, ""),
+}
+"""The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""
 
 
 @config_model
@@ -71,27 +84,10 @@ class TrialConfig(TaskConfig):
     lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
     seed: int = 0
 
-    @field_validator("optimizer", "schedule", mode="plain")
+    @field_validator(*_RUN_CHECKS, mode="plain")
     @classmethod
-    def _registry_name(cls, value: Any, info: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"must be a {info.field_name} name, got {value!r}")
-        return value
-
-    @field_validator("optimizer_args", "schedule_args", "lipschitz", mode="plain")
-    @classmethod
-    def _settings(cls, value: Any) -> FrozenDict:
-        return freeze(_mapping("", value))
-
-    @field_validator("schedule_per", mode="plain")
-    @classmethod
-    def _schedule_per(cls, value: Any) -> str:
-        return _choice("", value, SCHEDULE_PERS, "schedule_per")
-
-    @field_validator("seed", mode="plain")
-    @classmethod
-    def _seed(cls, value: Any) -> int:
-        return _integer("", value)
+    def _check_run_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _RUN_CHECKS[str(info.field_name)](value)
 
 
 @dataclass

@@ -42,15 +42,8 @@ def test_spec_task_and_trial_config_are_the_one_task_model() -> None:
     assert issubclass(TaskSpec, TaskConfig) and issubclass(TrialConfig, TaskConfig)
     assert names(TaskConfig) == TASK_FIELDS
     assert names(TaskSpec) == TASK_FIELDS
-    assert names(TrialConfig) == TASK_FIELDS + [
-        "optimizer",
-        "optimizer_args",
-        "schedule",
-        "schedule_args",
-        "schedule_per",
-        "lipschitz",
-        "seed",
-    ]
+    run_fields = "optimizer optimizer_args schedule schedule_args schedule_per lipschitz seed".split()
+    assert names(TrialConfig) == TASK_FIELDS + run_fields
 
 
 def test_population_shares_every_task_field_but_gradient_noise() -> None:

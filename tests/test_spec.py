@@ -20,7 +20,7 @@ import yaml
 
 from lyaptune.errors import ConfigError
 from lyaptune.optim import get_optimizer_info, get_schedule_info
-from lyaptune.study.spaces import grid_search_space, make_sampler, suggest
+from lyaptune.study.spaces import enqueue_grid, grid_search_space, make_sampler, suggest
 from lyaptune.study.spec import (
     ArmSpec,
     ParamSpec,
@@ -343,7 +343,16 @@ def test_grid_sampler_over_an_all_choices_space() -> None:
     spec = StudySpec.from_dict(d)
     assert spec.budget("c") == 4 and spec.budget("derived") == 0
     assert grid_search_space(spec.arm("c")) == {"lr": [1e-3, 1e-2], "amsgrad": [True, False]}
-    assert isinstance(make_sampler(spec.search, spec.arm("c")), optuna.samplers.GridSampler)
+    # a grid is enqueued in product order under a plain seeded sampler (spaces.enqueue_grid)
+    study = optuna.create_study(sampler=make_sampler(spec.search, spec.arm("c")))
+    assert enqueue_grid(study, spec.arm("c")) == 4
+    expected = [{"lr": lr, "amsgrad": a} for lr in (1e-3, 1e-2) for a in (True, False)]
+    got = []
+    for _ in range(spec.budget("c")):
+        trial = study.ask()
+        got.append(suggest(trial, spec.arm("c").resolved_space()))
+        study.tell(trial, 0.0)
+    assert got == expected
 
 
 def test_trial_config_merges_task_arm_and_params() -> None:
@@ -875,9 +884,8 @@ def test_grid_sampler_enumerates_exactly_the_grid() -> None:
     )
     spec = StudySpec.from_dict(d)
     arm = spec.arm("sweep")
-    sampler = make_sampler(spec.search, arm)
-    assert isinstance(sampler, optuna.samplers.GridSampler)
-    study = optuna.create_study(sampler=sampler)
+    study = optuna.create_study(sampler=make_sampler(spec.search, arm))
+    assert enqueue_grid(study, arm) == 6
     got = []
     for _ in range(spec.budget(arm)):
         trial = study.ask()
@@ -885,8 +893,7 @@ def test_grid_sampler_enumerates_exactly_the_grid() -> None:
         got.append((p["lr"], p["beta2"]))
         study.tell(trial, 0.0)
     expected = list(itertools.product([1e-3, 1e-2, 1e-1], [0.9, 0.99]))
-    assert sorted(got) == sorted(expected)
-    assert len(set(got)) == 6
+    assert got == expected  # in product order, the last name varying fastest
 
 
 @pytest.mark.parametrize(
@@ -925,10 +932,11 @@ def test_make_sampler_is_seeded(sampler: str, cls: type) -> None:
     assert len(set(first)) == 3
 
 
-def test_grid_sampler_still_stops_study_optimize() -> None:
+def test_grid_enqueued_again_on_resume_adds_nothing() -> None:
     arm = ArmSpec(name="g", optimizer="lyam", grid={"lr": [1e-3, 1e-2], "beta2": [0.9, 0.99]})
     study = optuna.create_study(sampler=make_sampler(SearchSpec(), arm))
-    study.optimize(lambda t: suggest(t, arm.resolved_space())["lr"], n_trials=50)
+    assert enqueue_grid(study, arm) == 4 and enqueue_grid(study, arm) == 4
+    study.optimize(lambda t: suggest(t, arm.resolved_space())["lr"], n_trials=4)
     assert len(study.trials) == 4
     assert {(t.params["lr"], t.params["beta2"]) for t in study.trials} == set(
         itertools.product([1e-3, 1e-2], [0.9, 0.99])

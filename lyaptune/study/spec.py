@@ -85,7 +85,7 @@ from lyaptune._frozen import FrozenDict
 from lyaptune._frozen import freeze as _frozen
 from lyaptune._frozen import freeze_value as _freeze
 from lyaptune._registry import unknown_choice
-from lyaptune.config import SCHEDULE_PERS, TaskConfig, required_task_field
+from lyaptune.config import SCHEDULE_PERS, TaskConfig, registry_name, required_task_field
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
 
@@ -835,9 +835,7 @@ class ArmSpec:
                 f"{p}.name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}"
             )
         for key in ("optimizer", "schedule"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise _FieldError(f"{p}.{key}", f"must be a{'n' * (key == 'optimizer')} {key} name, "
-                                  f"got {getattr(self, key)!r}")
+            registry_name(key)(getattr(self, key), f"{p}.{key}")
         _choice(f"{p}.schedule_per", self.schedule_per, SCHEDULE_PERS, "schedule_per")
         opt_args = dict(_mapping(f"{p}.optimizer_args", self.optimizer_args))
         sched_args = dict(_mapping(f"{p}.schedule_args", self.schedule_args))
