@@ -125,6 +125,20 @@ def test_constant_steps_figure_draws_every_grid_point_and_the_derived_step():
     assert ys[0] == pytest.approx(10.0) and ys[-1] == pytest.approx(40.0)
 
 
+def test_collapsed_runs_are_marked():
+    study, _ = _hand_study()
+    t = study.trials
+    dead = set(t.loc[t["params_json"] == json.dumps({"lr": 0.0001}), "trial_id"])
+    assert len(dead) == 2  # both search seeds of lr = 1e-4
+    (fig,) = [f for f in pf.paper_figures(study, collapsed=dead) if f.stem == "constant_steps"]
+    lines = {ln.get_label(): ln for ln in fig.figure.get_axes()[0].get_lines()}
+    marked = [label for label in lines if "[collapsed" in label]
+    assert marked == ["adam-constant lr=0.0001 [collapsed 2/2] (2 seeds, search)"]
+    assert lines[marked[0]].get_linestyle() == ":"
+    assert all(ln.get_linestyle() == "-" for label, ln in lines.items() if label not in marked)
+    assert fig.caption.endswith("; dotted: 1 curve with collapsed runs.")
+
+
 def test_schedulers_figure_draws_every_schedule_arm():
     study, expected = _hand_study()
     fig = pf.schedulers_figure(study)
@@ -288,5 +302,18 @@ def test_report_of_the_smoke_run_draws_the_constant_steps_figure(smoke_run, tmp_
     # grid point and one for the derived step, nothing else
     svg = (out / "figures" / "constant_steps.svg").read_text()
     legend = re.findall(r"<!-- ((?:derived|adam-constant) [^>]*\(1 seed, (?:search|final)\)) -->", svg)
-    assert sorted(legend[1:]) == sorted(f"adam-constant lr={lr:g} (1 seed, search)" for lr in grid), legend
+    # a 2-epoch grid point may have collapsed: marked in its entry, checked below
+    shown = sorted(re.sub(r" \[collapsed 1/1\]", "", x) for x in legend[1:])
+    assert shown == sorted(f"adam-constant lr={lr:g} (1 seed, search)" for lr in grid), legend
     assert legend[0].startswith("derived alpha=") and len(legend) == len(grid) + 1
+    # collapsed runs are marked, as the report's runs.csv classifies them
+    runs = pd.read_csv(out / "runs.csv")
+    for lr in grid:
+        ids = [
+            t
+            for t, p in zip(runs["trial_id"], runs["params_json"].fillna("{}"))
+            if json.loads(p).get("lr") == lr
+        ]
+        dead = bool(runs.loc[runs["trial_id"].isin(ids) & (runs["phase"] == "search"), "collapsed"].any())
+        (entry,) = [x for x in legend if x.startswith(f"adam-constant lr={lr:g} ")]
+        assert ("[collapsed" in entry) == dead, (entry, dead)

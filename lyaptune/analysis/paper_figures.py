@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,8 @@ class Curve:
       mean, low, high: per panel field, the mean / min / max over seeds at each epoch (NaN where no
         seed has a value, e.g. after a divergence).
       derived: whether the arm is the derived constant step.
+      n_collapsed: how many of its runs collapsed (METHODS.md section 8; marked in the label and
+        drawn dotted, so a flat gradient norm of a dead network cannot pass for convergence).
     """
 
     label: str
@@ -87,6 +89,7 @@ class Curve:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     derived: bool
+    n_collapsed: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _band(epochs: pd.DataFrame, trial_ids: Sequence[str], field: str, grid: np.n
         return np.nanmean(values, axis=1), np.nanmin(values, axis=1), np.nanmax(values, axis=1)
 
 
-def grid_point_curves(study: Study, arms: Sequence[str]) -> list[Curve]:
+def grid_point_curves(study: Study, arms: Sequence[str], collapsed: Collection[str] = ()) -> list[Curve]:
     """One :class:`Curve` per grid point of every grid arm and per other arm, in the given arm order.
 
     Grid arms: one curve per distinct configuration of their search runs (sorted by the grid values),
@@ -136,6 +139,8 @@ def grid_point_curves(study: Study, arms: Sequence[str]) -> list[Curve]:
     Args:
       study: a loaded study (:func:`lyaptune.analysis.load_study`).
       arms: the arms to draw.
+      collapsed: trial ids of collapsed runs (:func:`~lyaptune.analysis.collapse.classify_collapse`);
+        a curve with any gets ``[collapsed c/n]`` in its label.
 
     Returns:
       The curves; an arm without runs of the phase it needs is left out.
@@ -147,6 +152,7 @@ def grid_point_curves(study: Study, arms: Sequence[str]) -> list[Curve]:
       papers/003, Figures 1-4 and 6-11 (one line per configuration, mean over seeds).
     """
     trials, epochs = study.trials, study.epochs
+    collapsed = set(collapsed)
     curves: list[Curve] = []
     for arm in arms:
         study.check_arm(arm)
@@ -179,8 +185,12 @@ def grid_point_curves(study: Study, arms: Sequence[str]) -> list[Curve]:
                 alpha = pd.to_numeric(part["derived_lr"], errors="coerce").mean()
                 what = f"alpha={alpha:.3g}" if math.isfinite(alpha) else ""
             n = len(seeds)
-            label = f"{arm} {what}".strip() + f" ({n} seed{'s' if n != 1 else ''}, {phase})"
-            curves.append(Curve(label, arm, params, phase, seeds, grid_epochs, mean, low, high, derived))
+            dead = sum(t in collapsed for t in ids)
+            label = f"{arm} {what}".strip() + (f" [collapsed {dead}/{n}]" if dead else "")
+            label += f" ({n} seed{'s' if n != 1 else ''}, {phase})"
+            curves.append(
+                Curve(label, arm, params, phase, seeds, grid_epochs, mean, low, high, derived, dead)
+            )
     if not curves:
         raise UserError(f"no runs with epochs to draw for arms {', '.join(arms)} in {study.path}")
     return curves
@@ -194,8 +204,8 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     so every panel holds exactly one line per curve, bands in the lines' order. The derived step is
     black and drawn on top; the grid points of an arm share a sequential colour map ordered by their
     values; other arms take matplotlib's ``tab10`` cycle. Where several derived or several grid arms
-    share a figure (e.g. one per network width), each of them gets its own line style. One legend
-    below the panels.
+    share a figure (e.g. one per network width), each of them gets its own line style; a curve with
+    collapsed runs is dotted. One legend below the panels.
 
     Args:
       curves: from :func:`grid_point_curves`.
@@ -243,7 +253,8 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
                 y, lo, hi = (np.where(v > 0, v, np.nan) for v in (y, lo, hi))
             ax.fill_between(c.epochs, lo, hi, color=color, alpha=0.18, lw=0, zorder=z)
             lw = 2.2 if c.derived else 1.4
-            ax.plot(c.epochs, y, styles[id(c)], color=color, lw=lw, label=c.label, zorder=z)
+            style = ":" if c.n_collapsed else styles[id(c)]
+            ax.plot(c.epochs, y, style, color=color, lw=lw, label=c.label, zorder=z)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
@@ -272,12 +283,15 @@ def _schedule_arms(study: Study) -> list[str]:
     return [a for a in study.arms if study.schedule_of(a) not in (None, _CONSTANT)]
 
 
-def constant_steps_figure(study: Study, arms: Sequence[str] | None = None) -> Figure:
+def constant_steps_figure(
+    study: Study, arms: Sequence[str] | None = None, collapsed: Collection[str] = ()
+) -> Figure:
     """papers/003 Figure 2: every constant step of the grid and the derived step.
 
     Args:
       study: a loaded study.
       arms: the arms to draw (default: those with a ``constant`` or ``derived-constant`` schedule).
+      collapsed: trial ids of collapsed runs (marked, see :func:`grid_point_curves`).
 
     Returns:
       The figure (one line per grid point plus one per other arm, in each panel).
@@ -285,17 +299,20 @@ def constant_steps_figure(study: Study, arms: Sequence[str] | None = None) -> Fi
     References:
       papers/003, Figures 2, 4, 8, 9 and 11 (comparison with constant step sizes).
     """
-    curves = grid_point_curves(study, list(arms) if arms else _constant_arms(study))
+    curves = grid_point_curves(study, list(arms) if arms else _constant_arms(study), collapsed)
     return curves_figure(curves, f"{study.name}: derived constant step vs constant steps")
 
 
-def schedulers_figure(study: Study, arms: Sequence[str] | None = None) -> Figure:
+def schedulers_figure(
+    study: Study, arms: Sequence[str] | None = None, collapsed: Collection[str] = ()
+) -> Figure:
     """papers/003 Figure 1: every step-size schedule arm and the derived step.
 
     Args:
       study: a loaded study (:func:`lyaptune.analysis.load_study`).
       arms: the arms to draw (default: every arm whose schedule is not a plain ``constant``, the
         derived step included).
+      collapsed: trial ids of collapsed runs (marked, see :func:`grid_point_curves`).
 
     Returns:
       The figure, one line per arm (per grid point for a grid arm) in each panel.
@@ -303,7 +320,7 @@ def schedulers_figure(study: Study, arms: Sequence[str] | None = None) -> Figure
     References:
       papers/003, Figures 1, 3, 6, 7 and 10 (comparison with schedulers).
     """
-    curves = grid_point_curves(study, list(arms) if arms else _schedule_arms(study))
+    curves = grid_point_curves(study, list(arms) if arms else _schedule_arms(study), collapsed)
     return curves_figure(curves, f"{study.name}: derived constant step vs step-size schedules")
 
 
@@ -327,14 +344,16 @@ def _caption(which: str, figures: str, curves: Sequence[Curve]) -> str:
     if finals:
         parts.append(f"{len(finals)} arm{'s' if len(finals) != 1 else ''} ({_seeds_text(finals, 'final')})")
     parts.append(f"the derived step in black ({_seeds_text(derived, 'final')})")
+    dead = sum(1 for c in curves if c.n_collapsed)
     return (
         f"papers/003 {figures} ({which}): gradient norm (log scale), training loss and test accuracy "
         f"against epoch for {'; '.join(parts)}; each line is the mean over its seeds, the band the "
-        "min-max over them."
+        "min-max over them"
+        + (f"; dotted: {dead} curve{'s' if dead != 1 else ''} with collapsed runs." if dead else ".")
     )
 
 
-def paper_figures(study: Study) -> list[PaperFigure]:
+def paper_figures(study: Study, collapsed: Collection[str] = ()) -> list[PaperFigure]:
     """The papers/003 figures that ``study``'s arms fit, each with its caption.
 
     - A derived arm (``derived-constant``) and a constant-step grid arm (schedule ``constant`` with a
@@ -348,6 +367,7 @@ def paper_figures(study: Study) -> list[PaperFigure]:
 
     Args:
       study: a loaded study with its epochs.
+      collapsed: trial ids of collapsed runs (marked, see :func:`grid_point_curves`).
 
     Returns:
       The figures, constant steps first; ``[]`` when the study fits neither.
@@ -383,7 +403,7 @@ def paper_figures(study: Study) -> list[PaperFigure]:
         )
     for stem, chosen, which, figures in plans:
         try:
-            curves = grid_point_curves(study, chosen)
+            curves = grid_point_curves(study, chosen, set(collapsed))
         except UserError:  # no epochs for these arms yet
             continue
         if not any(c.derived for c in curves):

@@ -614,7 +614,8 @@ def write_report(
             )
         )
         if figures:
-            for pfig in paper_figures(study):
+            dead = classified.loc[classified["collapsed"], "trial_id"] if len(classified) else ()
+            for pfig in paper_figures(study, collapsed=set(dead)):
                 blocks.append(("h3", f"papers/003: {pfig.title}"))
                 blocks.append(fig_block(pfig.figure, pfig.stem, pfig.caption))
     else:
