@@ -178,6 +178,16 @@ def _store_with_one_trial(tmp_path) -> Path:
     return Path(store.path)
 
 
+def test_resume_checks_the_stored_spec_against_the_registries(tmp_path, capsys):
+    """Loading a stored spec is pure; ``resume`` checks its names before Ray starts (one line)."""
+    run = tmp_path / "run"
+    store = RunStore(run, create=True)
+    store.write_spec(with_("arms.0.optimizer_args", {"bogus": 1}))  # an edited spec.yaml
+    code, _, err = run_cli(capsys, "resume", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "arms[0].optimizer_args.bogus: unknown hyperparameter (optimizer 'adam')" in err
+
+
 @pytest.mark.parametrize("victim", ["trials", "epochs"])
 def test_corrupt_or_truncated_parquet_is_named(tmp_path, capsys, victim):
     run = _store_with_one_trial(tmp_path)

@@ -894,7 +894,8 @@ def resume_study(
       The run directory's :class:`lyaptune.store.RunStore`.
     """
     store = RunStore(run_dir)
-    spec = StudySpec.from_dict(store.read_spec())
+    # loading is pure; the registries are checked here, before Ray starts (a renamed optimizer, ...)
+    spec = StudySpec.from_dict(store.read_spec()).check()
     if resources is None:
         resources = store.read_study_info().get("resources_override") or None
     out = str(Path(run_dir).parent) if not _has_scheme(run_dir) else "runs"
