@@ -23,6 +23,9 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError
 
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+"""What a study, arm or claim name may be made of (it names folders and report rows)."""
+
 _SCI_STRING = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 T = TypeVar("T")

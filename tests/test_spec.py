@@ -131,18 +131,20 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
 
 # Loading a stored spec is pure; the registry step is explicit (issue 14 item 2).
 PURE_LOAD = """
-import importlib.util, json, sys
-mod = importlib.util.spec_from_file_location("spec_alone", sys.argv[1])
-spec_module = sys.modules["spec_alone"] = importlib.util.module_from_spec(mod)
-mod.loader.exec_module(spec_module)
-spec = spec_module.load_spec(sys.argv[2])
+import json, sys, types
+import lyaptune
+study = types.ModuleType("lyaptune.study")  # the spec modules without the package's __init__
+study.__path__ = [sys.argv[1]]
+sys.modules["lyaptune.study"] = study
+from lyaptune.study.spec import load_spec
+spec = load_spec(sys.argv[2])
 heavy = ("torch", "torch.optim", "lyaptune.optim", "lyaptune.data", "lyaptune.models", "lyaptune.train")
 print(json.dumps({"spec": spec.to_dict(), "heavy": sorted(m for m in heavy if m in sys.modules)}))
 """
 
 
 def test_loading_a_stored_spec_imports_no_torch_and_builds_nothing(tmp_path: Path) -> None:
-    """spec.py loaded on its own (the package's __init__ imports the runner, which imports torch)."""
+    """The spec modules on their own (lyaptune/study/__init__.py imports the runner, hence torch)."""
     import json
     import subprocess
     import sys
@@ -150,9 +152,9 @@ def test_loading_a_stored_spec_imports_no_torch_and_builds_nothing(tmp_path: Pat
     spec = load_spec(QUICKSTART)
     stored = tmp_path / "spec.yaml"
     stored.write_text(spec.to_yaml())
-    spec_py = REPO / "lyaptune" / "study" / "spec.py"
+    study_dir = REPO / "lyaptune" / "study"
     r = subprocess.run(
-        [sys.executable, "-c", PURE_LOAD, str(spec_py), str(stored)],
+        [sys.executable, "-c", PURE_LOAD, str(study_dir), str(stored)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -54,7 +54,6 @@ import dataclasses
 import importlib.util
 import itertools
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +61,13 @@ from typing import Any, ClassVar
 
 import yaml
 
+from lyaptune._fields import NAME_RE as _NAME_RE
 from lyaptune._fields import (
-    _categorical_ok,
     _check_keys,
     _choice,
     _field_names,
     _FieldError,
-    _flag,
     _integer,
-    _join,
     _mapping,
     _nonnegative,
     _number,
@@ -83,11 +80,33 @@ from lyaptune._fields import (
 )
 from lyaptune._frozen import FrozenDict
 from lyaptune._frozen import freeze as _frozen
-from lyaptune._frozen import freeze_value as _freeze
 from lyaptune._registry import unknown_choice
 from lyaptune.config import SCHEDULE_PERS, TaskConfig, registry_name, required_task_field
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
+from lyaptune.study.check import (
+    _check_init,
+    _check_model,
+    _dataset_names,
+    _optimizer_names,
+    _optimizer_space,
+    _probe_arm,
+    _schedule_info,
+    _schedule_names,
+    _tuple_params,
+    _update_key,
+)
+from lyaptune.study.comparison import (
+    CLAIM_DIRECTIONS,
+    COMPARE_METRICS,
+    ClaimSpec,
+    CompareSpec,
+    _claims_list,
+    _compare_list,
+    _settle_mode,
+)
+from lyaptune.study.compose import EXPERIMENTS_DIR, resolve_spec_file
+from lyaptune.study.params import ParamSpec, _thaw
 
 __all__ = [
     "ArmSpec",
@@ -96,6 +115,7 @@ __all__ = [
     "ClaimSpec",
     "CompareSpec",
     "DEFAULT_FINAL_SEEDS",
+    "EXPERIMENTS_DIR",
     "METRICS",
     "ObjectiveSpec",
     "ParamSpec",
@@ -112,12 +132,6 @@ __all__ = [
 METRICS: tuple[str, ...] = ("val_loss", "val_acc", "train_loss", "grad_norm", "train_acc")
 """Metrics a study may tune on (never a test metric)."""
 
-COMPARE_METRICS: tuple[str, ...] = tuple(
-    f"final_{name}"
-    for name in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc", "test_loss", "test_acc")
-)
-"""Metrics arms are compared (ranked, tested) on: a record field at the final epoch, ``final_<field>``."""
-
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
 """Optuna samplers by spec name."""
 
@@ -127,7 +141,6 @@ SCHEDULERS: tuple[str, ...] = ("none", "asha")
 DEFAULT_FINAL_SEEDS = 3
 """How many final seeds a spec without ``search.final_seeds`` gets (after its largest search seed)."""
 
-MODES: tuple[str, ...] = ("min", "max")
 AT: tuple[str, ...] = ("final", "best")
 LIPSCHITZ_KEYS: tuple[str, ...] = (
     "samples",
@@ -143,64 +156,7 @@ LIPSCHITZ_KEYS: tuple[str, ...] = (
 )
 LIPSCHITZ_WEIGHTS: tuple[str, ...] = ("normal", "init", "uniform")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _QUALIFIERS = ("optimizer", "schedule")
-
-
-# --------------------------------------------------------------------------------------------------
-# Plain values.
-
-
-def _thaw(value: Any) -> Any:
-    """Plain YAML/JSON types: mappings -> dict, tuples -> list."""
-    if isinstance(value, ParamSpec):
-        return value.to_yaml()
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_thaw(v) for v in value]
-    return value
-
-
-# --------------------------------------------------------------------------------------------------
-# Optional registries: datasets and models are validated when their modules import.
-
-
-def _dataset_names() -> list[str] | None:
-    try:
-        from lyaptune.data import list_datasets
-    except ImportError:
-        return None
-    return list_datasets()
-
-
-def _check_model(path: str, model: str, model_args: Mapping[str, Any]) -> None:
-    try:
-        from lyaptune.models import get_model_info
-    except ImportError:
-        return
-    try:
-        info = get_model_info(model)
-    except ConfigError as exc:
-        raise _wrap(path + ".model", exc) from None
-    accepted = list(getattr(info, "args", {}) or {})
-    if accepted:
-        for key in model_args:
-            if key not in accepted:
-                raise _wrap(
-                    f"{path}.model_args.{key}", unknown_choice(f"argument of model '{model}':", key, accepted)
-                )
-
-
-def _check_init(path: str, init: str) -> None:
-    try:
-        from lyaptune.models import parse_init
-    except ImportError:
-        return
-    try:
-        parse_init(init)
-    except ConfigError as exc:
-        raise _wrap(path, exc) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,370 +364,6 @@ class ResourcesSpec:
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy."""
         return {"cpu": self.cpu, "gpu": self.gpu}
-
-
-def _natural_mode(metric: str) -> str:
-    return "max" if metric.endswith("_acc") else "min"
-
-
-def _settle_mode(spec: Any, p: str, wrong: str) -> None:
-    """Default a frozen spec's ``mode`` to its metric's natural direction; refuse the other one (it would
-    ``wrong``)."""
-    natural = _natural_mode(spec.metric)
-    if spec.mode is None:
-        object.__setattr__(spec, "mode", natural)
-    _choice(f"{p}.mode", spec.mode, MODES, "mode")
-    if spec.mode != natural:
-        raise _FieldError(
-            f"{p}.mode",
-            f"{spec.mode!r} with metric {spec.metric!r} would {wrong}; use {natural!r} (or leave mode out)",
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class CompareSpec:
-    """A metric the arms' final-seed runs are compared on, and which direction is better.
-
-    The value of a run is the record field at its final epoch (``final_grad_norm`` is ``grad_norm`` of
-    the last epoch), never a minimum over epochs, which rewards transient dips (METHODS.md section 8).
-
-    Attributes:
-      metric: one of :data:`COMPARE_METRICS` (test metrics allowed: comparing is not tuning).
-      mode: ``min`` or ``max``; default ``max`` for accuracies, else ``min`` (the other is rejected).
-    """
-
-    _ROOT: ClassVar[str] = "compare"
-
-    metric: str
-    mode: str | None = None
-
-    def __post_init__(self) -> None:
-        p = self._ROOT
-        if isinstance(self.metric, str) and f"final_{self.metric}" in COMPARE_METRICS:
-            raise _FieldError(
-                f"{p}.metric",
-                f"write the final-epoch value as 'final_{self.metric}', got {self.metric!r} "
-                f"(choices: {', '.join(COMPARE_METRICS)})",
-            )
-        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "compare metric")
-        _settle_mode(self, p, "rank the worst arm first")
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
-        """Build from a YAML mapping ``{metric, mode}``, rejecting unknown keys."""
-        if isinstance(data, CompareSpec):
-            return data
-        data = _mapping(path, data, "a mapping {metric: final_<field>, mode: min|max}")
-        _check_keys(path, data, _field_names(cls), "compare")
-        _require(path, data, "metric", f"one of {', '.join(COMPARE_METRICS)}")
-        return _rebased(cls, path, lambda: cls(**data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (mode resolved)."""
-        return {"metric": self.metric, "mode": self.mode}
-
-
-def _compare_list(value: Any) -> tuple[CompareSpec, ...]:
-    """``compare:`` as a mapping or a non-empty list of mappings -> a tuple of :class:`CompareSpec`."""
-    if isinstance(value, (CompareSpec, Mapping)):
-        return (CompareSpec.from_dict(value, "compare"),)
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _FieldError(
-            "compare", f"must be a mapping {{metric, mode}} or a non-empty list of them, got {value!r}"
-        )
-    out = tuple(CompareSpec.from_dict(v, f"compare[{i}]") for i, v in enumerate(value))
-    metrics = [c.metric for c in out]
-    for i, m in enumerate(metrics):
-        if metrics.index(m) != i:
-            raise _FieldError(
-                f"compare[{i}].metric", f"{m!r} is listed twice (also compare[{metrics.index(m)}])"
-            )
-    return out
-
-
-CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
-_CLAIM_KEYS = ("id", "text", "metric", "arm", "than", "direction", "margin")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClaimSpec:
-    """A paper's claim as a checkable statement about the final-seed runs of a study.
-
-    The claim reads "``arm`` has a ``direction`` (lower / higher) ``metric`` than ``than`` (an arm, or
-    every other arm with ``all``), by more than ``margin``": with ``d = metric(arm) - metric(than)``
-    per seed, ``lower`` claims ``d < -margin`` and ``higher`` claims ``d > margin``. The report's verdict
-    (METHODS.md section 8): supported when the claimed direction holds significantly (Holm across the
-    claim's comparisons), contradicted when the opposite does, else inconclusive.
-
-    Attributes:
-      id: unique within the spec, ``[A-Za-z0-9_.-]+`` (e.g. ``003-fig1-gradnorm``).
-      text: the claim in words, as the paper makes it.
-      metric: one of :data:`COMPARE_METRICS` (a record field at the final epoch).
-      arm: the arm the claim is about; than: another arm, or ``all`` (every other arm).
-      direction: ``lower`` or ``higher``.
-      margin: the least difference claimed, in the metric's units (>= 0; default 0).
-    """
-
-    _ROOT: ClassVar[str] = "claim"
-
-    id: str
-    text: str
-    metric: str
-    arm: str
-    than: str = "all"
-    direction: str
-    margin: float = 0.0
-
-    def __post_init__(self) -> None:
-        p = self._ROOT
-        if not isinstance(self.id, str) or not _NAME_RE.fullmatch(self.id):
-            raise _FieldError(f"{p}.id", f"must match [A-Za-z0-9_.-]+, got {self.id!r}")
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise _FieldError(f"{p}.text", f"must be the claim in words, got {self.text!r}")
-        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "claim metric")
-        _choice(f"{p}.direction", self.direction, CLAIM_DIRECTIONS, "claim direction")
-        _nonnegative(f"{p}.margin", self.margin)
-        for key in ("arm", "than"):
-            if not isinstance(getattr(self, key), str):
-                raise _FieldError(f"{p}.{key}", f"must be an arm name, got {getattr(self, key)!r}")
-        if self.arm == self.than:
-            raise _FieldError(f"{p}.than", f"must differ from arm {self.arm!r} (another arm, or all)")
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:
-        """Build from a YAML mapping, rejecting unknown keys."""
-        if isinstance(data, ClaimSpec):
-            return data
-        data = _mapping(path, data, "a mapping {id, text, metric, arm, than, direction[, margin]}")
-        _check_keys(path, data, _CLAIM_KEYS, "claim")
-        for key in ("id", "text", "metric", "arm", "direction"):
-            _require(path, data, key, "see ClaimSpec")
-        return _rebased(cls, path, lambda: cls(**data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (every key present, ``margin`` resolved)."""
-        return {k: getattr(self, k) for k in _CLAIM_KEYS}
-
-
-def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise _FieldError(
-            "claims", f"must be a list of claims {{id, text, metric, arm, than, direction}}, got {value!r}"
-        )
-    out = tuple(ClaimSpec.from_dict(c, f"claims[{i}]") for i, c in enumerate(value))
-    ids: dict[str, int] = {}
-    for i, claim in enumerate(out):
-        if claim.id in ids:
-            raise _FieldError(
-                f"claims[{i}].id", f"duplicate claim id {claim.id!r} (also claims[{ids[claim.id]}])"
-            )
-        ids[claim.id] = i
-        if claim.arm not in arms:
-            raise _wrap(f"claims[{i}].arm", unknown_choice("arm", claim.arm, list(arms)))
-        if claim.than not in [*arms, "all"]:
-            raise _wrap(f"claims[{i}].than", unknown_choice("arm", claim.than, [*arms, "all"]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# One search dimension.
-
-_PARAM_KEYS = ("low", "high", "log", "step", "type", "choices")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParamSpec:
-    """One search dimension: a range, a set of choices, or a fixed value.
-
-    Attributes:
-      kind: ``range`` (``low``, ``high``, ``log``, ``step``, ``type``), ``choices`` or ``fixed`` (``value``).
-      low, high: range bounds, ``low <= high``; with ``log`` both must be > 0.
-      log: sample on a log scale.
-      step: optional discretisation step (> 0; not with ``log`` for floats).
-      type: ``float`` (default) or ``int``.
-      choices: the categorical values (str, int, float, bool or None: what Optuna stores).
-      value: the fixed value (a scalar or a list of scalars).
-
-    Use :meth:`range`, :meth:`categorical`, :meth:`fixed` or :meth:`parse` (YAML forms) to build one.
-    """
-
-    _ROOT: ClassVar[str] = "param"
-
-    kind: str
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    type: str = "float"
-    choices: tuple[Any, ...] = ()
-    value: Any = None
-
-    def __post_init__(self) -> None:
-        p = self._ROOT
-        _choice(f"{p}.kind", self.kind, ("range", "choices", "fixed"), "parameter kind")
-        if self.kind == "range":
-            self._check_range(p)
-        elif self.kind == "choices":
-            self._check_choices(p)
-        else:
-            object.__setattr__(self, "value", _freeze(self.value))
-            self._check_fixed(p)
-
-    def _check_range(self, p: str) -> None:
-        _choice(f"{p}.type", self.type, ("float", "int"), "parameter type")
-        _flag(f"{p}.log", self.log)
-        if self.type == "int":
-            low = _integer(f"{p}.low", self.low)
-            high = _integer(f"{p}.high", self.high)
-            step = None if self.step is None else _integer(f"{p}.step", self.step, 1)
-            if self.log and step not in (None, 1):
-                raise _FieldError(f"{p}.step", f"must be 1 (or absent) with log: true, got {step!r}")
-        else:
-            low = float(_number(f"{p}.low", self.low))
-            high = float(_number(f"{p}.high", self.high))
-            step = None if self.step is None else float(_positive(f"{p}.step", self.step))
-            if self.log and step is not None:
-                raise _FieldError(f"{p}.step", f"cannot be combined with log: true (got step {step!r})")
-        if low > high:
-            raise _FieldError(p, f"low ({self.low}) > high ({self.high})")
-        if self.log and low <= 0:
-            raise _FieldError(f"{p}.low", f"must be > 0 with log: true, got {self.low!r}")
-        object.__setattr__(self, "low", low)
-        object.__setattr__(self, "high", high)
-        object.__setattr__(self, "step", step)
-
-    def _check_choices(self, p: str) -> None:
-        if not isinstance(self.choices, (list, tuple)) or len(self.choices) == 0:
-            raise _FieldError(f"{p}.choices", f"must be a non-empty list, got {self.choices!r}")
-        for i, c in enumerate(self.choices):
-            if not _categorical_ok(c):
-                raise _FieldError(
-                    f"{p}.choices[{i}]",
-                    f"must be a string, number, boolean or null (Optuna's categorical values), got {c!r}; "
-                    "search a tuple hyperparameter per component (beta1, beta2, ...)",
-                )
-        keys = [(type(c).__name__, c) for c in self.choices]
-        if len(set(keys)) != len(keys):
-            raise _FieldError(f"{p}.choices", f"must be distinct, got {list(self.choices)!r}")
-        object.__setattr__(self, "choices", tuple(self.choices))
-
-    def _check_fixed(self, p: str) -> None:
-        values = self.value if isinstance(self.value, tuple) else (self.value,)
-        for v in values:
-            if not _categorical_ok(v):
-                raise _FieldError(
-                    p, f"a fixed value must be a scalar or a list of scalars, got {self.value!r}"
-                )
-
-    # -- constructors -----------------------------------------------------------------------------
-    @classmethod
-    def range(
-        cls, low: float, high: float, *, log: bool = False, step: float | None = None, type: str = "float"
-    ) -> ParamSpec:
-        """A float (or ``type="int"``) range ``[low, high]``."""
-        return cls(kind="range", low=low, high=high, log=log, step=step, type=type)
-
-    @classmethod
-    def categorical(cls, choices: Sequence[Any]) -> ParamSpec:
-        """A categorical over ``choices``."""
-        return cls(kind="choices", choices=tuple(choices))
-
-    @classmethod
-    def fixed(cls, value: Any) -> ParamSpec:
-        """A fixed value (not searched)."""
-        return cls(kind="fixed", value=value)
-
-    @classmethod
-    def parse(cls, obj: Any, path: str = "param") -> ParamSpec:
-        """Parse a YAML form: ``{low, high[, log, step, type]}``, ``{choices: [...]}`` or a plain value."""
-        if isinstance(obj, ParamSpec):
-            return obj
-        if isinstance(obj, Mapping):
-            _check_keys(path, obj, _PARAM_KEYS, "search-space")
-            if "choices" in obj:
-                extra = [k for k in obj if k != "choices"]
-                if extra:
-                    raise _FieldError(_join(path, extra[0]), "a choices entry takes no other keys")
-                return _rebased(cls, path, lambda: cls(kind="choices", choices=obj["choices"]))
-            for key in ("low", "high"):
-                if key not in obj:
-                    raise _FieldError(
-                        _join(path, key),
-                        "required: a range is {low, high[, log, step, type]}, or use {choices: [...]}",
-                    )
-            return _rebased(cls, path, lambda: cls(kind="range", **obj))
-        return _rebased(cls, path, lambda: cls(kind="fixed", value=obj))
-
-    # -- views --------------------------------------------------------------------------------------
-    @property
-    def is_searched(self) -> bool:
-        """Whether the sampler chooses this value (a range or choices)."""
-        return self.kind != "fixed"
-
-    def __str__(self) -> str:
-        """Compact form for listings: ``[1e-05, 0.1] log``, ``{sign, tanh}``, ``= 0.9``."""
-        if self.kind == "choices":
-            return "{" + ", ".join(str(c) for c in self.choices) + "}"
-        if self.kind == "fixed":
-            return f"= {_thaw(self.value)!r}"
-        text = f"[{self.low:g}, {self.high:g}]"
-        if self.log:
-            text += " log"
-        if self.step is not None:
-            text += f" step {self.step:g}"
-        if self.type == "int":
-            text += " int"
-        return text
-
-    def to_yaml(self) -> Any:
-        """The YAML form :meth:`parse` reads back into an equal spec."""
-        if self.kind == "choices":
-            return {"choices": list(self.choices)}
-        if self.kind == "fixed":
-            return _thaw(self.value)
-        out: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
-        if self.step is not None:
-            out["step"] = self.step
-        if self.type != "float":
-            out["type"] = self.type
-        return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Registries of optimizers and schedules.
-
-
-def _optimizer_names(name: str) -> list[str]:
-    from lyaptune.optim import hyperparameter_names
-
-    return list(hyperparameter_names(name))
-
-
-def _schedule_info(name: str) -> Any:
-    from lyaptune.optim import get_schedule_info
-
-    return get_schedule_info(name)
-
-
-def _schedule_names(name: str) -> list[str]:
-    try:
-        from lyaptune.optim.schedules import schedule_parameter_names
-    except ImportError:
-        info = _schedule_info(name)
-        return list(dict.fromkeys([*info.defaults, *info.space]))
-    return list(schedule_parameter_names(name))
-
-
-def _optimizer_space(name: str) -> Mapping[str, Mapping[str, Any]]:
-    from lyaptune.optim import get_optimizer_info
-
-    return get_optimizer_info(name).space
-
-
-def _tuple_params(name: str) -> Mapping[str, tuple[str, ...]]:
-    from lyaptune.optim import get_optimizer_info
-
-    return get_optimizer_info(name).tuple_params
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1158,96 +750,6 @@ def _check_lipschitz(p: str, opts: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Probing the registries with the spec's values, so bad values fail before any compute.
-
-
-def _probe_optimizer(path: str, arm: ArmSpec, opt_args: Mapping[str, Any], what: str) -> Any:
-    import torch
-
-    from lyaptune.optim import create_optimizer
-
-    args = dict(opt_args)
-    if arm.needs_lipschitz:
-        args["lr"] = 1e-3  # a valid stand-in rate: the derived step is computed per run, before training
-    try:
-        return create_optimizer(arm.optimizer, [torch.zeros(1, requires_grad=True)], **args)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        by = "" if f"'{arm.optimizer}'" in str(exc) else f" by optimizer '{arm.optimizer}'"
-        raise _FieldError(path, f"{what} rejected{by}: {exc}") from None
-
-
-def _probe_schedule(
-    path: str,
-    arm: ArmSpec,
-    opt_args: Mapping[str, Any],
-    sched_args: Mapping[str, Any],
-    epochs: int,
-    what: str,
-) -> None:
-    from lyaptune.optim import create_schedule
-
-    optimizer = _probe_optimizer(path, arm, opt_args, "optimizer_args")
-    args = dict(sched_args)
-    if arm.needs_lipschitz:
-        args["lr"] = 1e-3
-    try:
-        create_schedule(
-            arm.schedule, optimizer, epochs=epochs, steps_per_epoch=1, per=arm.schedule_per, **args
-        )
-    except (ValueError, TypeError, RuntimeError) as exc:
-        by = "" if f"'{arm.schedule}'" in str(exc) else f" by schedule '{arm.schedule}'"
-        raise _FieldError(path, f"{what} rejected{by}: {exc}") from None
-
-
-def _normalized(value: Any) -> Any:
-    """A hashable, order-free form of nested values (mappings sorted by key, lists as tuples)."""
-    if isinstance(value, ParamSpec):
-        value = value.to_yaml()
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _normalized(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_normalized(v) for v in value)
-    return value
-
-
-def _update_key(arm: ArmSpec, task: TaskSpec) -> Any:
-    """What makes an arm's training distinct: the optimizer class with every resolved hyperparameter
-    (registry and class defaults filled in, tuple components folded), the schedule with its defaults,
-    ``schedule_per``, the Lipschitz settings, what is searched, and the arm's effective task."""
-    optimizer = _probe_optimizer(f"arms.{arm.name}", arm, _thaw(arm.optimizer_args), "optimizer_args")
-    sched = {**_schedule_info(arm.schedule).defaults, **_thaw(arm.schedule_args)}
-    return (
-        type(optimizer),
-        _normalized(optimizer.defaults),
-        arm.schedule,
-        _normalized(sched),
-        arm.schedule_per,
-        _normalized(arm.lipschitz),
-        _normalized(arm.space),
-        _normalized(arm.grid),
-        _normalized(task.to_dict()),
-    )
-
-
-def _probe_arm(p: str, arm: ArmSpec, epochs: int) -> None:
-    """Build the arm's optimizer and schedule with the fixed values, then with each searched bound/choice."""
-    opt, sched = dict(_thaw(arm.optimizer_args)), dict(_thaw(arm.schedule_args))
-    _probe_optimizer(f"{p}.optimizer_args", arm, opt, "optimizer_args")
-    _probe_schedule(f"{p}.schedule_args", arm, opt, sched, epochs, "schedule_args")
-    field_name = "grid" if arm.grid is not None else "space"
-    for key, spec in arm.resolved_space().items():
-        target, name = arm.route(key)
-        values = spec.choices if spec.kind == "choices" else (spec.low, spec.high)
-        for value in values:
-            what = f"value {value!r}" if spec.kind == "choices" else f"bound {value!r}"
-            path = f"{p}.{field_name}.{key}"
-            if target == "optimizer":
-                _probe_optimizer(path, arm, {**opt, name: value}, what)
-            else:
-                _probe_schedule(path, arm, opt, {**sched, name: value}, epochs, what)
-
-
-# --------------------------------------------------------------------------------------------------
 # The study.
 
 _STUDY_KEYS = (
@@ -1581,133 +1083,6 @@ class StudySpec:
     def to_yaml(self) -> str:
         """:meth:`to_dict` as YAML text (what ``spec.yaml`` holds)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading.
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-5`` as a float (YAML 1.2) and rejects duplicate keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden; not a duplicate
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
-                mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
-"""Where ``extends:`` also looks for a base spec (after the extending spec's own directory)."""
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    """The YAML mapping of one spec file (no ``extends`` resolution)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such spec file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a spec file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the spec file ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"{path}: a study spec must be a YAML mapping (name, task, arms, ...), got {type(data).__name__}"
-        )
-    return dict(data)
-
-
-def _find_base(path: Path, ref: Any) -> Path:
-    if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"{path}: extends: must be the path or name of a spec file, got {ref!r}")
-    names = [ref] if ref.endswith((".yaml", ".yml")) else [ref + ".yaml", ref]
-    roots = [path.parent, EXPERIMENTS_DIR]
-    for root in roots:
-        for name in names:
-            candidate = root / name
-            if candidate.is_file():
-                return candidate.resolve()
-    where = " or ".join(str(r) for r in dict.fromkeys(roots))
-    raise ConfigError(f"{path}: extends: no spec file {ref!r} in {where}")
-
-
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``over`` deep-merged onto ``base``: mappings merge key by key, ``null`` removes a key, anything
-    else (a list, a value) replaces; the top-level ``arms`` merge by name (see :func:`resolve_spec_file`)."""
-    out = dict(base)
-    for key, value in over.items():
-        if value is None:
-            out.pop(key, None)
-        elif where == "" and key == "arms":
-            out[key] = _merge_arms(base.get("arms"), value)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value, _join(where, key))
-        else:
-            out[key] = value
-    return out
-
-
-def _merge_arms(base: Any, over: Any) -> Any:
-    if not isinstance(base, list) or not isinstance(over, list):
-        return over  # not both lists: the override replaces, and validation names what is wrong
-    arms = [dict(a) if isinstance(a, Mapping) else a for a in base]
-    index = {a.get("name"): i for i, a in enumerate(arms) if isinstance(a, Mapping)}
-    for arm in over:
-        name = arm.get("name") if isinstance(arm, Mapping) else None
-        if name is not None and name in index:
-            arms[index[name]] = _merge(arms[index[name]], arm, f"arms[{index[name]}]")
-        else:
-            arms.append(arm)
-    return arms
-
-
-def resolve_spec_file(path: str | Path) -> dict[str, Any]:
-    """A spec file's mapping with its ``extends:`` chain merged in, not yet validated.
-
-    ``extends: <path or name>`` names a base spec file, looked up relative to the extending file's
-    directory, then in :data:`EXPERIMENTS_DIR` (``.yaml`` may be left out). A base may be partial (a
-    shared ``task`` and ``arms``, no ``name``) and may extend another. The extending file's keys are
-    deep-merged onto the base: mappings (``task``, ``search``, an arm's ``lipschitz`` ...) merge key by
-    key, ``null`` removes a key (back to its default), lists and values replace, and ``arms`` merge by
-    name: an arm with a base arm's name is merged onto it, others are appended in order.
-
-    Raises:
-      ConfigError: an unreadable file, a missing base, or a cycle of ``extends``.
-    """
-    return _resolve_file(Path(path), ())
-
-
-def _resolve_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    data = _read_mapping(path)
-    if "extends" not in data:
-        return data
-    base_path = _find_base(path, data.pop("extends"))
-    here = path.resolve()
-    if base_path in (*chain, here):
-        cycle = " -> ".join(str(p) for p in (*chain, here, base_path))
-        raise ConfigError(f"{path}: extends: a cycle ({cycle})")
-    return _merge(_resolve_file(base_path, (*chain, here)), data, "")
 
 
 def load_spec(path: str | Path) -> StudySpec:

@@ -1,0 +1,198 @@
+"""The comparison part of a study spec (METHODS.md section 8): the metrics arms are compared on
+(:class:`CompareSpec`) and the paper's claims as checkable statements (:class:`ClaimSpec`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from lyaptune._fields import (
+    NAME_RE,
+    _check_keys,
+    _choice,
+    _field_names,
+    _FieldError,
+    _mapping,
+    _nonnegative,
+    _rebased,
+    _require,
+    _wrap,
+)
+from lyaptune._registry import unknown_choice
+
+__all__ = ["CLAIM_DIRECTIONS", "COMPARE_METRICS", "MODES", "ClaimSpec", "CompareSpec"]
+
+COMPARE_METRICS: tuple[str, ...] = tuple(
+    f"final_{name}"
+    for name in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc", "test_loss", "test_acc")
+)
+"""Metrics arms are compared (ranked, tested) on: a record field at the final epoch, ``final_<field>``."""
+
+MODES: tuple[str, ...] = ("min", "max")
+"""Directions of a metric: lower is better (``min``) or higher is better (``max``)."""
+
+
+def _natural_mode(metric: str) -> str:
+    return "max" if metric.endswith("_acc") else "min"
+
+
+def _settle_mode(spec: Any, p: str, wrong: str) -> None:
+    """Default a frozen spec's ``mode`` to its metric's natural direction; refuse the other one (it would
+    ``wrong``)."""
+    natural = _natural_mode(spec.metric)
+    if spec.mode is None:
+        object.__setattr__(spec, "mode", natural)
+    _choice(f"{p}.mode", spec.mode, MODES, "mode")
+    if spec.mode != natural:
+        raise _FieldError(
+            f"{p}.mode",
+            f"{spec.mode!r} with metric {spec.metric!r} would {wrong}; use {natural!r} (or leave mode out)",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareSpec:
+    """A metric the arms' final-seed runs are compared on, and which direction is better.
+
+    The value of a run is the record field at its final epoch (``final_grad_norm`` is ``grad_norm`` of
+    the last epoch), never a minimum over epochs, which rewards transient dips (METHODS.md section 8).
+
+    Attributes:
+      metric: one of :data:`COMPARE_METRICS` (test metrics allowed: comparing is not tuning).
+      mode: ``min`` or ``max``; default ``max`` for accuracies, else ``min`` (the other is rejected).
+    """
+
+    _ROOT: ClassVar[str] = "compare"
+
+    metric: str
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if isinstance(self.metric, str) and f"final_{self.metric}" in COMPARE_METRICS:
+            raise _FieldError(
+                f"{p}.metric",
+                f"write the final-epoch value as 'final_{self.metric}', got {self.metric!r} "
+                f"(choices: {', '.join(COMPARE_METRICS)})",
+            )
+        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "compare metric")
+        _settle_mode(self, p, "rank the worst arm first")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
+        """Build from a YAML mapping ``{metric, mode}``, rejecting unknown keys."""
+        if isinstance(data, CompareSpec):
+            return data
+        data = _mapping(path, data, "a mapping {metric: final_<field>, mode: min|max}")
+        _check_keys(path, data, _field_names(cls), "compare")
+        _require(path, data, "metric", f"one of {', '.join(COMPARE_METRICS)}")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (mode resolved)."""
+        return {"metric": self.metric, "mode": self.mode}
+
+
+def _compare_list(value: Any) -> tuple[CompareSpec, ...]:
+    """``compare:`` as a mapping or a non-empty list of mappings -> a tuple of :class:`CompareSpec`."""
+    if isinstance(value, (CompareSpec, Mapping)):
+        return (CompareSpec.from_dict(value, "compare"),)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _FieldError(
+            "compare", f"must be a mapping {{metric, mode}} or a non-empty list of them, got {value!r}"
+        )
+    out = tuple(CompareSpec.from_dict(v, f"compare[{i}]") for i, v in enumerate(value))
+    metrics = [c.metric for c in out]
+    for i, m in enumerate(metrics):
+        if metrics.index(m) != i:
+            raise _FieldError(
+                f"compare[{i}].metric", f"{m!r} is listed twice (also compare[{metrics.index(m)}])"
+            )
+    return out
+
+
+CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
+_CLAIM_KEYS = ("id", "text", "metric", "arm", "than", "direction", "margin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimSpec:
+    """A paper's claim as a checkable statement about the final-seed runs of a study.
+
+    The claim reads "``arm`` has a ``direction`` (lower / higher) ``metric`` than ``than`` (an arm, or
+    every other arm with ``all``), by more than ``margin``": with ``d = metric(arm) - metric(than)``
+    per seed, ``lower`` claims ``d < -margin`` and ``higher`` claims ``d > margin``. The report's verdict
+    (METHODS.md section 8): supported when the claimed direction holds significantly (Holm across the
+    claim's comparisons), contradicted when the opposite does, else inconclusive.
+
+    Attributes:
+      id: unique within the spec, ``[A-Za-z0-9_.-]+`` (e.g. ``003-fig1-gradnorm``).
+      text: the claim in words, as the paper makes it.
+      metric: one of :data:`COMPARE_METRICS` (a record field at the final epoch).
+      arm: the arm the claim is about; than: another arm, or ``all`` (every other arm).
+      direction: ``lower`` or ``higher``.
+      margin: the least difference claimed, in the metric's units (>= 0; default 0).
+    """
+
+    _ROOT: ClassVar[str] = "claim"
+
+    id: str
+    text: str
+    metric: str
+    arm: str
+    than: str = "all"
+    direction: str
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        p = self._ROOT
+        if not isinstance(self.id, str) or not NAME_RE.fullmatch(self.id):
+            raise _FieldError(f"{p}.id", f"must match [A-Za-z0-9_.-]+, got {self.id!r}")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise _FieldError(f"{p}.text", f"must be the claim in words, got {self.text!r}")
+        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "claim metric")
+        _choice(f"{p}.direction", self.direction, CLAIM_DIRECTIONS, "claim direction")
+        _nonnegative(f"{p}.margin", self.margin)
+        for key in ("arm", "than"):
+            if not isinstance(getattr(self, key), str):
+                raise _FieldError(f"{p}.{key}", f"must be an arm name, got {getattr(self, key)!r}")
+        if self.arm == self.than:
+            raise _FieldError(f"{p}.than", f"must differ from arm {self.arm!r} (another arm, or all)")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:
+        """Build from a YAML mapping, rejecting unknown keys."""
+        if isinstance(data, ClaimSpec):
+            return data
+        data = _mapping(path, data, "a mapping {id, text, metric, arm, than, direction[, margin]}")
+        _check_keys(path, data, _CLAIM_KEYS, "claim")
+        for key in ("id", "text", "metric", "arm", "direction"):
+            _require(path, data, key, "see ClaimSpec")
+        return _rebased(cls, path, lambda: cls(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (every key present, ``margin`` resolved)."""
+        return {k: getattr(self, k) for k in _CLAIM_KEYS}
+
+
+def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _FieldError(
+            "claims", f"must be a list of claims {{id, text, metric, arm, than, direction}}, got {value!r}"
+        )
+    out = tuple(ClaimSpec.from_dict(c, f"claims[{i}]") for i, c in enumerate(value))
+    ids: dict[str, int] = {}
+    for i, claim in enumerate(out):
+        if claim.id in ids:
+            raise _FieldError(
+                f"claims[{i}].id", f"duplicate claim id {claim.id!r} (also claims[{ids[claim.id]}])"
+            )
+        ids[claim.id] = i
+        if claim.arm not in arms:
+            raise _wrap(f"claims[{i}].arm", unknown_choice("arm", claim.arm, list(arms)))
+        if claim.than not in [*arms, "all"]:
+            raise _wrap(f"claims[{i}].than", unknown_choice("arm", claim.than, [*arms, "all"]))
+    return out
+
+
