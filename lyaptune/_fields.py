@@ -158,6 +158,33 @@ def _require(path: str, data: Mapping[str, Any], key: str, hint: str) -> None:
         raise _FieldError(_join(path, key), f"required ({hint})")
 
 
+def build_from_mapping(
+    cls: type[T],
+    data: Any,
+    path: str,
+    *,
+    kind: str,
+    what: str = "a mapping",
+    keys: Sequence[str] | None = None,
+    required: Mapping[str, str | Callable[[], str]] | None = None,
+) -> T:
+    """Build ``cls`` from the YAML mapping found at ``path``, every error naming its field path.
+
+    In order: ``data`` must be a mapping (``what`` says of what); an unknown key fails with the
+    closest known one (``keys``, default the fields of ``cls``); a missing or null required key fails
+    with its hint (a text, or a function giving it, called only then); errors of ``cls`` itself are
+    rebased from ``cls._ROOT`` onto ``path``. An instance of ``cls`` is returned as it is.
+    """
+    if isinstance(data, cls):
+        return data
+    data = _mapping(path, data, what)
+    _check_keys(path, data, keys if keys is not None else _field_names(cls), kind)
+    for key, hint in (required or {}).items():
+        if data.get(key) is None:
+            _require(path, data, key, hint() if callable(hint) else hint)
+    return _rebased(cls, path, lambda: cls(**data))
+
+
 def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 

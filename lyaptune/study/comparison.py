@@ -9,15 +9,11 @@ from typing import Any, ClassVar
 
 from lyaptune._fields import (
     NAME_RE,
-    _check_keys,
     _choice,
-    _field_names,
     _FieldError,
-    _mapping,
     _nonnegative,
-    _rebased,
-    _require,
     _wrap,
+    build_from_mapping,
 )
 from lyaptune._registry import unknown_choice
 
@@ -35,6 +31,17 @@ MODES: tuple[str, ...] = ("min", "max")
 
 def _natural_mode(metric: str) -> str:
     return "max" if metric.endswith("_acc") else "min"
+
+
+def _settle_metric(
+    spec: Any, p: str, choices: Sequence[str], kind: str, refused: str | None, wrong: str
+) -> None:
+    """Check a frozen spec's ``metric`` against ``choices`` (``refused``: why a near miss, such as a
+    test metric, is rejected) and settle its ``mode`` (:func:`_settle_mode`)."""
+    if refused is not None:
+        raise _FieldError(f"{p}.metric", f"{refused} (choices: {', '.join(choices)})")
+    _choice(f"{p}.metric", spec.metric, choices, kind)
+    _settle_mode(spec, p, wrong)
 
 
 def _settle_mode(spec: Any, p: str, wrong: str) -> None:
@@ -69,25 +76,18 @@ class CompareSpec:
     mode: str | None = None
 
     def __post_init__(self) -> None:
-        p = self._ROOT
-        if isinstance(self.metric, str) and f"final_{self.metric}" in COMPARE_METRICS:
-            raise _FieldError(
-                f"{p}.metric",
-                f"write the final-epoch value as 'final_{self.metric}', got {self.metric!r} "
-                f"(choices: {', '.join(COMPARE_METRICS)})",
-            )
-        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "compare metric")
-        _settle_mode(self, p, "rank the worst arm first")
+        m = self.metric
+        bare = isinstance(m, str) and f"final_{m}" in COMPARE_METRICS
+        refused = f"write the final-epoch value as 'final_{m}', got {m!r}" if bare else None
+        wrong = "rank the worst arm first"
+        _settle_metric(self, self._ROOT, COMPARE_METRICS, "compare metric", refused, wrong)
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
         """Build from a YAML mapping ``{metric, mode}``, rejecting unknown keys."""
-        if isinstance(data, CompareSpec):
-            return data
-        data = _mapping(path, data, "a mapping {metric: final_<field>, mode: min|max}")
-        _check_keys(path, data, _field_names(cls), "compare")
-        _require(path, data, "metric", f"one of {', '.join(COMPARE_METRICS)}")
-        return _rebased(cls, path, lambda: cls(**data))
+        what = "a mapping {metric: final_<field>, mode: min|max}"
+        required = {"metric": f"one of {', '.join(COMPARE_METRICS)}"}
+        return build_from_mapping(cls, data, path, kind="compare", what=what, required=required)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy (mode resolved)."""
@@ -163,13 +163,10 @@ class ClaimSpec:
     @classmethod
     def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:
         """Build from a YAML mapping, rejecting unknown keys."""
-        if isinstance(data, ClaimSpec):
-            return data
-        data = _mapping(path, data, "a mapping {id, text, metric, arm, than, direction[, margin]}")
-        _check_keys(path, data, _CLAIM_KEYS, "claim")
-        for key in ("id", "text", "metric", "arm", "direction"):
-            _require(path, data, key, "see ClaimSpec")
-        return _rebased(cls, path, lambda: cls(**data))
+        what = "a mapping {id, text, metric, arm, than, direction[, margin]}"
+        required = dict.fromkeys(("id", "text", "metric", "arm", "direction"), "see ClaimSpec")
+        kind, keys = "claim", _CLAIM_KEYS
+        return build_from_mapping(cls, data, path, kind=kind, what=what, keys=keys, required=required)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy (every key present, ``margin`` resolved)."""

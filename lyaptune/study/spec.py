@@ -76,6 +76,7 @@ from lyaptune._fields import (
     _require,
     _seed_list,
     _wrap,
+    build_from_mapping,
     config_model,
 )
 from lyaptune._frozen import FrozenDict
@@ -103,7 +104,7 @@ from lyaptune.study.comparison import (
     CompareSpec,
     _claims_list,
     _compare_list,
-    _settle_mode,
+    _settle_metric,
 )
 from lyaptune.study.compose import EXPERIMENTS_DIR, resolve_spec_file
 from lyaptune.study.params import ParamSpec, _thaw
@@ -202,11 +203,8 @@ class TaskSpec(TaskConfig):
     @classmethod
     def from_dict(cls, data: Any, path: str = "task") -> TaskSpec:
         """Build from a YAML mapping, rejecting unknown keys (with the closest known one)."""
-        data = _mapping(path, data)
-        _check_keys(path, data, _field_names(cls), "task")
-        for key in ("dataset", "model", "epochs"):
-            _require(path, data, key, _required_hint(key))
-        return _rebased(cls, path, lambda: cls(**data))
+        required = {key: _required_hint(key) for key in ("dataset", "model", "epochs")}
+        return build_from_mapping(cls, data, path, kind="task", required=required)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,23 +228,18 @@ class ObjectiveSpec:
     at: str = "final"
 
     def __post_init__(self) -> None:
-        p = self._ROOT
-        if isinstance(self.metric, str) and self.metric.startswith("test"):
-            raise _FieldError(
-                f"{p}.metric",
-                f"{self.metric!r} is a test metric; tuning never looks at test data, "
-                f"tune on validation instead (choices: {', '.join(METRICS)})",
-            )
-        _choice(f"{p}.metric", self.metric, METRICS, "objective metric")
-        _settle_mode(self, p, "select the worst configuration")
+        p, m = self._ROOT, self.metric
+        test = isinstance(m, str) and m.startswith("test")
+        refused = f"{m!r} is a test metric; tuning never looks at test data, tune on validation instead"
+        _settle_metric(
+            self, p, METRICS, "objective metric", refused if test else None, "select the worst configuration"
+        )
         _choice(f"{p}.at", self.at, AT, "'at' value")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "objective") -> ObjectiveSpec:
         """Build from a YAML mapping, rejecting unknown keys."""
-        data = _mapping(path, data)
-        _check_keys(path, data, _field_names(cls), "objective")
-        return _rebased(cls, path, lambda: cls(**data))
+        return build_from_mapping(cls, data, path, kind="objective")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy (mode resolved)."""
@@ -324,9 +317,7 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, data: Any, path: str = "search") -> SearchSpec:
         """Build from a YAML mapping, rejecting unknown keys."""
-        data = _mapping(path, data)
-        _check_keys(path, data, _field_names(cls), "search")
-        return _rebased(cls, path, lambda: cls(**data))
+        return build_from_mapping(cls, data, path, kind="search")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy."""
@@ -357,9 +348,7 @@ class ResourcesSpec:
     @classmethod
     def from_dict(cls, data: Any, path: str = "resources") -> ResourcesSpec:
         """Build from a YAML mapping, rejecting unknown keys."""
-        data = _mapping(path, data)
-        _check_keys(path, data, _field_names(cls), "resources")
-        return _rebased(cls, path, lambda: cls(**data))
+        return build_from_mapping(cls, data, path, kind="resources")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy."""
@@ -381,6 +370,12 @@ _ARM_KEYS = (
     "grid",
     "task",
 )
+
+
+def _optimizer_hint() -> str:
+    from lyaptune.optim import list_optimizers
+
+    return f"an optimizer name; choices: {', '.join(list_optimizers())}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -696,16 +691,8 @@ class ArmSpec:
     @classmethod
     def from_dict(cls, data: Any, path: str = "arm") -> ArmSpec:
         """Build from a YAML mapping, rejecting unknown keys."""
-        data = _mapping(path, data)
-        _check_keys(path, data, _ARM_KEYS, "arm")
-        _require(path, data, "name", "a name matching [A-Za-z0-9_.-]+")
-        if "optimizer" not in data or data["optimizer"] is None:
-            from lyaptune.optim import list_optimizers
-
-            raise _FieldError(
-                f"{path}.optimizer", f"required (an optimizer name; choices: {', '.join(list_optimizers())})"
-            )
-        return _rebased(cls, path, lambda: cls(**data))
+        required = {"name": "a name matching [A-Za-z0-9_.-]+", "optimizer": _optimizer_hint}
+        return build_from_mapping(cls, data, path, kind="arm", keys=_ARM_KEYS, required=required)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved arm as plain YAML types (empty optional entries left out)."""
