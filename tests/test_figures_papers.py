@@ -205,6 +205,26 @@ def test_two_derived_and_two_grid_arms_are_told_apart_by_line_style():
     assert style["derived"] != style["derived-wide"] and style["adam-constant"] != style["adam-constant-wide"]
 
 
+def test_sixteen_schedule_arms_get_distinct_colours():
+    """papers/003's scheduler studies set 16 schedule arms beside the derived step (tab10 would repeat)."""
+    study, _ = _hand_study()
+    t, e = study.trials, study.epochs
+    cos_t, cos_e = t[t["arm"] == "adam-cosine"], e[e["arm"] == "adam-cosine"]
+    names = [f"adam-cosine-{i}" for i in range(16)]
+    ts, es = [t[t["arm"] != "adam-cosine"]], [e[e["arm"] != "adam-cosine"]]
+    for name in names:
+        ts.append(cos_t.assign(arm=name, trial_id=cos_t["trial_id"] + name))
+        es.append(cos_e.assign(arm=name, trial_id=cos_e["trial_id"] + name))
+    cosine = next(a for a in study.spec["arms"] if a["name"] == "adam-cosine")
+    arms = [a for a in study.spec["arms"] if a["name"] != "adam-cosine"] + [
+        {**cosine, "name": n} for n in names
+    ]
+    many = Study(trials=pd.concat(ts), epochs=pd.concat(es), spec={**study.spec, "arms": arms})
+    lines = pf.schedulers_figure(many).get_axes()[0].get_lines()
+    colours = {ln.get_label(): tuple(np.atleast_1d(ln.get_color())) for ln in lines}
+    assert len(lines) == 17 and len(set(colours.values())) == 17
+
+
 def test_unknown_arm_is_one_line(tmp_path):
     study, _ = _hand_study()
     with pytest.raises(Exception, match="unknown arm 'nope'"):

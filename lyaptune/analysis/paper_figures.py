@@ -203,9 +203,9 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     the training loss on a log scale too when its means span more than two orders of magnitude,
     so every panel holds exactly one line per curve, bands in the lines' order. The derived step is
     black and drawn on top; the grid points of an arm share a sequential colour map ordered by their
-    values; other arms take matplotlib's ``tab10`` cycle. Where several derived or several grid arms
-    share a figure (e.g. one per network width), each of them gets its own line style; a curve with
-    collapsed runs is dotted. One legend below the panels.
+    values; other arms take matplotlib's ``tab10`` cycle (``tab20`` beyond 10 arms). Where several
+    derived or several grid arms share a figure (e.g. one per network width), each of them gets its
+    own line style; a curve with collapsed runs is dotted. One legend below the panels.
 
     Args:
       curves: from :func:`grid_point_curves`.
@@ -222,7 +222,9 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
         by_arm.setdefault(c.arm, []).append(c)
     colors: dict[int, Any] = {}
     styles: dict[int, str] = {}
-    others = iter(list(matplotlib.colormaps["tab10"].colors) * (1 + len(by_arm) // 10))
+    n_single = sum(1 for members in by_arm.values() if len(members) == 1 and not members[0].derived)
+    palette = matplotlib.colormaps["tab10" if n_single <= 10 else "tab20"].colors  # 16 schedule arms
+    others = iter(list(palette) * (1 + n_single // len(palette)))
     kinds: dict[str, int] = {}  # arms so far per kind (derived / grid): the line style of the next one
     for members in by_arm.values():
         kind = "derived" if members[0].derived else ("grid" if len(members) > 1 else "other")
