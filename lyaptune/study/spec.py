@@ -1,4 +1,4 @@
-"""The study spec: a YAML file validated into frozen dataclasses before any compute is spent.
+"""The study spec: a YAML file validated into frozen, typed models before any compute is spent.
 
 A study compares *arms* (an optimizer x a step-size schedule, with a search space) on one *task*, tunes
 each arm with an equal Optuna budget on a validation *objective*, then re-runs every arm's best
@@ -29,6 +29,24 @@ valid choices. :meth:`StudySpec.to_dict` is the *resolved* spec (``space: defaul
 values moved into ``optimizer_args`` / ``schedule_args``): written next to the results as
 ``spec.yaml``, it loads back into an equal :class:`StudySpec`. A spec file may ``extends:`` another
 (:func:`resolve_spec_file`); what is stored is the resolved spec.
+
+Two steps, so that reading a stored run is cheap:
+
+- **Building** (:meth:`StudySpec.from_dict`, :func:`load_spec`) is pure: it checks shapes and values
+  and builds no optimizer or schedule. It reads the optimizer and schedule registries only to fill in
+  what a new spec leaves to them (``space: default``, a fixed value written in a ``space``, the default
+  ``reference``); a stored, resolved ``spec.yaml`` has none of these, so loading it imports no torch.
+- **Checking** (:meth:`StudySpec.check`) is the registry step: dataset, model, optimizer, schedule and
+  hyperparameter names, each arm's optimizer and schedule built with its fixed values and every
+  searched bound or choice, and no two arms training the same update. ``lyaptune run`` (also
+  ``--dry-run``) and ``resume`` call it before anything starts.
+
+The spec's parts live in modules by concern, all re-exported here: the task fields in
+:mod:`lyaptune.config` (:class:`~lyaptune.config.TaskConfig`, shared with
+:class:`lyaptune.train.TrialConfig`), search dimensions in :mod:`lyaptune.study.params`, compare
+metrics and claims in :mod:`lyaptune.study.comparison`, the registry step in
+:mod:`lyaptune.study.check`, YAML reading and ``extends:`` in :mod:`lyaptune.study.compose`, and the
+field checks every part uses in :mod:`lyaptune._fields`.
 
 The comparison protocol (METHODS.md section 8) is part of the spec: final seeds are disjoint from the
 search seeds (an overlap is rejected), ``compare`` names the final-epoch metrics arms are ranked on,
