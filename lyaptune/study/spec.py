@@ -72,12 +72,14 @@ import dataclasses
 import importlib.util
 import itertools
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from pydantic import ValidationInfo, field_validator
 
 from lyaptune._fields import NAME_RE as _NAME_RE
 from lyaptune._fields import (
@@ -264,7 +266,38 @@ class ObjectiveSpec:
         return {"metric": self.metric, "mode": self.mode, "at": self.at}
 
 
-@dataclass(frozen=True, kw_only=True)
+def _sampler(value: Any) -> str:
+    _choice("", value, SAMPLERS, "sampler")
+    if value == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise _FieldError(
+            "",
+            "'cmaes' needs the cmaes package, which is not installed: pip install cmaes "
+            "(or use sampler: tpe, gp, random or qmc)",
+        )
+    return value
+
+
+def _above_one(value: Any) -> float:
+    rf = _number("", value, "a number > 1")
+    if rf <= 1:
+        raise _FieldError("", f"must be a number > 1, got {rf!r}")
+    return rf
+
+
+_SEARCH_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "sampler": _sampler,
+    "sampler_seed": partial(_integer, "", minimum=0),
+    "trials_per_arm": partial(_integer, "", minimum=1),
+    "seeds": partial(_seed_list, "", allow_empty=False),
+    "final_seeds": lambda v: None if v is None else _seed_list("", v, allow_empty=True),
+    "repeats": partial(_integer, "", minimum=1),
+    "scheduler": partial(_choice, "", choices=SCHEDULERS, kind="scheduler"),
+    "grace_period": partial(_integer, "", minimum=1),
+    "reduction_factor": _above_one,
+}
+
+
+@config_model
 class SearchSpec:
     """How each arm is tuned.
 
@@ -299,23 +332,17 @@ class SearchSpec:
     grace_period: int = 1
     reduction_factor: float = 3
 
+    @field_validator(*_SEARCH_CHECKS, mode="plain")
+    @classmethod
+    def _check_search_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _SEARCH_CHECKS[str(info.field_name)](value)
+
     def __post_init__(self) -> None:
         p = self._ROOT
-        _choice(f"{p}.sampler", self.sampler, SAMPLERS, "sampler")
-        if self.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
-            raise _FieldError(
-                f"{p}.sampler",
-                "'cmaes' needs the cmaes package, which is not installed: pip install cmaes "
-                "(or use sampler: tpe, gp, random or qmc)",
-            )
-        _integer(f"{p}.sampler_seed", self.sampler_seed, 0)
-        _integer(f"{p}.trials_per_arm", self.trials_per_arm, 1)
-        object.__setattr__(self, "seeds", _seed_list(f"{p}.seeds", self.seeds, allow_empty=False))
         if self.final_seeds is None:
             start = max(self.seeds) + 1
             object.__setattr__(self, "final_seeds", tuple(range(start, start + DEFAULT_FINAL_SEEDS)))
-        final = _seed_list(f"{p}.final_seeds", self.final_seeds, allow_empty=True)
-        object.__setattr__(self, "final_seeds", final)
+        final = self.final_seeds
         shared = sorted(set(final) & set(self.seeds))
         if shared:
             raise _FieldError(
@@ -325,12 +352,6 @@ class SearchSpec:
                 f"{list(range(max(self.seeds) + 1, max(self.seeds) + 1 + max(len(final), 1)))}, or leave "
                 "final_seeds out for the seeds after the largest search seed",
             )
-        _integer(f"{p}.repeats", self.repeats, 1)
-        _choice(f"{p}.scheduler", self.scheduler, SCHEDULERS, "scheduler")
-        _integer(f"{p}.grace_period", self.grace_period, 1)
-        rf = _number(f"{p}.reduction_factor", self.reduction_factor, "a number > 1")
-        if rf <= 1:
-            raise _FieldError(f"{p}.reduction_factor", f"must be a number > 1, got {rf!r}")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "search") -> SearchSpec:
@@ -342,7 +363,7 @@ class SearchSpec:
         return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_model
 class ResourcesSpec:
     """Ray resources reserved per trial.
 
@@ -356,12 +377,18 @@ class ResourcesSpec:
     cpu: float = 1
     gpu: float = 0
 
-    def __post_init__(self) -> None:
-        p = self._ROOT
-        _positive(f"{p}.cpu", self.cpu)
-        gpu = _nonnegative(f"{p}.gpu", self.gpu)
+    @field_validator("cpu", mode="plain")
+    @classmethod
+    def _cpu(cls, value: Any) -> float:
+        return _positive("", value)
+
+    @field_validator("gpu", mode="plain")
+    @classmethod
+    def _gpu(cls, value: Any) -> float:
+        gpu = _nonnegative("", value)
         if gpu > 1 and gpu != int(gpu):
-            raise _FieldError(f"{p}.gpu", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
+            raise _FieldError("", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
+        return gpu
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "resources") -> ResourcesSpec:
