@@ -134,9 +134,9 @@ def test_collapsed_runs_are_marked():
     lines = {ln.get_label(): ln for ln in fig.figure.get_axes()[0].get_lines()}
     marked = [label for label in lines if "[collapsed" in label]
     assert marked == ["adam-constant lr=0.0001 [collapsed 2/2] (2 seeds, search)"]
-    assert lines[marked[0]].get_linestyle() == ":"
-    assert all(ln.get_linestyle() == "-" for label, ln in lines.items() if label not in marked)
-    assert fig.caption.endswith("; dotted: 1 curve with collapsed runs.")
+    assert lines[marked[0]].get_marker() == "x" and lines[marked[0]].get_linestyle() == "-"
+    assert all(ln.get_marker() in ("None", None, "") for label, ln in lines.items() if label not in marked)
+    assert fig.caption.endswith("; x markers: 1 curve with collapsed runs.")
 
 
 def test_schedulers_figure_draws_every_schedule_arm():
@@ -203,6 +203,9 @@ def test_two_derived_and_two_grid_arms_are_told_apart_by_line_style():
         style.setdefault(line.get_label().split(" ")[0], set()).add(line.get_linestyle())
     assert all(len(s) == 1 for s in style.values()), style  # one style per arm
     assert style["derived"] != style["derived-wide"] and style["adam-constant"] != style["adam-constant-wide"]
+    (paper,) = [f for f in pf.paper_figures(wide) if f.stem == "constant_steps"]
+    assert "6 grid points of adam-constant, adam-constant-wide" in paper.caption
+    assert "2 derived steps (a line style each) in black" in paper.caption
 
 
 def test_sixteen_schedule_arms_get_distinct_colours():

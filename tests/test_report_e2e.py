@@ -126,7 +126,7 @@ def test_report_draws_the_schedulers_figure_with_its_caption(reported):
     assert len(legend) == 2 and legend[0].startswith("derived alpha=") and legend[1].startswith("adam-exp")
     # the derived step collapses on this task (see below): marked in its legend entry and the caption
     assert "[collapsed 2/2]" in legend[0] and "[collapsed" not in legend[1]
-    assert line.endswith("dotted: 1 curve with collapsed runs.](figures/gradnorm_vs_schedulers.png)")
+    assert line.endswith("x markers: 1 curve with collapsed runs.](figures/gradnorm_vs_schedulers.png)")
 
 
 def test_report_without_figures(reported, tmp_path):

@@ -58,6 +58,9 @@ PANELS: tuple[tuple[str, str, bool], ...] = (
 )
 #: The schedule of the derived constant step size (papers/003 Algorithm 1).
 DERIVED = "derived-constant"
+#: Line styles telling apart several derived (or several grid) arms in one figure: solid, dashed,
+#: dash-dot, dotted, dash-dot-dot, long dashes.
+_ARM_STYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2)))
 _CONSTANT = "constant"
 
 
@@ -76,7 +79,7 @@ class Curve:
         seed has a value, e.g. after a divergence).
       derived: whether the arm is the derived constant step.
       n_collapsed: how many of its runs collapsed (METHODS.md section 8; marked in the label and
-        drawn dotted, so a flat gradient norm of a dead network cannot pass for convergence).
+        with ``x`` markers, so a flat gradient norm of a dead network cannot pass for convergence).
     """
 
     label: str
@@ -140,7 +143,7 @@ def grid_point_curves(study: Study, arms: Sequence[str], collapsed: Collection[s
       study: a loaded study (:func:`lyaptune.analysis.load_study`).
       arms: the arms to draw.
       collapsed: trial ids of collapsed runs (:func:`~lyaptune.analysis.collapse.classify_collapse`);
-        a curve with any gets ``[collapsed c/n]`` in its label.
+        a curve with any gets ``[collapsed c/n]`` in its label (and ``x`` markers).
 
     Returns:
       The curves; an arm without runs of the phase it needs is left out.
@@ -205,7 +208,7 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     black and drawn on top; the grid points of an arm share a sequential colour map ordered by their
     values; other arms take matplotlib's ``tab10`` cycle (``tab20`` beyond 10 arms). Where several
     derived or several grid arms share a figure (e.g. one per network width), each of them gets its
-    own line style; a curve with collapsed runs is dotted. One legend below the panels.
+    own line style; a curve with collapsed runs has ``x`` markers. One legend below the panels.
 
     Args:
       curves: from :func:`grid_point_curves`.
@@ -228,7 +231,7 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
     kinds: dict[str, int] = {}  # arms so far per kind (derived / grid): the line style of the next one
     for members in by_arm.values():
         kind = "derived" if members[0].derived else ("grid" if len(members) > 1 else "other")
-        style = ("-", "--", "-.", ":")[kinds.get(kind, 0) % 4] if kind != "other" else "-"
+        style = _ARM_STYLES[kinds.get(kind, 0) % len(_ARM_STYLES)] if kind != "other" else "-"
         kinds[kind] = kinds.get(kind, 0) + 1
         for c in members:
             styles[id(c)] = style
@@ -255,8 +258,8 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
                 y, lo, hi = (np.where(v > 0, v, np.nan) for v in (y, lo, hi))
             ax.fill_between(c.epochs, lo, hi, color=color, alpha=0.18, lw=0, zorder=z)
             lw = 2.2 if c.derived else 1.4
-            style = ":" if c.n_collapsed else styles[id(c)]
-            ax.plot(c.epochs, y, style, color=color, lw=lw, label=c.label, zorder=z)
+            marker = "x" if c.n_collapsed else None
+            ax.plot(c.epochs, y, color=color, ls=styles[id(c)], marker=marker, lw=lw, label=c.label, zorder=z)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
@@ -345,13 +348,15 @@ def _caption(which: str, figures: str, curves: Sequence[Curve]) -> str:
     finals = [c for c in rest if c.phase == "final"]
     if finals:
         parts.append(f"{len(finals)} arm{'s' if len(finals) != 1 else ''} ({_seeds_text(finals, 'final')})")
-    parts.append(f"the derived step in black ({_seeds_text(derived, 'final')})")
+    n_derived = len({c.arm for c in derived})
+    what = "the derived step" if n_derived == 1 else f"{n_derived} derived steps (a line style each)"
+    parts.append(f"{what} in black ({_seeds_text(derived, 'final')})")
     dead = sum(1 for c in curves if c.n_collapsed)
     return (
         f"papers/003 {figures} ({which}): gradient norm (log scale), training loss and test accuracy "
         f"against epoch for {'; '.join(parts)}; each line is the mean over its seeds, the band the "
         "min-max over them"
-        + (f"; dotted: {dead} curve{'s' if dead != 1 else ''} with collapsed runs." if dead else ".")
+        + (f"; x markers: {dead} curve{'s' if dead != 1 else ''} with collapsed runs." if dead else ".")
     )
 
 
