@@ -94,7 +94,6 @@ def _tuple_params(name: str) -> Mapping[str, tuple[str, ...]]:
     return get_optimizer_info(name).tuple_params
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Probing the registries with the spec's values, so bad values fail before any compute.
 
@@ -183,5 +182,3 @@ def _probe_arm(p: str, arm: ArmSpec, epochs: int) -> None:
                 _probe_optimizer(path, arm, {**opt, name: value}, what)
             else:
                 _probe_schedule(path, arm, opt, {**sched, name: value}, epochs, what)
-
-

@@ -191,5 +191,3 @@ def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
         if claim.than not in [*arms, "all"]:
             raise _wrap(f"claims[{i}].than", unknown_choice("arm", claim.than, [*arms, "all"]))
     return out
-
-

@@ -140,5 +140,3 @@ def _resolve_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         cycle = " -> ".join(str(p) for p in (*chain, here, base_path))
         raise ConfigError(f"{path}: extends: a cycle ({cycle})")
     return _merge(_resolve_file(base_path, (*chain, here)), data, "")
-
-

@@ -187,8 +187,6 @@ class ParamSpec:
         return out
 
 
-
-
 def _thaw(value: Any) -> Any:
     """Plain YAML/JSON types: mappings -> dict, tuples -> list."""
     if isinstance(value, ParamSpec):
@@ -198,5 +196,3 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_thaw(v) for v in value]
     return value
-
-

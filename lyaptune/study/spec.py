@@ -183,6 +183,7 @@ _QUALIFIERS = ("optimizer", "schedule")
 # --------------------------------------------------------------------------------------------------
 # The task.
 
+
 @config_model
 class TaskSpec(TaskConfig):
     """What every trial of the study trains: a :class:`~lyaptune.config.TaskConfig` with the study
