@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar
+
+from pydantic import ValidationInfo, field_validator
 
 from lyaptune._fields import (
     NAME_RE,
@@ -14,6 +16,7 @@ from lyaptune._fields import (
     _nonnegative,
     _wrap,
     build_from_mapping,
+    config_model,
 )
 from lyaptune._registry import unknown_choice
 
@@ -33,15 +36,24 @@ def _natural_mode(metric: str) -> str:
     return "max" if metric.endswith("_acc") else "min"
 
 
-def _settle_metric(
-    spec: Any, p: str, choices: Sequence[str], kind: str, refused: str | None, wrong: str
-) -> None:
-    """Check a frozen spec's ``metric`` against ``choices`` (``refused``: why a near miss, such as a
-    test metric, is rejected) and settle its ``mode`` (:func:`_settle_mode`)."""
-    if refused is not None:
-        raise _FieldError(f"{p}.metric", f"{refused} (choices: {', '.join(choices)})")
-    _choice(f"{p}.metric", spec.metric, choices, kind)
-    _settle_mode(spec, p, wrong)
+def metric_check(
+    choices: Sequence[str], kind: str, refuse: Callable[[str], str | None]
+) -> Callable[[Any], str]:
+    """The check of a ``metric`` field: one of ``choices``; ``refuse(name)`` says why a near miss (a
+    test metric, a bare record field) is rejected, or ``None``."""
+
+    def check(value: Any) -> str:
+        why = refuse(value) if isinstance(value, str) else None
+        if why is not None:
+            raise _FieldError("", f"{why} (choices: {', '.join(choices)})")
+        return _choice("", value, choices, kind)
+
+    return check
+
+
+def check_mode(value: Any) -> str | None:
+    """The check of a ``mode`` field: ``min``, ``max`` or ``None`` (the metric's natural direction)."""
+    return None if value is None else _choice("", value, MODES, "mode")
 
 
 def _settle_mode(spec: Any, p: str, wrong: str) -> None:
@@ -50,7 +62,6 @@ def _settle_mode(spec: Any, p: str, wrong: str) -> None:
     natural = _natural_mode(spec.metric)
     if spec.mode is None:
         object.__setattr__(spec, "mode", natural)
-    _choice(f"{p}.mode", spec.mode, MODES, "mode")
     if spec.mode != natural:
         raise _FieldError(
             f"{p}.mode",
@@ -58,7 +69,15 @@ def _settle_mode(spec: Any, p: str, wrong: str) -> None:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+def _bare_field(name: str) -> str | None:
+    bare = f"final_{name}" in COMPARE_METRICS
+    return f"write the final-epoch value as 'final_{name}', got {name!r}" if bare else None
+
+
+_COMPARE_METRIC = metric_check(COMPARE_METRICS, "compare metric", _bare_field)
+
+
+@config_model
 class CompareSpec:
     """A metric the arms' final-seed runs are compared on, and which direction is better.
 
@@ -75,12 +94,18 @@ class CompareSpec:
     metric: str
     mode: str | None = None
 
+    @field_validator("metric", mode="plain")
+    @classmethod
+    def _metric(cls, value: Any) -> str:
+        return _COMPARE_METRIC(value)
+
+    @field_validator("mode", mode="plain")
+    @classmethod
+    def _mode(cls, value: Any) -> str | None:
+        return check_mode(value)
+
     def __post_init__(self) -> None:
-        m = self.metric
-        bare = isinstance(m, str) and f"final_{m}" in COMPARE_METRICS
-        refused = f"write the final-epoch value as 'final_{m}', got {m!r}" if bare else None
-        wrong = "rank the worst arm first"
-        _settle_metric(self, self._ROOT, COMPARE_METRICS, "compare metric", refused, wrong)
+        _settle_mode(self, self._ROOT, "rank the worst arm first")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "compare") -> CompareSpec:
@@ -116,7 +141,36 @@ CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
 _CLAIM_KEYS = ("id", "text", "metric", "arm", "than", "direction", "margin")
 
 
-@dataclass(frozen=True, kw_only=True)
+def _claim_id(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise _FieldError("", f"must match [A-Za-z0-9_.-]+, got {value!r}")
+    return value
+
+
+def _claim_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _FieldError("", f"must be the claim in words, got {value!r}")
+    return value
+
+
+def _arm_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _FieldError("", f"must be an arm name, got {value!r}")
+    return value
+
+
+_CLAIM_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "id": _claim_id,
+    "text": _claim_text,
+    "metric": partial(_choice, "", choices=COMPARE_METRICS, kind="claim metric"),
+    "arm": _arm_name,
+    "than": _arm_name,
+    "direction": partial(_choice, "", choices=CLAIM_DIRECTIONS, kind="claim direction"),
+    "margin": partial(_nonnegative, ""),
+}
+
+
+@config_model
 class ClaimSpec:
     """A paper's claim as a checkable statement about the final-seed runs of a study.
 
@@ -145,20 +199,16 @@ class ClaimSpec:
     direction: str
     margin: float = 0.0
 
+    @field_validator(*_CLAIM_CHECKS, mode="plain")
+    @classmethod
+    def _check_claim_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _CLAIM_CHECKS[str(info.field_name)](value)
+
     def __post_init__(self) -> None:
-        p = self._ROOT
-        if not isinstance(self.id, str) or not NAME_RE.fullmatch(self.id):
-            raise _FieldError(f"{p}.id", f"must match [A-Za-z0-9_.-]+, got {self.id!r}")
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise _FieldError(f"{p}.text", f"must be the claim in words, got {self.text!r}")
-        _choice(f"{p}.metric", self.metric, COMPARE_METRICS, "claim metric")
-        _choice(f"{p}.direction", self.direction, CLAIM_DIRECTIONS, "claim direction")
-        _nonnegative(f"{p}.margin", self.margin)
-        for key in ("arm", "than"):
-            if not isinstance(getattr(self, key), str):
-                raise _FieldError(f"{p}.{key}", f"must be an arm name, got {getattr(self, key)!r}")
         if self.arm == self.than:
-            raise _FieldError(f"{p}.than", f"must differ from arm {self.arm!r} (another arm, or all)")
+            raise _FieldError(
+                f"{self._ROOT}.than", f"must differ from arm {self.arm!r} (another arm, or all)"
+            )
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:

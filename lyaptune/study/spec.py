@@ -124,7 +124,9 @@ from lyaptune.study.comparison import (
     CompareSpec,
     _claims_list,
     _compare_list,
-    _settle_metric,
+    _settle_mode,
+    check_mode,
+    metric_check,
 )
 from lyaptune.study.compose import EXPERIMENTS_DIR, resolve_spec_file
 from lyaptune.study.params import ParamSpec, _thaw
@@ -232,7 +234,20 @@ class TaskSpec(TaskConfig):
 # The objective, the search, the resources.
 
 
-@dataclass(frozen=True, kw_only=True)
+def _test_metric(name: str) -> str | None:
+    if not name.startswith("test"):
+        return None
+    return f"{name!r} is a test metric; tuning never looks at test data, tune on validation instead"
+
+
+_OBJECTIVE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "metric": metric_check(METRICS, "objective metric", _test_metric),
+    "mode": check_mode,
+    "at": partial(_choice, "", choices=AT, kind="'at' value"),
+}
+
+
+@config_model
 class ObjectiveSpec:
     """What the search optimises: a per-epoch metric, its direction, and which epoch counts.
 
@@ -248,14 +263,13 @@ class ObjectiveSpec:
     mode: str | None = None
     at: str = "final"
 
+    @field_validator(*_OBJECTIVE_CHECKS, mode="plain")
+    @classmethod
+    def _check_objective_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _OBJECTIVE_CHECKS[str(info.field_name)](value)
+
     def __post_init__(self) -> None:
-        p, m = self._ROOT, self.metric
-        test = isinstance(m, str) and m.startswith("test")
-        refused = f"{m!r} is a test metric; tuning never looks at test data, tune on validation instead"
-        _settle_metric(
-            self, p, METRICS, "objective metric", refused if test else None, "select the worst configuration"
-        )
-        _choice(f"{p}.at", self.at, AT, "'at' value")
+        _settle_mode(self, self._ROOT, "select the worst configuration")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "objective") -> ObjectiveSpec:
