@@ -7,8 +7,9 @@ says what it changed, one line per change:
 
 - **data** (:func:`swap_missing_datasets`): every dataset whose files are absent under its data root
   becomes ``synthetic`` data of the same class count and input shape, images larger than
-  :data:`STAND_IN_MAX_SIDE` pixels shrunk to it (ImageNet's 224 px become 64 px: the smoke run proves
-  the code path, and a ViT-Tiny/16 at 224 px costs 12x the compute of 64 px), with ``n_train`` /
+  :data:`STAND_IN_MAX_SIDE` pixels shrunk to it (ImageNet's 224 px become 64 px, 12x fewer pixels:
+  the smoke run proves the code path; the six trainings of ``001_imagenet_resnet50 --smoke`` took 469 s
+  at 224 px and 71 s at 64 px, measured back to back on 2 shared cores), with ``n_train`` /
   ``n_test`` small enough for seconds per epoch; a missing poison source becomes ``digits`` (bundled,
   offline), since a poison source must be an image dataset and synthetic data is not one;
 - **CPU** (:func:`fit_to_cpu`, only where no CUDA device is visible): GPU reservations are dropped (a
