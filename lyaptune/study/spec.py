@@ -477,10 +477,7 @@ class ArmSpec:
         # read here only to expand ``space: default`` and to route fixed values written in a space,
         # which a resolved (stored) spec never has.
         p = self._ROOT
-        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
-            raise _FieldError(
-                f"{p}.name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}"
-            )
+        _run_name(self.name, f"{p}.name")
         for key in ("optimizer", "schedule"):
             registry_name(key)(getattr(self, key), f"{p}.{key}")
         _choice(f"{p}.schedule_per", self.schedule_per, SCHEDULE_PERS, "schedule_per")
@@ -828,7 +825,64 @@ def _cut_to_two(lists: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
+def _run_name(value: Any, path: str = "") -> str:
+    """A study or arm name: it names folders and report rows."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or set(value) == {"."}:
+        raise _FieldError(path, f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {value!r}")
+    return value
+
+
+def _instance(cls: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, cls):
+            raise _FieldError("", f"must be a {cls.__name__}, got {value!r}")
+        return value
+
+    return check
+
+
+def _population(value: Any) -> str:
+    if value not in POPULATION_MODES:
+        raise _FieldError("", f"must be one of {', '.join(POPULATION_MODES)}, got {value!r}")
+    return value
+
+
+def _arms(value: Any) -> tuple[ArmSpec, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _FieldError("", f"must be a non-empty list, got {value!r}")
+    seen: dict[str, int] = {}
+    for i, arm in enumerate(value):
+        if not isinstance(arm, ArmSpec):
+            raise _FieldError(f"[{i}]", f"must be an ArmSpec, got {arm!r}")
+        if arm.name in seen:
+            raise _FieldError(f"[{i}].name", f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}])")
+        seen[arm.name] = i
+    return tuple(value)
+
+
+def _as_given(value: Any) -> Any:
+    return value  # checked with the arms in StudySpec._resolve_comparison
+
+
+_STUDY_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": _run_name,
+    "task": _instance(TaskSpec),
+    "objective": _instance(ObjectiveSpec),
+    "search": _instance(SearchSpec),
+    "resources": _instance(ResourcesSpec),
+    "max_concurrent": partial(_integer, "", minimum=1),
+    "arms": _arms,
+    "checkpoint_every": partial(_integer, "", minimum=0),
+    "max_failures": partial(_integer, "", minimum=0),
+    "population": _population,
+    "population_size": partial(_integer, "", minimum=1),
+    "compare": _as_given,
+    "reference": _as_given,
+    "claims": _as_given,
+}
+
+
+@config_model
 class StudySpec:
     """A whole study: the task, the objective, how to search, and the arms.
 
@@ -856,6 +910,7 @@ class StudySpec:
     """
 
     _ROOT: ClassVar[str] = ""
+    _KIND: ClassVar[str] = "study"
 
     name: str
     task: TaskSpec
@@ -872,37 +927,12 @@ class StudySpec:
     reference: str | None = None
     claims: tuple[ClaimSpec, ...] = ()
 
+    @field_validator(*_STUDY_CHECKS, mode="plain")
+    @classmethod
+    def _check_study_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _STUDY_CHECKS[str(info.field_name)](value)
+
     def __post_init__(self) -> None:
-        if self.population not in POPULATION_MODES:
-            raise _FieldError(
-                "population", f"must be one of {', '.join(POPULATION_MODES)}, got {self.population!r}"
-            )
-        _integer("population_size", self.population_size, 1)
-        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or set(self.name) == {"."}:
-            raise _FieldError("name", f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {self.name!r}")
-        for key, cls in (
-            ("task", TaskSpec),
-            ("objective", ObjectiveSpec),
-            ("search", SearchSpec),
-            ("resources", ResourcesSpec),
-        ):
-            if not isinstance(getattr(self, key), cls):
-                raise _FieldError(key, f"must be a {cls.__name__}, got {getattr(self, key)!r}")
-        _integer("max_concurrent", self.max_concurrent, 1)
-        _integer("checkpoint_every", self.checkpoint_every, 0)
-        _integer("max_failures", self.max_failures, 0)
-        if not isinstance(self.arms, (list, tuple)) or not self.arms:
-            raise _FieldError("arms", f"must be a non-empty list, got {self.arms!r}")
-        object.__setattr__(self, "arms", tuple(self.arms))
-        seen: dict[str, int] = {}
-        for i, arm in enumerate(self.arms):
-            if not isinstance(arm, ArmSpec):
-                raise _FieldError(f"arms[{i}]", f"must be an ArmSpec, got {arm!r}")
-            if arm.name in seen:
-                raise _FieldError(
-                    f"arms[{i}].name", f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}])"
-                )
-            seen[arm.name] = i
         for i, arm in enumerate(self.arms):
             self._check_arm(i, arm)
         self._resolve_comparison()
