@@ -34,7 +34,14 @@ from lyaptune._fields import (
 )
 from lyaptune._frozen import FrozenDict, freeze, thaw
 
-__all__ = ["TaskConfig", "PER_RUN_TASK_FIELDS", "SCHEDULE_PERS", "registry_name", "settings"]
+__all__ = [
+    "TaskConfig",
+    "PER_RUN_TASK_FIELDS",
+    "SCHEDULE_PERS",
+    "positive_or_full",
+    "registry_name",
+    "settings",
+]
 
 _DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
 
@@ -59,10 +66,11 @@ def required_task_field(name: str) -> Any:
     return dataclasses.field(metadata=TaskConfig.__dataclass_fields__[name].metadata)
 
 
-def _check_batch_size(path: str, value: Any) -> int | str:
+def positive_or_full(path: str, value: Any) -> int | str:
     """A batch size: a positive integer or ``"full"`` (the whole training set per step).
 
-    The one place a batch size is checked (spec task, arm task overrides, trial config).
+    The one place a batch size is checked (spec task, arm task overrides, trial config, the batch of
+    the Lipschitz estimate).
 
     Raises:
       ConfigError: ``<path>: must be a positive integer or 'full', got <value>``.
@@ -122,7 +130,7 @@ _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
     "model_args": settings,
     "init": _optional(registry_name("init scheme")),
     "epochs": partial(_integer, "", minimum=1),
-    "batch_size": partial(_check_batch_size, ""),
+    "batch_size": partial(positive_or_full, ""),
     "validation_fraction": _fraction,
     "data_seed": partial(_integer, "", minimum=0),
     "device": _device,

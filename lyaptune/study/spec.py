@@ -71,9 +71,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
-import numbers
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,6 +87,7 @@ from lyaptune._fields import (
     _field_names,
     _FieldError,
     _integer,
+    _join,
     _mapping,
     _nonnegative,
     _number,
@@ -102,7 +102,7 @@ from lyaptune._fields import (
 from lyaptune._frozen import FrozenDict
 from lyaptune._frozen import freeze as _frozen
 from lyaptune._registry import unknown_choice
-from lyaptune.config import SCHEDULE_PERS, TaskConfig, registry_name, required_task_field
+from lyaptune.config import SCHEDULE_PERS, TaskConfig, positive_or_full, registry_name, required_task_field
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
 from lyaptune.study.check import (
@@ -438,7 +438,48 @@ def _optimizer_hint() -> str:
     return f"an optimizer name; choices: {', '.join(list_optimizers())}"
 
 
-@dataclass(frozen=True, kw_only=True)
+def _run_name(value: Any, path: str = "") -> str:
+    """A study or arm name: it names folders and report rows."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or set(value) == {"."}:
+        raise _FieldError(path, f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {value!r}")
+    return value
+
+
+def _as_given(value: Any) -> Any:
+    return value  # checked by __post_init__, with the other fields
+
+
+def _settings_as_given(value: Any) -> dict[str, Any]:
+    return dict(_mapping("", value))  # frozen by __post_init__, after the moves between them
+
+
+def _lipschitz_settings(value: Any) -> dict[str, Any]:
+    opts = dict(_mapping("", value))
+    _check_lipschitz("", opts)
+    return opts
+
+
+def _task_overrides(value: Any) -> Mapping[str, Any]:
+    overrides = _mapping("", value)
+    _check_keys("", overrides, _field_names(TaskSpec), "task")
+    return overrides
+
+
+_ARM_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": _run_name,
+    "optimizer": registry_name("optimizer"),
+    "optimizer_args": _settings_as_given,
+    "schedule": registry_name("schedule"),
+    "schedule_args": _settings_as_given,
+    "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
+    "lipschitz": _lipschitz_settings,
+    "space": _as_given,  # resolved by __post_init__ (ParamSpec entries), routed by check()
+    "grid": _as_given,
+    "task": _task_overrides,
+}
+
+
+@config_model
 class ArmSpec:
     """One arm: an optimizer x a schedule, fixed hyperparameters, and what is searched.
 
@@ -460,6 +501,7 @@ class ArmSpec:
     """
 
     _ROOT: ClassVar[str] = "arm"
+    _KIND: ClassVar[str] = "arm"
 
     name: str
     optimizer: str
@@ -472,23 +514,19 @@ class ArmSpec:
     grid: Mapping[str, tuple[Any, ...]] | None = None
     task: Mapping[str, Any] = field(default_factory=FrozenDict)
 
+    @field_validator(*_ARM_CHECKS, mode="plain")
+    @classmethod
+    def _check_arm_field(cls, value: Any, info: ValidationInfo) -> Any:
+        return _ARM_CHECKS[str(info.field_name)](value)
+
     def __post_init__(self) -> None:
         # Pure: checks shapes and values only. The registry step is :meth:`check`; the registries are
         # read here only to expand ``space: default`` and to route fixed values written in a space,
         # which a resolved (stored) spec never has.
         p = self._ROOT
-        _run_name(self.name, f"{p}.name")
-        for key in ("optimizer", "schedule"):
-            registry_name(key)(getattr(self, key), f"{p}.{key}")
-        _choice(f"{p}.schedule_per", self.schedule_per, SCHEDULE_PERS, "schedule_per")
-        opt_args = dict(_mapping(f"{p}.optimizer_args", self.optimizer_args))
-        sched_args = dict(_mapping(f"{p}.schedule_args", self.schedule_args))
-        lipschitz = dict(_mapping(f"{p}.lipschitz", self.lipschitz))
-        task = _mapping(f"{p}.task", self.task)
-        _check_keys(f"{p}.task", task, _field_names(TaskSpec), "task")
-
+        opt_args, sched_args = dict(self.optimizer_args), dict(self.schedule_args)
+        lipschitz, task = dict(self.lipschitz), self.task
         if lipschitz:
-            _check_lipschitz(f"{p}.lipschitz", lipschitz)
             if "multiplier" in lipschitz:
                 if "multiplier" in sched_args:
                     raise _FieldError(
@@ -775,22 +813,20 @@ def _check_lipschitz(p: str, opts: Mapping[str, Any]) -> None:
     _check_keys(p, opts, LIPSCHITZ_KEYS, "lipschitz")
     for key in ("samples", "num_batches", "iters"):
         if key in opts:
-            _integer(f"{p}.{key}", opts[key], 1)
+            _integer(_join(p, key), opts[key], 1)
     if "weights" in opts:
-        _choice(f"{p}.weights", opts["weights"], LIPSCHITZ_WEIGHTS, "Lipschitz weight distribution")
+        _choice(_join(p, "weights"), opts["weights"], LIPSCHITZ_WEIGHTS, "Lipschitz weight distribution")
     for key in ("a", "tol", "multiplier"):
         if key in opts:
-            _positive(f"{p}.{key}", opts[key])
+            _positive(_join(p, key), opts[key])
     if opts.get("sigma") is not None:
-        _positive(f"{p}.sigma", opts["sigma"])
+        _positive(_join(p, "sigma"), opts["sigma"])
     if opts.get("weights") == "uniform" and "a" not in opts:
-        raise _FieldError(f"{p}.a", "required with weights: uniform (the half-width of U(-a, a))")
+        raise _FieldError(_join(p, "a"), "required with weights: uniform (the half-width of U(-a, a))")
     if "batch" in opts:
-        b = opts["batch"]
-        if not (b == "full" or (isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1)):
-            raise _FieldError(f"{p}.batch", f"must be a positive integer or 'full', got {b!r}")
+        positive_or_full(_join(p, "batch"), opts["batch"])
     if "method" in opts and (not isinstance(opts["method"], str) or not opts["method"]):
-        raise _FieldError(f"{p}.method", f"must be a method name, got {opts['method']!r}")
+        raise _FieldError(_join(p, "method"), f"must be a method name, got {opts['method']!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -825,13 +861,6 @@ def _cut_to_two(lists: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]
     return out
 
 
-def _run_name(value: Any, path: str = "") -> str:
-    """A study or arm name: it names folders and report rows."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or set(value) == {"."}:
-        raise _FieldError(path, f"must match [A-Za-z0-9_.-]+ (and not be only dots), got {value!r}")
-    return value
-
-
 def _instance(cls: type) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not isinstance(value, cls):
@@ -858,10 +887,6 @@ def _arms(value: Any) -> tuple[ArmSpec, ...]:
             raise _FieldError(f"[{i}].name", f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}])")
         seen[arm.name] = i
     return tuple(value)
-
-
-def _as_given(value: Any) -> Any:
-    return value  # checked with the arms in StudySpec._resolve_comparison
 
 
 _STUDY_CHECKS: dict[str, Callable[[Any], Any]] = {
