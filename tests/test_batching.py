@@ -199,3 +199,20 @@ def test_the_error_carries_its_path_for_a_parent_to_rebase():
     assert err.value.detail.startswith("a growing batch never shrinks: 800 follows 1000")
     with pytest.raises(BatchSizeError, match=r"^must be a positive integer, 'full', or a growing batch"):
         check_batch_size("", -4)
+
+
+def test_a_growing_batch_never_trains_in_a_vmapped_population():
+    from lyaptune.population import population_incompatibility
+
+    members = [config(SMALL), config(SMALL, seed=1)]
+    assert population_incompatibility(members) == "population mode needs full-batch training"
+
+
+def test_run_trial_reports_a_growing_batch_per_epoch():
+    from lyaptune.train import run_trial
+
+    result = run_trial(config(SMALL, epochs=3))
+    assert result.status == "completed"
+    assert [r["batch_size"] for r in result.records] == [16.0, 16.0, 40.0]
+    assert [r["step"] for r in result.records] == [7, 14, 17]
+    assert result.info["total_steps"] == 17
