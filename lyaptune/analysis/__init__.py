@@ -66,6 +66,12 @@ from lyaptune.analysis.figures import (
     training_curves_figure,
 )
 from lyaptune.analysis.load import Study, load_study
+from lyaptune.analysis.paper_figures import (
+    PaperFigure,
+    constant_steps_figure,
+    paper_figures,
+    schedulers_figure,
+)
 from lyaptune.analysis.report import REPORT_FORMATS, format_compare_tables, write_report
 from lyaptune.analysis.sensitivity import (
     Sensitivity,
@@ -88,6 +94,7 @@ __all__ = [
     "FAILED_POLICIES",
     "METRIC_SENSE",
     "MatchingBudget",
+    "PaperFigure",
     "REPORT_FORMATS",
     "Sensitivity",
     "Study",
@@ -96,6 +103,7 @@ __all__ = [
     "classify_collapse",
     "collapsed_counts",
     "compare",
+    "constant_steps_figure",
     "curve_bands",
     "divergence_figure",
     "divergence_vs_lr_khat",
@@ -120,9 +128,11 @@ __all__ = [
     "matching_budgets",
     "num_classes_of",
     "paired_test",
+    "paper_figures",
     "param_importance",
     "resolve_reference",
     "save_figure",
+    "schedulers_figure",
     "search_trial_values",
     "sensitivity",
     "slices_figure",

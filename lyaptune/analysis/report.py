@@ -8,16 +8,16 @@ the tables as CSV and the settings and headline numbers as JSON.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
 import re
 from collections.abc import Sequence
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 
 from lyaptune.analysis.budget import BUDGET_COLUMNS, budget_curve, budget_method, matching_budgets
@@ -157,8 +157,7 @@ def format_compare_tables(
             row.append(cell)
         outcomes.append(row)
     dhead = keys + [
-        f"{label(m)}: diff [{level:.0%} CI, method], p raw / Holm-adjusted (test), verdict"
-        for m in metrics
+        f"{label(m)}: diff [{level:.0%} CI, method], p raw / Holm-adjusted (test), verdict" for m in metrics
     ]
     diffs = []
     for _, r in table.iterrows():
@@ -233,100 +232,67 @@ def _pp(v: Any) -> str:
     return "-" if not math.isfinite(f) else f"{100 * f:+.2f} pt"
 
 
+def _md_cell(s: Any) -> str:
+    """A Markdown table cell: ``|`` escaped, newlines folded to spaces."""
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    """The report templates (package data ``lyaptune/analysis/templates``); HTML ones autoescaped."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lyaptune.analysis", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["md_cell"] = _md_cell
+    return env
+
+
 def render_markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown pipe table (``|`` in cells escaped)."""
+    """A GitHub-flavoured Markdown pipe table (``|`` in cells escaped), from ``table.md.j2``.
 
-    def cell(s: Any) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
+    Args:
+        header: the column names.
+        rows: one sequence of cells per row, as long as ``header``.
 
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    Returns:
+        The table: a header line, a ``|---|`` delimiter line and one line per row, no final newline.
+    """
+    return str(_templates().get_template("table.md.j2").module.table(list(header), list(rows)))
 
 
 def render_text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table with aligned columns (for the terminal)."""
-    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
-    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(s.rstrip() for s in out)
+    """A plain-text table with left-aligned columns two spaces apart (for the terminal).
+
+    Args:
+        header: the column names.
+        rows: one sequence of cells per row, as long as ``header``.
+
+    Returns:
+        The header, a dashed rule and the rows, trailing blanks stripped, no final newline.
+    """
+    cols = [[str(h), *(str(r[i]) for r in rows)] for i, h in enumerate(header)]
+    widths = [max(map(len, c)) for c in cols]
+    lines = [[c.ljust(w) for c, w in zip(line, widths)] for line in zip(*cols)]
+    lines.insert(1, ["-" * w for w in widths])
+    return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
 # -- rendering blocks --------------------------------------------------------------------------------
 
 
 def _md(blocks: Sequence[Block]) -> str:
-    out = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + b[1])
-        elif kind == "p":
-            out.append(b[1])
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in b[1]) if b[1] else "- (none)")
-        elif kind == "table":
-            out.append(render_markdown_table(b[1], b[2]) if b[2] else "(no rows)")
-        elif kind == "fig":
-            _, png, svg, caption = b
-            out.append(f"![{caption}]({png})\n\n*{caption}* ([SVG]({svg}))")
-        elif kind == "pre":
-            out.append("```\n" + b[1] + "\n```")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .88em; display: block; overflow-x: auto; }
-th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: .9em; color: #555; } pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
-"""
+    """The report's blocks as Markdown (template ``report.md.j2``)."""
+    return _templates().get_template("report.md.j2").render(blocks=blocks)
 
 
 def _html(blocks: Sequence[Block], title: str) -> str:
-    e = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-    ]
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{e(b[1])}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{e(b[1])}</p>")
-        elif kind == "ul":
-            items = b[1] or ["(none)"]
-            out.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>")
-        elif kind == "table":
-            if not b[2]:
-                out.append("<p>(no rows)</p>")
-                continue
-            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
-            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "fig":
-            _, png, svg, caption = b
-            out.append(
-                f'<figure><a href="{e(svg)}"><img src="{e(png)}" alt="{e(caption)}"></a>'
-                f"<figcaption>{e(caption)} (click for SVG)</figcaption></figure>"
-            )
-        elif kind == "pre":
-            out.append(f"<pre>{e(b[1])}</pre>")
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
+    """The report's blocks as one HTML page (template ``report.html.j2``, autoescaped)."""
+    return _templates().get_template("report.html.j2").render(blocks=blocks, title=title)
 
 
 # -- the report ---------------------------------------------------------------------------------------
