@@ -37,7 +37,7 @@ from lyaptune._frozen import FrozenDict
 from lyaptune.errors import ConfigError
 
 __all__ = [
-    "BATCH_SIZE_FORMS",
+    "GROWING_FORM",
     "BatchSizeError",
     "check_batch_size",
     "batch_size_at",
@@ -45,11 +45,8 @@ __all__ = [
     "steps_in_epoch",
 ]
 
-#: The valid forms of ``batch_size``, as error messages list them.
-BATCH_SIZE_FORMS = (
-    "a positive integer, 'full', or a growing batch {schedule: list, sizes: [b0, b1, ...], "
-    "epochs: [0, e1, ...]}"
-)
+#: The growing form of ``batch_size``, as error messages name it beside the fixed ones.
+GROWING_FORM = "{schedule: list, sizes: [b0, b1, ...], epochs: [0, e1, ...]}"
 
 _SCHEDULES = ("list",)
 _KEYS = ("schedule", "sizes", "epochs")
@@ -116,7 +113,11 @@ def check_batch_size(path: str, value: Any) -> int | str | Mapping[str, Any]:
     if not isinstance(value, Mapping):
         fixed = _fixed(value)
         if fixed is None:
-            raise _fail(path, f"must be {BATCH_SIZE_FORMS}, got {value!r}")
+            raise _fail(
+                path,
+                f"must be a positive integer or 'full', got {value!r} (a batch that grows during the run: "
+                f"{GROWING_FORM})",
+            )
         return fixed
     unknown = [k for k in value if k not in _KEYS]
     if unknown:
