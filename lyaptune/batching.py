@@ -33,6 +33,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lyaptune._fields import _FieldError
 from lyaptune._frozen import FrozenDict
 from lyaptune.errors import ConfigError
 
@@ -52,14 +53,13 @@ _SCHEDULES = ("list",)
 _KEYS = ("schedule", "sizes", "epochs")
 
 
-class BatchSizeError(ConfigError):
+class BatchSizeError(_FieldError):
     """A bad ``batch_size``: ``path`` is the field (a key inside a growing batch included), ``detail``
-    the rest of the one-line message (``"<path>: <detail>"``, or ``detail`` alone for an empty path)."""
+    the rest of the one-line message (``"<path>: <detail>"``, or ``detail`` alone for an empty path).
 
-    def __init__(self, path: str, detail: str) -> None:
-        super().__init__(f"{path}: {detail}" if path else detail)
-        self.path = path
-        self.detail = detail
+    A field error of the config models (:mod:`lyaptune._fields`), so a model that checks the field
+    under an empty path reports it under its own (``task.batch_size.sizes[1]: ...``).
+    """
 
 
 def _sub(path: str, key: str) -> str:
