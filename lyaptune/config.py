@@ -33,6 +33,7 @@ from lyaptune._fields import (
     config_model,
 )
 from lyaptune._frozen import FrozenDict, freeze, thaw
+from lyaptune.batching import check_batch_size
 
 __all__ = [
     "TaskConfig",
@@ -69,8 +70,8 @@ def required_task_field(name: str) -> Any:
 def positive_or_full(path: str, value: Any) -> int | str:
     """A batch size: a positive integer or ``"full"`` (the whole training set per step).
 
-    The one place a batch size is checked (spec task, arm task overrides, trial config, the batch of
-    the Lipschitz estimate).
+    The check of the Lipschitz estimate's ``batch``; a training batch size may also grow during the
+    run (:func:`lyaptune.batching.check_batch_size`, which gives the same message for these values).
 
     Raises:
       ConfigError: ``<path>: must be a positive integer or 'full', got <value>``.
@@ -130,7 +131,7 @@ _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
     "model_args": settings,
     "init": _optional(registry_name("init scheme")),
     "epochs": partial(_integer, "", minimum=1),
-    "batch_size": partial(positive_or_full, ""),
+    "batch_size": partial(check_batch_size, ""),  # a fixed size or a growing batch
     "validation_fraction": _fraction,
     "data_seed": partial(_integer, "", minimum=0),
     "device": _device,
@@ -150,7 +151,8 @@ class TaskConfig:
       data_root, download: where dataset files live; whether torchvision may download them.
       model, model_args, init: model registry name (or ``timm:<name>``), its arguments, an optional
         init scheme.
-      epochs: epochs per run (>= 1); batch_size: a positive integer or ``"full"``.
+      epochs: epochs per run (>= 1); batch_size: a positive integer, ``"full"``, or a batch that
+        grows during the run (``{schedule: list, sizes, epochs}``, :mod:`lyaptune.batching`).
       validation_fraction: share of the training set held out (seeded by ``data_seed``) for tuning,
         in [0, 1).
       data_seed: seed of the dataset's subsets and splits (kept fixed across training seeds; >= 0).
@@ -173,7 +175,7 @@ class TaskConfig:
     model_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
     init: str | None = None
     epochs: int = dataclasses.field(default=10, metadata=_hint("an integer >= 1"))
-    batch_size: int | str = "full"
+    batch_size: int | str | Mapping[str, Any] = "full"
     validation_fraction: float = 0.0
     data_seed: int = 0
     device: str = "auto"

@@ -59,12 +59,13 @@ def test_study_defaults_differ_from_trial_defaults_only_where_declared() -> None
         TaskSpec.from_dict({"model": "fc", "epochs": 3})
 
 
+GROWS = "(a batch that grows during the run: {schedule: list, sizes: [b0, b1, ...], epochs: [0, e1, ...]})"
 BAD = [
     ("epochs", 0, "must be an integer >= 1, got 0"),
     ("epochs", 2.0, "must be an integer >= 1, got 2.0"),
     ("epochs", True, "must be an integer >= 1, got True"),
-    ("batch_size", 0, "must be a positive integer or 'full', got 0"),
-    ("batch_size", "half", "must be a positive integer or 'full', got 'half'"),
+    ("batch_size", 0, f"must be a positive integer or 'full', got 0 {GROWS}"),
+    ("batch_size", "half", f"must be a positive integer or 'full', got 'half' {GROWS}"),
     ("validation_fraction", 1.0, "must be a number in [0, 1), got 1.0"),
     ("validation_fraction", -0.1, "must be a number in [0, 1), got -0.1"),
     ("data_seed", -1, "must be an integer >= 0, got -1"),
@@ -91,6 +92,15 @@ def test_one_check_per_field_same_message_in_spec_and_trial(name: str, value: ob
     with pytest.raises(ConfigError) as spec_err:
         TaskSpec.from_dict(spec)
     assert str(spec_err.value) == f"task.{name}: {detail}"
+
+
+def test_a_batch_that_grows_is_a_task_batch_size() -> None:
+    grows = {"schedule": "list", "sizes": [16, 40, "full"], "epochs": [0, 2, 3]}
+    task = TaskSpec.from_dict({"dataset": "digits", "model": "fc", "epochs": 4, "batch_size": grows})
+    trial = TrialConfig(**task.to_dict())
+    assert task.to_dict()["batch_size"] == trial.to_dict()["batch_size"] == grows
+    assert pickle.loads(pickle.dumps(trial)) == trial and hash(trial) == hash(TrialConfig(**task.to_dict()))
+    assert "batch_size" in SHARED_FIELDS  # members of a population step with one batch
 
 
 def test_unknown_key_names_the_closest_and_all_choices() -> None:

@@ -102,7 +102,7 @@ def test_checkpoint_resume_continues_the_same_trajectory():
     [
         ("epochs", 0, "^epochs: must be an integer >= 1, got 0$"),
         ("epochs", -3, "got -3"),
-        ("batch_size", 0, "^batch_size: must be a positive integer or 'full', got 0$"),
+        ("batch_size", 0, r"^batch_size: must be a positive integer or 'full', got 0 \(a batch that grows"),
         ("batch_size", "half", "got 'half'"),
         ("validation_fraction", 1.0, r"^validation_fraction: must be a number in \[0, 1\), got 1.0$"),
         ("device", "tpu", "^device: must be one of auto, cpu, cuda, cuda:N, mps; got 'tpu'$"),
