@@ -66,12 +66,7 @@ from lyaptune.analysis.figures import (
     training_curves_figure,
 )
 from lyaptune.analysis.load import Study, load_study
-from lyaptune.analysis.paper_figures import (
-    PaperFigure,
-    constant_steps_figure,
-    paper_figures,
-    schedulers_figure,
-)
+from lyaptune.analysis.paper_figures import PaperFigure, constant_steps_figure, schedulers_figure
 from lyaptune.analysis.report import REPORT_FORMATS, format_compare_tables, write_report
 from lyaptune.analysis.sensitivity import (
     Sensitivity,
@@ -128,11 +123,10 @@ __all__ = [
     "matching_budgets",
     "num_classes_of",
     "paired_test",
-    "paper_figures",
     "param_importance",
     "resolve_reference",
     "save_figure",
-    "schedulers_figure",
+    "schedulers_figure",  # not paper_figures: the function would shadow its submodule
     "search_trial_values",
     "sensitivity",
     "slices_figure",
