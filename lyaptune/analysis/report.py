@@ -3,7 +3,9 @@
 :func:`write_report` is the writing edge of :mod:`lyaptune.analysis`: it calls the pure functions,
 renders one list of blocks to Markdown and to a self-contained HTML page (inline CSS, no scripts,
 images linked relatively so the directory can be opened from disk or moved as a whole), and writes
-the tables as CSV and the settings and headline numbers as JSON.
+the tables as CSV and the settings and headline numbers as JSON. The rendering is two Jinja2
+templates, package data in ``lyaptune/analysis/templates`` (``report.md.j2`` with the pipe-table
+macro of ``table.md.j2``; ``report.html.j2``, autoescaped, so no study text becomes markup).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ __all__ = [
 REPORT_FORMATS: tuple[str, ...] = ("md", "html")
 FIGURES_DIR = "figures"
 
+#: One piece of a report, rendered by both templates: ``("h1" | "h2" | "h3", text)``, ``("p", text)``,
+#: ``("ul", items)``, ``("table", header, rows)``, ``("fig", png, svg, caption)``, ``("pre", text)``.
 Block = tuple[Any, ...]
 
 
