@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from lyaptune._registry import unknown_choice
@@ -235,13 +235,40 @@ def config_error(cls: type, exc: ValidationError) -> ConfigError:
     return _FieldError(path, str(cause) if cause is not None else first["msg"])
 
 
-def config_model(cls: type[T]) -> type[T]:
-    """Make ``cls`` a frozen, keyword-only pydantic v2 dataclass that rejects unknown keys and raises
+def config_model(
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> Callable[[type[T]], type[T]]:
+    """Make a class a frozen, keyword-only pydantic v2 dataclass that rejects unknown keys and raises
     the one-line :class:`ConfigError` (see :func:`config_error`) instead of a ``ValidationError``.
 
-    It stays a dataclass: ``dataclasses.fields`` and ``dataclasses.replace`` (validated) work, it
-    compares field by field and pickles cleanly to Ray workers.
+    Args:
+      checks: field name -> its check (the value in, the stored value out; raises :class:`FieldError`
+        with a path relative to the field, usually ``""``). Each becomes the field's pydantic ``plain``
+        validator, so no other coercion happens; fields without one are validated by pydantic from
+        their annotation, and cross-field rules go in ``__post_init__``.
+
+    Returns:
+      The class decorator. The model stays a dataclass: ``dataclasses.fields`` and
+      ``dataclasses.replace`` (validated) work, it compares field by field and pickles cleanly to Ray
+      workers.
     """
+
+    def decorate(cls: type[T]) -> type[T]:
+        if checks:
+            table = dict(checks)
+
+            def check_field(_cls: type, value: Any, info: ValidationInfo) -> Any:
+                return table[str(info.field_name)](value)
+
+            # one name per class, so a subclass adds its checks instead of replacing its parent's
+            validator = field_validator(*table, mode="plain")(classmethod(check_field))
+            setattr(cls, f"_check_{cls.__name__}_fields", validator)
+        return _model(cls)
+
+    return decorate
+
+
+def _model(cls: type[T]) -> type[T]:
     model = _pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))(cls)
     validated_init = model.__init__
 

@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-from pydantic import ValidationInfo, field_validator
-
 from lyaptune._fields import (
     _FieldError,
     _flag,
@@ -141,7 +139,7 @@ _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
 """The one check of each task field (message without the path; the model adds it)."""
 
 
-@config_model
+@config_model(_TASK_CHECKS)
 class TaskConfig:
     """What a run trains on: the task fields shared by a study's task and a trial's config.
 
@@ -181,11 +179,6 @@ class TaskConfig:
     device: str = "auto"
     grad_noise: float = 0.0
     eval_chunk_size: int | None = None
-
-    @field_validator(*_TASK_CHECKS, mode="plain")
-    @classmethod
-    def _check_task_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _TASK_CHECKS[str(info.field_name)](value)
 
     # -- views ---------------------------------------------------------------------------------------
     @classmethod

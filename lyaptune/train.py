@@ -20,7 +20,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import ValidationInfo, field_validator
 
 from lyaptune._fields import _choice, _integer, config_model
 from lyaptune._frozen import FrozenDict
@@ -54,7 +53,7 @@ _RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
 """The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""
 
 
-@config_model
+@config_model(_RUN_CHECKS)
 class TrialConfig(TaskConfig):
     """Everything one training run needs: the task (:class:`~lyaptune.config.TaskConfig`), the
     optimizer and schedule of an arm, and the training seed; frozen, so it pickles cleanly to Ray workers.
@@ -83,11 +82,6 @@ class TrialConfig(TaskConfig):
     schedule_per: str = "epoch"
     lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
     seed: int = 0
-
-    @field_validator(*_RUN_CHECKS, mode="plain")
-    @classmethod
-    def _check_run_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _RUN_CHECKS[str(info.field_name)](value)
 
 
 @dataclass

@@ -7,8 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
-from pydantic import ValidationInfo, field_validator
-
 from lyaptune._fields import (
     NAME_RE,
     _choice,
@@ -74,10 +72,13 @@ def _bare_field(name: str) -> str | None:
     return f"write the final-epoch value as 'final_{name}', got {name!r}" if bare else None
 
 
-_COMPARE_METRIC = metric_check(COMPARE_METRICS, "compare metric", _bare_field)
+_COMPARE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "metric": metric_check(COMPARE_METRICS, "compare metric", _bare_field),
+    "mode": check_mode,
+}
 
 
-@config_model
+@config_model(_COMPARE_CHECKS)
 class CompareSpec:
     """A metric the arms' final-seed runs are compared on, and which direction is better.
 
@@ -93,16 +94,6 @@ class CompareSpec:
 
     metric: str
     mode: str | None = None
-
-    @field_validator("metric", mode="plain")
-    @classmethod
-    def _metric(cls, value: Any) -> str:
-        return _COMPARE_METRIC(value)
-
-    @field_validator("mode", mode="plain")
-    @classmethod
-    def _mode(cls, value: Any) -> str | None:
-        return check_mode(value)
 
     def __post_init__(self) -> None:
         _settle_mode(self, self._ROOT, "rank the worst arm first")
@@ -170,7 +161,7 @@ _CLAIM_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@config_model
+@config_model(_CLAIM_CHECKS)
 class ClaimSpec:
     """A paper's claim as a checkable statement about the final-seed runs of a study.
 
@@ -198,11 +189,6 @@ class ClaimSpec:
     than: str = "all"
     direction: str
     margin: float = 0.0
-
-    @field_validator(*_CLAIM_CHECKS, mode="plain")
-    @classmethod
-    def _check_claim_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _CLAIM_CHECKS[str(info.field_name)](value)
 
     def __post_init__(self) -> None:
         if self.arm == self.than:

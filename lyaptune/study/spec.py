@@ -78,7 +78,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import ValidationInfo, field_validator
 
 from lyaptune._fields import NAME_RE as _NAME_RE
 from lyaptune._fields import (
@@ -186,7 +185,7 @@ _QUALIFIERS = ("optimizer", "schedule")
 # The task.
 
 
-@config_model
+@config_model()
 class TaskSpec(TaskConfig):
     """What every trial of the study trains: a :class:`~lyaptune.config.TaskConfig` with the study
     defaults (``dataset``, ``model`` and ``epochs`` required, ``validation_fraction`` 0.1).
@@ -247,7 +246,7 @@ _OBJECTIVE_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@config_model
+@config_model(_OBJECTIVE_CHECKS)
 class ObjectiveSpec:
     """What the search optimises: a per-epoch metric, its direction, and which epoch counts.
 
@@ -262,11 +261,6 @@ class ObjectiveSpec:
     metric: str = "val_loss"
     mode: str | None = None
     at: str = "final"
-
-    @field_validator(*_OBJECTIVE_CHECKS, mode="plain")
-    @classmethod
-    def _check_objective_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _OBJECTIVE_CHECKS[str(info.field_name)](value)
 
     def __post_init__(self) -> None:
         _settle_mode(self, self._ROOT, "select the worst configuration")
@@ -312,7 +306,7 @@ _SEARCH_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@config_model
+@config_model(_SEARCH_CHECKS)
 class SearchSpec:
     """How each arm is tuned.
 
@@ -347,11 +341,6 @@ class SearchSpec:
     grace_period: int = 1
     reduction_factor: float = 3
 
-    @field_validator(*_SEARCH_CHECKS, mode="plain")
-    @classmethod
-    def _check_search_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _SEARCH_CHECKS[str(info.field_name)](value)
-
     def __post_init__(self) -> None:
         p = self._ROOT
         if self.final_seeds is None:
@@ -378,7 +367,14 @@ class SearchSpec:
         return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-@config_model
+def _gpus(value: Any) -> float:
+    gpu = _nonnegative("", value)
+    if gpu > 1 and gpu != int(gpu):
+        raise _FieldError("", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
+    return gpu
+
+
+@config_model({"cpu": partial(_positive, ""), "gpu": _gpus})
 class ResourcesSpec:
     """Ray resources reserved per trial.
 
@@ -391,19 +387,6 @@ class ResourcesSpec:
 
     cpu: float = 1
     gpu: float = 0
-
-    @field_validator("cpu", mode="plain")
-    @classmethod
-    def _cpu(cls, value: Any) -> float:
-        return _positive("", value)
-
-    @field_validator("gpu", mode="plain")
-    @classmethod
-    def _gpu(cls, value: Any) -> float:
-        gpu = _nonnegative("", value)
-        if gpu > 1 and gpu != int(gpu):
-            raise _FieldError("", f"above 1 must be a whole number of GPUs (Ray's rule), got {gpu!r}")
-        return gpu
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "resources") -> ResourcesSpec:
@@ -479,7 +462,7 @@ _ARM_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@config_model
+@config_model(_ARM_CHECKS)
 class ArmSpec:
     """One arm: an optimizer x a schedule, fixed hyperparameters, and what is searched.
 
@@ -513,11 +496,6 @@ class ArmSpec:
     space: Mapping[str, ParamSpec] | str | None = None
     grid: Mapping[str, tuple[Any, ...]] | None = None
     task: Mapping[str, Any] = field(default_factory=FrozenDict)
-
-    @field_validator(*_ARM_CHECKS, mode="plain")
-    @classmethod
-    def _check_arm_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _ARM_CHECKS[str(info.field_name)](value)
 
     def __post_init__(self) -> None:
         # Pure: checks shapes and values only. The registry step is :meth:`check`; the registries are
@@ -907,7 +885,7 @@ _STUDY_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@config_model
+@config_model(_STUDY_CHECKS)
 class StudySpec:
     """A whole study: the task, the objective, how to search, and the arms.
 
@@ -951,11 +929,6 @@ class StudySpec:
     compare: tuple[CompareSpec, ...] | None = None
     reference: str | None = None
     claims: tuple[ClaimSpec, ...] = ()
-
-    @field_validator(*_STUDY_CHECKS, mode="plain")
-    @classmethod
-    def _check_study_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _STUDY_CHECKS[str(info.field_name)](value)
 
     def __post_init__(self) -> None:
         for i, arm in enumerate(self.arms):
