@@ -401,7 +401,8 @@ def test_driver_killed_at_a_known_point_then_resume_completes_only_what_is_missi
         "adam-search-0002-s0",
         "adam-search-0003-s0",
     ]
-    assert set(after["status"]) == {"completed"}, (after[["status", "message"]].to_dict("index"), r.stdout)
+    not_completed = after.loc[after["status"] != "completed", ["status", "message"]].to_dict("index")
+    assert not not_completed, (not_completed, r.stdout[-2000:], r.stderr[-2000:])
     for _, row in before.iterrows():  # stored before the kill: never run again
         assert after.loc[row["trial_id"], "updated_at"] == row["updated_at"]
     resumed = {t: json.loads(s).get("resumed_from_epoch", 0) for t, s in after["info_json"].items()}
