@@ -116,7 +116,7 @@ def test_every_spec_validates_with_a_header_that_states_its_run_count():
     assert len(SPECS) >= 30
     names = set()
     for path in SPECS:
-        spec = load_spec(path)
+        spec = load_spec(path).check()
         assert spec.name == path.stem, f"{path.name}: name {spec.name!r} differs from the file name"
         names.add(spec.name)
         text = path.read_text()
