@@ -22,19 +22,19 @@ SMALL = {"schedule": "list", "sizes": [16, 40, "full"], "epochs": [0, 2, 3]}
 
 
 def config(batch_size, **kw):
-    """A synthetic CPU trial with ``batch_size``, whatever the form.
-
-    Until ``TrialConfig`` validates a growing batch itself (its ``batch_size`` check calls
-    :func:`check_batch_size`), the checked value is set on a config built with a fixed size.
-    """
+    """A synthetic CPU trial with ``batch_size``, whatever the form (checked by ``TrialConfig``)."""
     base = dict(validation_fraction=0.2, optimizer="adam", optimizer_args={"lr": 1e-2}, epochs=4)
     base.update(kw)
-    try:
-        return synthetic_config(SYN, batch_size=batch_size, **base)
-    except ConfigError:
-        c = synthetic_config(SYN, batch_size=1, **base)
-        object.__setattr__(c, "batch_size", check_batch_size("batch_size", batch_size))
-        return c
+    return synthetic_config(SYN, batch_size=batch_size, **base)
+
+
+def test_a_trial_config_holds_a_growing_batch_frozen():
+    c = config(SMALL)
+    assert c.batch_size == {"schedule": "list", "sizes": (16, 40, "full"), "epochs": (0, 2, 3)}
+    with pytest.raises(TypeError):
+        c.batch_size["sizes"] = (1,)
+    with pytest.raises(ConfigError, match=r"^batch_size\.epochs\[0\]: must be 0"):
+        config({**SMALL, "epochs": [1, 2, 3]})
 
 
 @pytest.mark.parametrize(
