@@ -52,6 +52,7 @@ SLOW = {
     "000_label_noise",
     "000_poison_cifar10_mnist",
     "000_tinyimagenet_vitb16",
+    "003_increasing_batch_growing",
     "001_direction_norm_ablation",
     "001_imagenet_resnet50",
     "001_imagenet_vitb16",
