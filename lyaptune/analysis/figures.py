@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,20 @@ _CURVE_LABELS = {
 _LOG_METRICS = frozenset({"grad_norm", "lr"})
 _COLLAPSED_COLOR = "0.55"
 _REFERENCE_COLOR = "black"
+
+
+def shared_legend(fig: Any, ax: Any, max_columns: int) -> None:
+    """One legend below every panel of ``fig``, from the lines of ``ax`` (none when it has no labels)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(len(labels), max_columns),
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -180,16 +195,7 @@ def training_curves_figure(
         ax.set_xlabel("epoch")
         ax.set_ylabel(_CURVE_LABELS.get(m, m) + (" (log scale)" if log and m not in _LOG_METRICS else ""))
         ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside lower center",
-            ncol=min(len(labels), 4),
-            fontsize="small",
-            frameon=False,
-        )
+    shared_legend(fig, axes[0], max_columns=4)
     fig.suptitle(title or f"final configurations: mean over seeds, band {band_label}")
     return fig
 

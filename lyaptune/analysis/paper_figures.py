@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from lyaptune.analysis.figures import shared_legend
 from lyaptune.analysis.load import Study
 from lyaptune.errors import UserError
 
@@ -266,16 +267,7 @@ def curves_figure(curves: Sequence[Curve], title: str) -> Figure:
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside lower center",
-            ncol=min(len(labels), 3),
-            fontsize="small",
-            frameon=False,
-        )
+    shared_legend(fig, axes[0], max_columns=3)
     fig.suptitle(title)
     return fig
 
