@@ -47,6 +47,7 @@ def _hand_study() -> tuple[Study, dict[str, np.ndarray]]:
     configuration, so every mean is worked out by hand below."""
     spec = {
         "name": "hand",
+        "task": {"dataset": "digits", "model": "fc", "epochs": 3},
         "search": {"sampler": "tpe", "seeds": [0, 1], "final_seeds": [5, 6]},
         "arms": [
             {"name": "derived", "optimizer": "adam", "schedule": "derived-constant"},

@@ -1,5 +1,6 @@
 """Reading a stored run is pure and cheap (issue 14): `lyaptune status` and `load_study` build no
-optimizer and import neither `torch.optim` nor the spec validator; a real study's run directory."""
+optimizer and import neither torch nor the registries: the typed spec is built from the stored
+`spec.yaml` without them; a real study's run directory."""
 
 import os
 import subprocess
@@ -14,7 +15,9 @@ from lyaptune.cli import main
 code = main(["status", sys.argv[1]])
 from lyaptune.analysis.load import load_study
 study = load_study(sys.argv[1])
-names = ("torch", "torch.optim", "lyaptune.study.spec", "lyaptune.optim")
+typed = (study.primary_metrics, study.is_grid("adam"), study.sampler_of("adam"), study.task["model"])
+print("TYPED", typed)
+names = ("torch", "torch.optim", "lyaptune.optim", "ray")
 heavy = sorted(m for m in names if m in sys.modules)
 print("HEAVY", heavy, "ARMS", study.arms, "CODE", code)
 """
@@ -39,3 +42,5 @@ def test_status_and_load_study_read_a_real_run_without_torch(tmp_path):
     # 2 random search trials on search seed 0, 1 final seed: the budget recorded by the runner
     assert "adam: search 2/2; final 1/1; best val_loss" in r.stdout
     assert "HEAVY [] ARMS ['adam'] CODE 0" in r.stdout, r.stdout
+    # read from the typed spec: compare defaults to the objective at the final epoch; random sampler
+    assert "TYPED ([{'metric': 'final_val_loss', 'mode': 'min'}], False, 'random', 'fc')" in r.stdout

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pyarrow.fs as pafs
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import EPOCH_KEY_COLUMNS, EPOCH_RECORD_FIELDS, PARAM_PREFIX, TRIALS_FILE, RunStore
+from lyaptune.study.spec import ArmSpec, StudySpec
 
 __all__ = ["Study", "load_study", "JOURNAL_FILE", "DERIVED_SCHEDULE"]
 
@@ -34,7 +36,7 @@ class Study:
     Attributes:
       trials: the trials table (:meth:`RunStore.trials`), one row per training run (search and final).
       epochs: the per-epoch records of every run, with an ``arm`` column.
-      spec: the resolved spec (``spec.yaml``) as plain mappings.
+      spec: the resolved spec (``spec.yaml``) as plain mappings; :attr:`model` is its typed form.
       info: ``study.json`` (versions, host, start / end; ``{}`` while it is not written).
       path: the run directory as given (absolute for a local path).
       journal: the local path of the Optuna journal, or ``None`` when there is none (or the run is
@@ -49,6 +51,22 @@ class Study:
     journal: str | None = None
 
     # -- spec lookups ------------------------------------------------------------------------------
+    @cached_property
+    def model(self) -> StudySpec:
+        """The stored spec as the typed :class:`~lyaptune.study.spec.StudySpec` the lookups below read.
+
+        Built with :meth:`StudySpec.from_stored`: pure (a stored, resolved ``spec.yaml`` builds no
+        optimizer and imports no torch), and a study an earlier version ran stays readable.
+
+        Raises:
+          UserError: the stored spec is not a valid spec (the message names the field).
+        """
+        try:
+            return StudySpec.from_stored(dict(self.spec))
+        except ConfigError as err:
+            where = f"{self.path.rstrip('/')}/spec.yaml" if self.path else "the study's spec"
+            raise UserError(f"cannot read {where}: {err}") from err
+
     @property
     def name(self) -> str:
         """The study's name (``spec.name``, else the run directory's base name)."""
@@ -58,73 +76,44 @@ class Study:
     @property
     def objective(self) -> dict[str, str]:
         """``{"metric", "mode", "at"}`` of the spec's objective (defaults: val_loss, min, final)."""
-        obj = dict(self.spec.get("objective") or {})
-        return {
-            "metric": str(obj.get("metric", "val_loss")),
-            "mode": str(obj.get("mode", "min")),
-            "at": str(obj.get("at", "final")),
-        }
+        obj = self.model.objective
+        return {"metric": obj.metric, "mode": obj.mode, "at": obj.at}
 
     @property
     def primary_metrics(self) -> list[dict[str, str]]:
         """The metrics the study's claims are about: ``[{"metric", "mode"}, ...]``, first = ranking.
 
-        From the spec's ``compare:`` (``{metric: NAME, mode: min|max}`` or a list of them; NAME is a
-        ``trials.parquet`` field, a value at the final epoch such as ``final_grad_norm``). A spec
-        without it (older runs) uses its objective's metric at the final epoch
-        (``final_<objective metric>``, e.g. ``val_loss`` -> ``final_val_loss``) and mode.
-
-        Raises:
-          ConfigError: a malformed ``compare`` entry (names the entry, the value and what is valid).
+        The spec's ``compare:`` (``trials.parquet`` fields, values at the final epoch such as
+        ``final_grad_norm``); a spec without it uses its objective's metric at the final epoch
+        (``final_<objective metric>``) and mode, as :class:`~lyaptune.study.spec.StudySpec` resolves it.
         """
-        raw = self.spec.get("compare")
-        if raw is None:
-            obj = self.objective
-            m = obj["metric"]
-            metric = m if m.startswith(("final_", "min_")) or m == "objective" else f"final_{m}"
-            return [{"metric": metric, "mode": obj["mode"]}]
-        entries = raw if isinstance(raw, (list, tuple)) else [raw]
-        out = []
-        for i, e in enumerate(entries):
-            where = "compare" if not isinstance(raw, (list, tuple)) else f"compare[{i}]"
-            if not isinstance(e, Mapping) or not isinstance(e.get("metric"), str) or not e["metric"]:
-                raise ConfigError(f"{where}: expected {{metric: NAME, mode: min|max}}, got {e!r}")
-            mode = e.get("mode", "min")
-            if mode not in ("min", "max"):
-                raise ConfigError(f"{where}.mode: {mode!r} is not valid; choices: min, max")
-            out.append({"metric": str(e["metric"]), "mode": str(mode)})
-        if not out:
-            raise ConfigError("compare: give at least one {metric: NAME, mode: min|max}")
-        return out
+        return [{"metric": c.metric, "mode": c.mode} for c in self.model.compare]
 
     @property
     def reference_setting(self) -> str | None:
-        """The spec's ``reference:`` (an arm name or ``"none"``), or ``None`` when it has none."""
-        ref = self.spec.get("reference")
-        return None if ref is None else str(ref)
+        """The spec's ``reference:`` (an arm name or ``"none"``), or ``None`` when it states none."""
+        return None if self.spec.get("reference") is None else self.model.reference
 
     def sampler_of(self, arm: str) -> str:
         """How ``arm``'s search trials were drawn: ``grid`` for a grid arm, else the spec's sampler."""
-        if self.is_grid(arm):
-            return "grid"
-        own = self.arm_spec(arm).get("sampler")
-        return str(own or (self.spec.get("search") or {}).get("sampler") or "tpe")
+        return "grid" if self.is_grid(arm) else self.model.search.sampler
 
     @property
     def arms(self) -> list[str]:
         """Arm names: the spec's order, then any arm seen only in the trials."""
-        names = [str(a.get("name")) for a in self.spec.get("arms") or [] if isinstance(a, Mapping)]
+        names = [a.name for a in self.model.arms]
         if len(self.trials) and "arm" in self.trials:
             names += [a for a in pd.unique(self.trials["arm"].astype(str)) if a not in names]
         return names
 
-    def arm_spec(self, arm: str) -> dict[str, Any]:
-        """The spec entry of ``arm`` (``{}`` for an arm that only appears in the trials)."""
+    def _arm_model(self, arm: str) -> ArmSpec | None:
         self.check_arm(arm)
-        for a in self.spec.get("arms") or []:
-            if isinstance(a, Mapping) and str(a.get("name")) == arm:
-                return dict(a)
-        return {}
+        return next((a for a in self.model.arms if a.name == arm), None)
+
+    def arm_spec(self, arm: str) -> dict[str, Any]:
+        """The spec entry of ``arm`` as plain mappings (``{}`` for an arm only in the trials)."""
+        model = self._arm_model(arm)
+        return {} if model is None else model.to_dict()
 
     def check_arm(self, arm: str) -> str:
         """Return ``arm`` if the study has it.
@@ -138,25 +127,24 @@ class Study:
 
     @property
     def task(self) -> dict[str, Any]:
-        """The spec's task mapping."""
-        return dict(self.spec.get("task") or {})
+        """The spec's task, every field (defaults filled in), as plain types."""
+        return self.model.task.to_dict()
 
     @property
     def resources(self) -> dict[str, float]:
         """Resources reserved per trial: ``{"cpu": ..., "gpu": ...}`` (defaults 1 CPU, 0 GPU)."""
-        res = dict(self.spec.get("resources") or {})
-        return {"cpu": float(res.get("cpu", 1) or 0), "gpu": float(res.get("gpu", 0) or 0)}
+        res = self.model.resources
+        return {"cpu": float(res.cpu), "gpu": float(res.gpu)}
 
     def is_grid(self, arm: str) -> bool:
         """Whether ``arm`` enumerates a grid (its own ``grid``, or a searched arm under ``sampler: grid``)."""
-        a = self.arm_spec(arm)
-        sampler = (self.spec.get("search") or {}).get("sampler")
-        return bool(a.get("grid")) or (sampler == "grid" and bool(a.get("space")))
+        model = self._arm_model(arm)
+        return model is not None and self.model.is_grid(model)
 
     def searched_params(self, arm: str) -> list[str]:
         """The hyperparameters ``arm`` searches: its space or grid names, else its ``param_`` columns."""
-        a = self.arm_spec(arm)
-        names = list(a.get("grid") or {}) or [k for k, v in (a.get("space") or {}).items() if _is_searched(v)]
+        model = self._arm_model(arm)
+        names = [k for k, p in model.resolved_space().items() if p.is_searched] if model else []
         if names:
             return names
         rows = self.trials[self.trials["arm"] == arm] if len(self.trials) else self.trials
@@ -168,9 +156,9 @@ class Study:
 
     def schedule_of(self, arm: str) -> str | None:
         """The schedule of ``arm`` (from the spec, else from its trials)."""
-        sched = self.arm_spec(arm).get("schedule")
-        if sched:
-            return str(sched)
+        model = self._arm_model(arm)
+        if model is not None:
+            return model.schedule
         rows = self.trials[self.trials["arm"] == arm] if len(self.trials) else self.trials
         return str(rows["schedule"].iloc[0]) if len(rows) and "schedule" in rows else None
 
@@ -187,12 +175,9 @@ class Study:
 
     def param_is_log(self, arm: str, param: str) -> bool:
         """Whether the spec searches ``param`` of ``arm`` on a log scale."""
-        entry = (self.arm_spec(arm).get("space") or {}).get(param)
-        return isinstance(entry, Mapping) and bool(entry.get("log"))
-
-
-def _is_searched(entry: Any) -> bool:
-    return isinstance(entry, Mapping) and ("choices" in entry or "low" in entry)
+        model = self._arm_model(arm)
+        p = model.resolved_space().get(param) if model is not None else None
+        return p is not None and bool(p.log)
 
 
 def load_study(path_or_uri: str | os.PathLike[str], *, epochs: bool = True) -> Study:

@@ -68,6 +68,7 @@ optimizer and the schedule take is written ``optimizer.<name>`` or ``schedule.<n
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib.util
 import itertools
@@ -161,6 +162,10 @@ SCHEDULERS: tuple[str, ...] = ("none", "asha")
 """Trial schedulers (early stopping) by spec name."""
 
 DEFAULT_FINAL_SEEDS = 3
+
+#: Set while :meth:`StudySpec.from_stored` reads a run directory's spec: rules on how a *new* study must
+#: be designed (fresh final seeds) are not applied to a study that already ran under older rules.
+_READING_STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("reading_stored", default=False)
 """How many final seeds a spec without ``search.final_seeds`` gets (after its largest search seed)."""
 
 AT: tuple[str, ...] = ("final", "best")
@@ -348,7 +353,7 @@ class SearchSpec:
             object.__setattr__(self, "final_seeds", tuple(range(start, start + DEFAULT_FINAL_SEEDS)))
         final = self.final_seeds
         shared = sorted(set(final) & set(self.seeds))
-        if shared:
+        if shared and not _READING_STORED.get():
             raise _FieldError(
                 f"{p}.final_seeds",
                 f"final seeds {list(final)} overlap the search seeds {list(self.seeds)} ({p}.seeds) in "
@@ -1135,6 +1140,23 @@ class StudySpec:
             raise _FieldError("arms", f"must be a non-empty list, got {arms!r}")
         kwargs["arms"] = tuple(ArmSpec.from_dict(a, f"arms[{i}]") for i, a in enumerate(arms))
         return cls(**kwargs)
+
+    @classmethod
+    def from_stored(cls, data: Any) -> StudySpec:
+        """The spec a run directory stores (``spec.yaml``), as :meth:`from_dict` reads it, pure and cheap.
+
+        Every field is validated as for a new spec, except the design rules a study written by an
+        earlier version may break without being unreadable: its final seeds may overlap its search
+        seeds (the report says so). A resolved spec builds no optimizer and imports no torch.
+
+        Raises:
+          ConfigError: the first problem found, its message starting with the field path.
+        """
+        token = _READING_STORED.set(True)
+        try:
+            return cls.from_dict(data)
+        finally:
+            _READING_STORED.reset(token)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain YAML types; :meth:`from_dict` of it gives an equal spec."""
