@@ -1342,3 +1342,19 @@ def test_every_experiment_states_a_claim_of_its_paper() -> None:
                 f"{path.name}: claim {claim.id} is on {claim.metric}, not compared"
             )
         assert yaml.safe_load(spec.to_yaml())["claims"][0]["id"] == spec.claims[0].id
+
+
+def test_a_stored_spec_with_overlapping_seeds_stays_readable_but_a_new_one_is_refused():
+    # a study run before final seeds had to be fresh: its spec.yaml is read back (the report warns),
+    # while the same spec as a new study is refused; every other field is still validated
+    data = base()
+    data["search"]["final_seeds"] = [0, 1, 2]
+    with pytest.raises(ConfigError, match="overlap the search seeds"):
+        StudySpec.from_dict(data)
+    stored = StudySpec.from_stored(data)
+    assert stored.search.final_seeds == (0, 1, 2) and stored.search.seeds == (0,)
+    with pytest.raises(ConfigError, match="overlap the search seeds"):
+        StudySpec.from_dict(data)  # the relaxation does not outlive from_stored
+    data["task"]["epochs"] = 0
+    with pytest.raises(ConfigError, match=r"task\.epochs: must be an integer >= 1, got 0"):
+        StudySpec.from_stored(data)
