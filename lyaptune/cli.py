@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lyaptune.errors import ConfigError, UserError
+from lyaptune.errors import UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -130,31 +130,41 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _cmd_trial(args: argparse.Namespace) -> int:
-    from lyaptune.train import RECORD_FIELDS, TrialConfig, run_trial
+def _trial_config(args: argparse.Namespace, **fields: Any) -> Any:
+    """The :class:`~lyaptune.train.TrialConfig` of the task options (validated by the one config model)."""
+    from lyaptune.train import TrialConfig
 
-    opt = dict(args.opt)
-    if args.lr is not None:
-        opt["lr"] = args.lr
-    config = TrialConfig(
+    return TrialConfig(
         dataset=args.dataset,
         dataset_args=dict(args.data_arg),
         data_root=args.data_root,
         download=args.download,
-        validation_fraction=args.validation_fraction,
         model=args.model,
         model_args=_model_args(args),
         init=args.init,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        **fields,
+    )
+
+
+def _cmd_trial(args: argparse.Namespace) -> int:
+    from lyaptune.train import RECORD_FIELDS, run_trial
+
+    opt = dict(args.opt)
+    if args.lr is not None:
+        opt["lr"] = args.lr
+    config = _trial_config(
+        args,
+        validation_fraction=args.validation_fraction,
         optimizer=args.optimizer,
         optimizer_args=opt,
         schedule=args.schedule,
         schedule_args=dict(args.sched),
         schedule_per=args.schedule_per,
         lipschitz=dict(args.lipschitz),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
         grad_noise=args.grad_noise,
     )
     cols = ["epoch", "train_loss", "grad_norm", "val_acc", "test_loss", "test_acc", "lr", "time_s"]
@@ -187,39 +197,25 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     import torch
     from torch.nn import functional as F
 
-    from lyaptune.data import load_dataset
+    from lyaptune.batching import steps_in_epoch
+    from lyaptune.engines import build_model
     from lyaptune.lipschitz import LipschitzProgress, derived_step_size, estimate_lipschitz, initial_loss
-    from lyaptune.models import create_model, default_sigma
-    from lyaptune.train import resolve_device
+    from lyaptune.models import default_sigma
+    from lyaptune.train import load_task_data, resolve_device
 
-    device = resolve_device(args.device)
-    data = load_dataset(
-        args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        seed=0,
-        device=device,
-        **dict(args.data_arg),
-    )
-    if args.epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {args.epochs}")
-    margs = _model_args(args)
+    config = _trial_config(args)
+    device = resolve_device(config.device)
+    data = load_task_data(config, device)
+    margs = dict(config.model_args)
 
     def build():
-        return create_model(
-            args.model,
-            input_shape=tuple(data.input_shape),
-            num_classes=data.num_classes,
-            init=args.init,
-            generator=torch.Generator().manual_seed(args.seed),
-            **margs,
-        ).to(device)
+        return build_model(config, data, device)
 
     train = (data.train.x, data.train.y)
     n = len(data.train)
-    bs = args.batch_size
-    steps_per_epoch = 1 if bs == "full" or bs >= n else math.ceil(n / bs)
-    total = args.epochs * steps_per_epoch
+    steps = [steps_in_epoch(config.batch_size, e, n) for e in range(config.epochs)]
+    total = sum(steps)
+    steps_per_epoch = steps[0] if len(set(steps)) == 1 else "varying"
     torch.manual_seed(args.seed)
     l0 = initial_loss(build(), F.cross_entropy, train)
     sigma = args.sigma if args.sigma is not None or args.weights != "normal" else default_sigma(args.model)

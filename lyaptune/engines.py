@@ -105,8 +105,11 @@ def _build_member(
     return Member(c, names, params, optimizer, schedule, noise, info)
 
 
-def _build_model(config: TrialConfig, data: Any, device: torch.device) -> nn.Module:
-    """The configuration's model with its seeded initial weights, on ``device``."""
+def build_model(config: TrialConfig, data: Any, device: torch.device) -> nn.Module:
+    """The configuration's model with its seeded initial weights (seed ``config.seed``), on ``device``.
+
+    The one place a run's model is built: both engines and ``lyaptune lipschitz`` call it.
+    """
     from lyaptune.models import create_model
 
     return create_model(
@@ -268,7 +271,7 @@ class SingleModel(Engine):
         self.data = data or load_task_data(c, self.device)
         torch.manual_seed(c.seed)
         self.gen = torch.Generator(device="cpu").manual_seed(c.seed)
-        self.model = _build_model(c, self.data, self.device)
+        self.model = build_model(c, self.data, self.device)
         names, params = zip(*[(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
         self.loss_fn = F.cross_entropy
         n_train = len(self.data.train)
@@ -358,7 +361,7 @@ class SingleModel(Engine):
             progress(f"estimating K_hat (papers/003 Algorithm 2): {samples} weight samples from {what}")
 
         def build() -> nn.Module:
-            return _build_model(c, self.data, self.device)
+            return build_model(c, self.data, self.device)
 
         train = self.data.train
         data = (train.x, train.y) if train.x is not None else self._data_of(train)
@@ -481,7 +484,7 @@ class VmappedPopulation(Engine):
         models = []
         for c in configs:
             torch.manual_seed(c.seed)
-            models.append(_build_model(c, self.data, self.device))
+            models.append(build_model(c, self.data, self.device))
         params, buffers = stack_module_state(models)
         self.base = copy.deepcopy(models[0]).to("meta").eval()
         self.names = [n for n, _ in models[0].named_parameters()]
