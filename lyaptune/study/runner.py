@@ -702,7 +702,7 @@ def run_study(
       RunDirLockedError: another live driver holds the run directory (its pid, host and start time);
         a lock left by a dead driver on this host is taken over.
     """
-    written = spec
+    written = spec.check()  # names and arguments against the registries, before anything starts
     spec = with_resources(spec, resources)
     root = run_dir or run_dir_for(spec, out, storage)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
