@@ -618,16 +618,9 @@ class RunStore:
         Raises:
           UserError: ``spec.yaml`` is missing or is not valid YAML (the message names the file).
         """
-        text = self._read_text(SPEC_FILE)
-        display = self._display(self._join(SPEC_FILE))
-        if text is None:
-            raise UserError(f"missing {display}")
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise UserError(f"cannot read {display}: invalid YAML ({_first_line(err)})") from err
-        if not isinstance(spec, dict):
-            raise UserError(f"cannot read {display}: expected a mapping, got {type(spec).__name__}")
+        spec = self._read_mapping(SPEC_FILE, "YAML", yaml.safe_load, yaml.YAMLError)
+        if spec is None:
+            raise UserError(f"missing {self._display(self._join(SPEC_FILE))}")
         return spec
 
     def write_study_info(self, **fields: Any) -> None:
@@ -644,17 +637,28 @@ class RunStore:
         Raises:
           UserError: the file is not valid JSON (the message names it).
         """
-        text = self._read_text(STUDY_FILE)
+        info = self._read_mapping(STUDY_FILE, "JSON", json.loads, json.JSONDecodeError)
+        return {} if info is None else info
+
+    def _read_mapping(
+        self, name: str, kind: str, parse: Callable[[str], Any], error: type[Exception]
+    ) -> dict[str, Any] | None:
+        """The mapping file ``name`` holds (``None`` when it does not exist).
+
+        Raises:
+          UserError: the file does not parse as ``kind`` or holds no mapping (the message names it).
+        """
+        text = self._read_text(name)
         if text is None:
-            return {}
-        display = self._display(self._join(STUDY_FILE))
+            return None
+        display = self._display(self._join(name))
         try:
-            info = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"cannot read {display}: invalid JSON ({err})") from err
-        if not isinstance(info, dict):
-            raise UserError(f"cannot read {display}: expected a JSON object")
-        return info
+            data = parse(text)
+        except error as err:
+            raise UserError(f"cannot read {display}: invalid {kind} ({_first_line(err)})") from err
+        if not isinstance(data, dict):
+            raise UserError(f"cannot read {display}: expected a mapping, got {type(data).__name__}")
+        return data
 
     # -- trials -----------------------------------------------------------------------------------
     def _legacy_table(self, columns: Sequence[str] | None = None) -> pa.Table | None:

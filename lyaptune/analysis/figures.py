@@ -308,16 +308,7 @@ def budget_figure(
     ax.set_xlabel("search trials k")
     ax.set_ylabel(f"best {metric} after k trials ({'lower' if mode == 'min' else 'higher'} is better)")
     ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside lower center",
-            ncol=min(len(labels), 2),
-            fontsize="small",
-            frameon=False,
-        )
+    shared_legend(fig, ax, max_columns=2)
     ax.set_title("budget curves (stars: first k matching the reference)", fontsize="medium")
     return fig
 
