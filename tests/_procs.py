@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,3 +49,13 @@ def kill_family(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait()
+
+
+def wait_for_marker(marker: Path, alive: Callable[[], bool], why: Callable[[], object]) -> None:
+    """Wait until the fault-injection hook writes ``marker`` (a known point the run itself reaches).
+
+    Fails with ``why()`` as soon as ``alive()`` is false: the driver or study ended before that point.
+    """
+    while not marker.exists():
+        assert alive(), why()
+        time.sleep(0.1)

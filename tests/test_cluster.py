@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _procs import wait_for_marker
 
 from lyaptune.errors import ConfigError
 from lyaptune.store import RunStore
@@ -255,9 +256,8 @@ def test_interrupt_prints_the_resume_command_and_resume_completes(tmp_path, sig)
     )
     try:
         marker = marks / "adam-search-0001-s0.blocked"
-        while not marker.exists():  # the known point: the second search run started and waits
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
+        # the known point: the second search run started and waits
+        wait_for_marker(marker, lambda: proc.poll() is None, proc.communicate)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=300)
     finally:

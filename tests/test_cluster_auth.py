@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _procs import free_port
+from _procs import free_port, wait_for_marker
 
 from lyaptune.store import RunStore
 
@@ -229,9 +229,8 @@ def test_readme_cluster_runs_a_study_and_resume_after_a_killed_driver(cluster, t
     )
     try:
         marker = marks / "adam-search-0001-s0.blocked"
-        while not marker.exists():  # the known point: that run stored its first checkpoint and waits
-            assert driver.poll() is None, driver.communicate()[0]
-            time.sleep(0.1)
+        # the known point: that run stored its first checkpoint and waits
+        wait_for_marker(marker, lambda: driver.poll() is None, lambda: driver.communicate()[0])
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and anything it started; the cluster stays
         first = driver.communicate()[0]
     finally:

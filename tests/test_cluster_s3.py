@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from _procs import free_port, kill_family
+from _procs import free_port, kill_family, wait_for_marker
 
 pytestmark = pytest.mark.slow
 
@@ -102,9 +102,10 @@ def test_s3_storage_survives_a_killed_driver_and_resumes_from_a_fresh_directory(
     )
     try:
         marker = marks / "adam-search-0002-s0.blocked"
-        while not marker.exists():  # the known point: run 2 stored its first checkpoint and waits
-            assert proc.poll() is None, "the driver ended before the known point"
-            time.sleep(0.1)
+        # the known point: run 2 stored its first checkpoint and waits
+        wait_for_marker(
+            marker, lambda: proc.poll() is None, lambda: "the driver ended before the known point"
+        )
     finally:
         kill_family(proc)
     before = RunStore(uri).trials()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _procs import kill_family
+from _procs import kill_family, wait_for_marker
 
 from lyaptune.cli import main
 from lyaptune.store import RunStore
@@ -309,9 +309,7 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
     try:
         thread.start()
         marker = marks / "adam-search-0001-s0.blocked"
-        while not marker.exists():  # the known point (an event the run itself writes)
-            assert thread.is_alive(), "the study ended before the known point"
-            time.sleep(0.1)
+        wait_for_marker(marker, thread.is_alive, lambda: "the study ended before the known point")
         cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's raylet and workers
         cluster.add_node(num_cpus=1)  # a replacement node, where the killed run continues
         thread.join(600)
@@ -376,9 +374,9 @@ def test_driver_killed_at_a_known_point_then_resume_completes_only_what_is_missi
     )
     try:
         marker = marks / "adam-search-0002-s0.blocked"
-        while not marker.exists():  # the known point (an event the run itself writes)
-            assert proc.poll() is None, "the driver ended before the known point"
-            time.sleep(0.1)
+        wait_for_marker(
+            marker, lambda: proc.poll() is None, lambda: "the driver ended before the known point"
+        )
     finally:
         kill_family(proc)  # the driver and everything below it, its local Ray included
     before = RunStore(run_dir).trials()

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from _procs import kill_family
+from _procs import kill_family, wait_for_marker
 from test_reliability import BASE, write
 
 from lyaptune.store import RunStore
@@ -37,9 +36,10 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     )
     try:
         marker = marks / "adam-search-0000-s0.blocked"
-        while not marker.exists():  # the known point: the first driver holds the lock, its run waits
-            assert first.poll() is None, "the first driver ended before the known point"
-            time.sleep(0.1)
+        # the known point: the first driver holds the lock, its run waits
+        wait_for_marker(
+            marker, lambda: first.poll() is None, lambda: "the first driver ended before the known point"
+        )
         second = subprocess.run(
             [sys.executable, "-m", "lyaptune.cli", "resume", str(run_dir)],
             capture_output=True,
