@@ -69,6 +69,7 @@ import yaml
 from lyaptune._lock import LOCK_FILE, LockHolder, RunDirLock, RunDirLockedError, lock_run_dir
 from lyaptune._records import RECORD_FIELDS
 from lyaptune.errors import UserError
+from lyaptune.metrics import FINAL_FIELDS
 
 __all__ = [
     "RunStore",
@@ -135,6 +136,7 @@ TRIALS_SCHEMA = pa.schema(
         ("epochs_completed", pa.int64()),
         ("objective", pa.float64()),
         ("final_train_loss", pa.float64()),
+        ("final_train_acc", pa.float64()),
         ("final_grad_norm", pa.float64()),
         ("min_grad_norm", pa.float64()),
         ("final_val_loss", pa.float64()),
@@ -173,14 +175,7 @@ _EPOCH_BASE_SCHEMA = pa.schema(
     + [(f, pa.int64() if f in _EPOCH_INT_FIELDS else pa.float64()) for f in EPOCH_RECORD_FIELDS]
 )
 
-_TRIAL_FINALS = {
-    "final_train_loss": "train_loss",
-    "final_grad_norm": "grad_norm",
-    "final_val_loss": "val_loss",
-    "final_val_acc": "val_acc",
-    "final_test_loss": "test_loss",
-    "final_test_acc": "test_acc",
-}
+_TRIAL_FINALS = FINAL_FIELDS  # final_<field> column -> record field (lyaptune.metrics)
 
 
 # -- filesystem helpers -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from lyaptune.analysis.stats import (
     verdict,
 )
 from lyaptune.errors import ConfigError
+from lyaptune.metrics import METRICS
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -64,31 +65,11 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "min_grad_norm",
     "wall_s",
 )
-#: Whether higher (``max``) or lower (``min``) is better, per metric; ``objective`` follows the spec.
-METRIC_SENSE: dict[str, str] = {
-    "final_test_acc": "max",
-    "final_val_acc": "max",
-    "final_train_loss": "min",
-    "final_val_loss": "min",
-    "final_test_loss": "min",
-    "final_grad_norm": "min",
-    "min_grad_norm": "min",
-    "wall_s": "min",
-    "epochs_completed": "max",
-}
-#: Short labels for tables and figures.
-METRIC_LABELS: dict[str, str] = {
-    "final_test_acc": "test acc",
-    "final_val_acc": "val acc",
-    "final_train_loss": "train loss",
-    "final_val_loss": "val loss",
-    "final_test_loss": "test loss",
-    "final_grad_norm": "final grad norm",
-    "min_grad_norm": "min grad norm",
-    "wall_s": "wall s",
-    "objective": "objective",
-    "epochs_completed": "epochs",
-}
+#: Whether higher (``max``) or lower (``min``) is better, per metric (:data:`lyaptune.metrics.METRICS`);
+#: ``objective`` follows the spec.
+METRIC_SENSE: dict[str, str] = {m: i.mode for m, i in METRICS.items() if i.mode is not None}
+#: Short labels for tables and figures (:data:`lyaptune.metrics.METRICS`).
+METRIC_LABELS: dict[str, str] = {**{m: i.label for m, i in METRICS.items()}, "objective": "objective"}
 #: How :func:`reference_choice` found the reference: named by the caller, by the spec, the derived arm
 #: by default, the best arm on the primary metric (no reference named), or no comparison at all.
 REFERENCE_SOURCES: tuple[str, ...] = ("given", "spec", "derived", "best", "none")

@@ -17,21 +17,9 @@ from lyaptune._fields import (
     config_model,
 )
 from lyaptune._registry import unknown_choice
+from lyaptune.metrics import COMPARE_METRICS, MODES, natural_mode
 
 __all__ = ["CLAIM_DIRECTIONS", "COMPARE_METRICS", "MODES", "ClaimSpec", "CompareSpec"]
-
-COMPARE_METRICS: tuple[str, ...] = tuple(
-    f"final_{name}"
-    for name in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc", "test_loss", "test_acc")
-)
-"""Metrics arms are compared (ranked, tested) on: a record field at the final epoch, ``final_<field>``."""
-
-MODES: tuple[str, ...] = ("min", "max")
-"""Directions of a metric: lower is better (``min``) or higher is better (``max``)."""
-
-
-def _natural_mode(metric: str) -> str:
-    return "max" if metric.endswith("_acc") else "min"
 
 
 def metric_check(
@@ -57,7 +45,7 @@ def check_mode(value: Any) -> str | None:
 def _settle_mode(spec: Any, p: str, wrong: str) -> None:
     """Default a frozen spec's ``mode`` to its metric's natural direction; refuse the other one (it would
     ``wrong``)."""
-    natural = _natural_mode(spec.metric)
+    natural = natural_mode(spec.metric)
     if spec.mode is None:
         object.__setattr__(spec, "mode", natural)
     if spec.mode != natural:
