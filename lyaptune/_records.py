@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["EpochRecord", "RECORD_FIELDS"]
+__all__ = ["EpochRecord", "RECORD_FIELDS", "TrialResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,3 +51,42 @@ class EpochRecord:
 
 #: The fixed fields of every per-epoch record, in store column order (``extra`` values follow).
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EpochRecord) if f.name != "extra")
+
+
+@dataclass
+class TrialResult:
+    """Outcome of :func:`run_trial` (or of one member of :func:`lyaptune.population.run_population`).
+
+    Attributes:
+      status: ``completed`` or ``diverged`` (a non-finite loss ended the run; records kept).
+      records: one dict per epoch (:meth:`EpochRecord.to_dict`: :data:`RECORD_FIELDS`, then the
+        optimizer's diagnostics and the registered per-epoch metrics).
+      info: what the run measured besides the records: ``initial_loss`` (L(w0), eval mode, training
+        set), ``num_params``, ``device``, ``steps_per_epoch``, ``total_steps``, and for
+        ``derived-constant`` the Lipschitz estimate (``k_hat``, ``k_hat_values``, ``derived_lr``,
+        ``lipschitz_seconds``, ...); a population member also carries ``population_size`` and
+        ``population_wall_s``.
+      wall_s: seconds charged to this run, data loading included: the trial's wall time, or for a
+        member of a vmapped population of P runs the population's wall time divided by P
+        (METHODS.md section 8 "Cost").
+      message: why a run ended early, if it did.
+      population_wall_s: the whole population's wall time (``None`` for a run trained alone).
+      population_size: P, the members trained together (``None`` for a run trained alone).
+    """
+
+    status: str
+    records: list[dict[str, Any]]
+    info: dict[str, Any]
+    wall_s: float
+    message: str = ""
+    population_wall_s: float | None = None
+    population_size: int | None = None
+
+    @property
+    def epochs_completed(self) -> int:
+        return len(self.records)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's record (empty if none)."""
+        return self.records[-1] if self.records else {}

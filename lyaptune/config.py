@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from lyaptune._fields import (
+    _choice,
     _FieldError,
     _flag,
     _integer,
@@ -32,9 +33,11 @@ from lyaptune._fields import (
 )
 from lyaptune._frozen import FrozenDict, freeze, thaw
 from lyaptune.batching import check_batch_size
+from lyaptune.metrics import SCHEDULE_UNITS
 
 __all__ = [
     "TaskConfig",
+    "TrialConfig",
     "PER_RUN_TASK_FIELDS",
     "SCHEDULE_PERS",
     "positive_or_full",
@@ -44,8 +47,8 @@ __all__ = [
 
 _DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda|cuda:\d+)")
 
-SCHEDULE_PERS: tuple[str, ...] = ("epoch", "step")
-"""When a schedule advances: once per epoch or once per optimizer step."""
+SCHEDULE_PERS: tuple[str, ...] = SCHEDULE_UNITS
+"""When a schedule advances: once per epoch or once per optimizer step (:mod:`lyaptune.metrics`)."""
 
 PER_RUN_TASK_FIELDS: tuple[str, ...] = ("grad_noise",)
 """Task fields the runs of one vmapped population may differ in (every other task field is shared)."""
@@ -202,3 +205,46 @@ class TaskConfig:
     def replace(self, **changes: Any) -> Any:
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
+
+
+_RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "optimizer": registry_name("optimizer"),
+    "optimizer_args": settings,
+    "schedule": registry_name("schedule"),
+    "schedule_args": settings,
+    "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
+    "lipschitz": settings,
+    "seed": partial(_integer, ""),
+}
+"""The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""
+
+
+@config_model(_RUN_CHECKS)
+class TrialConfig(TaskConfig):
+    """Everything one training run needs: the task (:class:`~lyaptune.config.TaskConfig`), the
+    optimizer and schedule of an arm, and the training seed; frozen, so it pickles cleanly to Ray workers.
+
+    Attributes:
+      dataset, ..., eval_chunk_size: the task fields, defined and checked by
+        :class:`~lyaptune.config.TaskConfig` (here with ``validation_fraction`` 0 by default).
+      optimizer, optimizer_args: registry name and hyperparameters (``beta1``-style components allowed).
+      schedule, schedule_args, schedule_per: the step-size schedule, its rate constants, and whether it
+        advances per ``epoch`` or per ``step``.
+      lipschitz: settings of the K_hat estimate for ``derived-constant`` (``samples``, ``weights``,
+        ``sigma``, ``a``, ``batch``, ``num_batches``, ``iters``, ``tol``, ``method``).
+      seed: training seed (initial weights, batch order, gradient noise).
+
+    Every bad value raises a one-line :class:`~lyaptune.errors.ConfigError` naming the field
+    (``epochs: must be an integer >= 1, got 0``); names are checked against the registries when the
+    run builds them.
+    """
+
+    _KIND: ClassVar[str] = "trial config"
+
+    optimizer: str = "adam"
+    optimizer_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    schedule: str = "constant"
+    schedule_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    schedule_per: str = "epoch"
+    lipschitz: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    seed: int = 0

@@ -37,13 +37,22 @@ from torch.nn import functional as F
 
 from lyaptune._fullbatch import full_loss, full_loss_and_grad, iter_chunks
 from lyaptune.batching import batch_size_at, is_growing, steps_in_epoch
+from lyaptune.config import PER_RUN_TASK_FIELDS, TaskConfig, TrialConfig
+from lyaptune.device import load_task_data, resolve_device
 from lyaptune.errors import ConfigError
-from lyaptune.train import TrialConfig, load_task_data, resolve_device
 
 if TYPE_CHECKING:
     from lyaptune.optim.schedules import Schedule
 
-__all__ = ["Member", "Engine", "SingleModel", "VmappedPopulation", "Grads"]
+__all__ = [
+    "Member",
+    "Engine",
+    "SingleModel",
+    "VmappedPopulation",
+    "Grads",
+    "SHARED_FIELDS",
+    "population_incompatibility",
+]
 
 #: An engine's gradients: a list of tensors (single model) or of stacked ``[P, ...]`` tensors.
 Grads = list[torch.Tensor]
@@ -455,6 +464,44 @@ class SingleModel(Engine):
         self.gen.set_state(state["gen"])
 
 
+SHARED_FIELDS: tuple[str, ...] = (
+    *(name for name in TaskConfig.task_field_names() if name not in PER_RUN_TASK_FIELDS),
+    "schedule_per",
+)
+"""TrialConfig fields every member of a population must share: the task fields of
+:class:`~lyaptune.config.TaskConfig` but :data:`~lyaptune.config.PER_RUN_TASK_FIELDS`, and when the
+schedules advance (members step together)."""
+
+
+def population_incompatibility(configs: Sequence[TrialConfig]) -> str | None:
+    """``None`` if ``configs`` can train as one population, else the reason why not."""
+    from lyaptune.models import create_model, is_small
+    from lyaptune.optim import get_schedule_info
+
+    if not configs:
+        return "no configurations"
+    first = configs[0]
+    for c in configs[1:]:
+        for f in SHARED_FIELDS:
+            if getattr(c, f) != getattr(first, f):
+                return f"members differ in {f!r}"
+    if first.batch_size != "full":
+        return "population mode needs full-batch training"
+    for c in configs:
+        if get_schedule_info(c.schedule).needs_lipschitz:
+            return f"schedule {c.schedule!r} needs a per-member Lipschitz estimate"
+    from lyaptune.data import get_dataset_info
+
+    info = get_dataset_info(first.dataset)
+    shape = tuple(first.dataset_args.get("input_shape", info.input_shape))
+    classes = int(first.dataset_args.get("num_classes", info.num_classes))
+    with torch.device("meta"):
+        probe = create_model(first.model, input_shape=shape, num_classes=classes, **dict(first.model_args))
+    if not is_small(probe):
+        return f"model {first.model!r} is not small (batch-norm, dropout or too many parameters)"
+    return None
+
+
 class VmappedPopulation(Engine):
     """P configurations of one small architecture trained at once, full batch, in one process.
 
@@ -465,7 +512,7 @@ class VmappedPopulation(Engine):
     hyperparameters work.
 
     Args:
-      configs: configurations that :func:`lyaptune.population.population_incompatibility` accepts.
+      configs: configurations that :func:`population_incompatibility` accepts.
       data: an already loaded dataset to reuse.
 
     Raises:
@@ -473,8 +520,6 @@ class VmappedPopulation(Engine):
     """
 
     def __init__(self, configs: Sequence[TrialConfig], data: Any = None) -> None:
-        from lyaptune.population import population_incompatibility
-
         reason = population_incompatibility(configs)
         if reason:
             raise ValueError(f"these configurations cannot train as a population: {reason}")

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from lyaptune._records import RECORD_FIELDS, EpochRecord
+from lyaptune.config import TrialConfig
 from lyaptune.engines import Engine, Grads
-from lyaptune.train import TrialConfig
 
 __all__ = [
     "EpochView",

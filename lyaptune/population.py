@@ -23,52 +23,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from lyaptune.config import PER_RUN_TASK_FIELDS, TaskConfig
-from lyaptune.train import TrialConfig, TrialResult
+from lyaptune._records import TrialResult
+from lyaptune.config import TrialConfig
+from lyaptune.engines import SHARED_FIELDS, population_incompatibility
 
 if TYPE_CHECKING:
     from lyaptune.loop import EpochMetric
 
 __all__ = ["run_population", "population_incompatibility", "SHARED_FIELDS"]
-
-SHARED_FIELDS: tuple[str, ...] = (
-    *(name for name in TaskConfig.task_field_names() if name not in PER_RUN_TASK_FIELDS),
-    "schedule_per",
-)
-"""TrialConfig fields every member of a population must share: the task fields of
-:class:`~lyaptune.config.TaskConfig` but :data:`~lyaptune.config.PER_RUN_TASK_FIELDS`, and when the
-schedules advance (members step together)."""
-
-
-def population_incompatibility(configs: Sequence[TrialConfig]) -> str | None:
-    """``None`` if ``configs`` can train as one population, else the reason why not."""
-    from lyaptune.models import create_model, is_small
-    from lyaptune.optim import get_schedule_info
-
-    if not configs:
-        return "no configurations"
-    first = configs[0]
-    for c in configs[1:]:
-        for f in SHARED_FIELDS:
-            if getattr(c, f) != getattr(first, f):
-                return f"members differ in {f!r}"
-    if first.batch_size != "full":
-        return "population mode needs full-batch training"
-    for c in configs:
-        if get_schedule_info(c.schedule).needs_lipschitz:
-            return f"schedule {c.schedule!r} needs a per-member Lipschitz estimate"
-    from lyaptune.data import get_dataset_info
-
-    info = get_dataset_info(first.dataset)
-    shape = tuple(first.dataset_args.get("input_shape", info.input_shape))
-    classes = int(first.dataset_args.get("num_classes", info.num_classes))
-    with torch.device("meta"):
-        probe = create_model(first.model, input_shape=shape, num_classes=classes, **dict(first.model_args))
-    if not is_small(probe):
-        return f"model {first.model!r} is not small (batch-norm, dropout or too many parameters)"
-    return None
 
 
 def run_population(

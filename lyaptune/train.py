@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from lyaptune._fields import _choice, _integer, config_model
-from lyaptune._frozen import FrozenDict
-from lyaptune._records import RECORD_FIELDS, EpochRecord
-from lyaptune.config import SCHEDULE_PERS, TaskConfig, registry_name, settings
-from lyaptune.errors import ConfigError
+from lyaptune._records import RECORD_FIELDS, EpochRecord, TrialResult
+from lyaptune.config import TrialConfig
+from lyaptune.device import load_task_data, resolve_device
 
 if TYPE_CHECKING:
     from lyaptune.loop import EpochMetric
@@ -39,114 +33,6 @@ __all__ = [
     "RECORD_FIELDS",
     "EpochRecord",
 ]
-
-
-_RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "optimizer": registry_name("optimizer"),
-    "optimizer_args": settings,
-    "schedule": registry_name("schedule"),
-    "schedule_args": settings,
-    "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
-    "lipschitz": settings,
-    "seed": partial(_integer, ""),
-}
-"""The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""
-
-
-@config_model(_RUN_CHECKS)
-class TrialConfig(TaskConfig):
-    """Everything one training run needs: the task (:class:`~lyaptune.config.TaskConfig`), the
-    optimizer and schedule of an arm, and the training seed; frozen, so it pickles cleanly to Ray workers.
-
-    Attributes:
-      dataset, ..., eval_chunk_size: the task fields, defined and checked by
-        :class:`~lyaptune.config.TaskConfig` (here with ``validation_fraction`` 0 by default).
-      optimizer, optimizer_args: registry name and hyperparameters (``beta1``-style components allowed).
-      schedule, schedule_args, schedule_per: the step-size schedule, its rate constants, and whether it
-        advances per ``epoch`` or per ``step``.
-      lipschitz: settings of the K_hat estimate for ``derived-constant`` (``samples``, ``weights``,
-        ``sigma``, ``a``, ``batch``, ``num_batches``, ``iters``, ``tol``, ``method``).
-      seed: training seed (initial weights, batch order, gradient noise).
-
-    Every bad value raises a one-line :class:`~lyaptune.errors.ConfigError` naming the field
-    (``epochs: must be an integer >= 1, got 0``); names are checked against the registries when the
-    run builds them.
-    """
-
-    _KIND: ClassVar[str] = "trial config"
-
-    optimizer: str = "adam"
-    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    schedule: str = "constant"
-    schedule_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    schedule_per: str = "epoch"
-    lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
-    seed: int = 0
-
-
-@dataclass
-class TrialResult:
-    """Outcome of :func:`run_trial` (or of one member of :func:`lyaptune.population.run_population`).
-
-    Attributes:
-      status: ``completed`` or ``diverged`` (a non-finite loss ended the run; records kept).
-      records: one dict per epoch (:meth:`EpochRecord.to_dict`: :data:`RECORD_FIELDS`, then the
-        optimizer's diagnostics and the registered per-epoch metrics).
-      info: what the run measured besides the records: ``initial_loss`` (L(w0), eval mode, training
-        set), ``num_params``, ``device``, ``steps_per_epoch``, ``total_steps``, and for
-        ``derived-constant`` the Lipschitz estimate (``k_hat``, ``k_hat_values``, ``derived_lr``,
-        ``lipschitz_seconds``, ...); a population member also carries ``population_size`` and
-        ``population_wall_s``.
-      wall_s: seconds charged to this run, data loading included: the trial's wall time, or for a
-        member of a vmapped population of P runs the population's wall time divided by P
-        (METHODS.md section 8 "Cost").
-      message: why a run ended early, if it did.
-      population_wall_s: the whole population's wall time (``None`` for a run trained alone).
-      population_size: P, the members trained together (``None`` for a run trained alone).
-    """
-
-    status: str
-    records: list[dict[str, Any]]
-    info: dict[str, Any]
-    wall_s: float
-    message: str = ""
-    population_wall_s: float | None = None
-    population_size: int | None = None
-
-    @property
-    def epochs_completed(self) -> int:
-        return len(self.records)
-
-    @property
-    def final(self) -> dict[str, Any]:
-        """The last epoch's record (empty if none)."""
-        return self.records[-1] if self.records else {}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use device: auto or cpu")
-    return dev
-
-
-def load_task_data(config: TrialConfig, device: torch.device | str = "cpu") -> Any:
-    """The :class:`lyaptune.data.DataSplits` of a trial's task (cached per process)."""
-    from lyaptune.data import load_dataset
-
-    c = config
-    return load_dataset(
-        c.dataset,
-        data_root=c.data_root,
-        download=c.download,
-        validation_fraction=c.validation_fraction,
-        seed=c.data_seed,
-        device=device,
-        **dict(c.dataset_args),
-    )
 
 
 def run_trial(
