@@ -24,7 +24,11 @@ class EpochRecord:
         with ``L(theta_0)`` the initial loss.
       step: optimizer steps so far.
       time_s: seconds of training charged to this run so far (a member of a vmapped population of P
-        runs is charged the population's time divided by P; METHODS.md section 8 "Cost").
+        runs is charged the population's time divided by P; METHODS.md section 8 "Cost"). Training
+        excludes measurement: the epochs' evaluation (held-out splits, the extra whole-training-set
+        pass where the update does not share it, the per-epoch metrics) is kept apart.
+      eval_time_s: seconds of that measurement for the earlier epochs' records, charged the same way
+        (AlgoPerf's separate clocks; the run's totals are ``info['train_s']`` and ``info['eval_s']``).
       extra: the optimizer's diagnostics and the registered per-epoch metrics, by name.
     """
 
@@ -40,6 +44,7 @@ class EpochRecord:
     lyapunov_drift: float
     step: int
     time_s: float
+    eval_time_s: float = 0.0
     extra: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

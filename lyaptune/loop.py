@@ -15,9 +15,10 @@ mini-batch or mode-dependent model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,8 @@ class _Loop:
         self.metrics = merged
         self.epoch = 0
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # training seconds (measurement excluded)
+        self.eval_s = 0.0  # measurement seconds
         self.outcomes = [MemberOutcome(info=m.info) for m in engine.members]
         self.prev_loss = [float(m.info["initial_loss"]) for m in engine.members]
 
@@ -160,6 +162,7 @@ class _Loop:
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
+            "eval_s": self.eval_s,
             "members": [
                 {
                     "status": o.status,
@@ -187,6 +190,7 @@ class _Loop:
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self.eval_s = float(state.get("eval_s", 0.0))  # absent in checkpoints of older versions
         for i, s in enumerate(state["members"]):
             o = self.outcomes[i]
             o.status, o.message = str(s["status"]), str(s["message"])
@@ -229,6 +233,7 @@ class _Loop:
         live = [i for i in range(engine.size) if self.outcomes[i].alive]
         # time charged to each run: a member of a population of P is charged the population's time / P
         charged = elapsed / engine.size
+        charged_eval = self.eval_s / engine.size
         base: dict[int, dict[str, float]] = {}
         for i in live:
             tl, ta, gn, vl, va, sl, sa = rows[i]
@@ -245,6 +250,7 @@ class _Loop:
                 "lyapunov_drift": tl - self.prev_loss[i],
                 "step": engine.steps_through(epoch),
                 "time_s": charged,
+                "eval_time_s": charged_eval,
             }
         extras = self._metric_values(live, base, grads, epoch)
         shared = engine.record_extras(epoch - 1)  # e.g. the batch size epoch `epoch` trained with
@@ -311,17 +317,27 @@ class _Loop:
     ) -> None:
         engine = self.engine
         pending: tuple[list[float], int, float] | None = None  # an epoch awaiting its measurement
-        t0 = time.perf_counter() - self.elapsed
+        clock = _Clock(engine.device)
+        train_base = self.elapsed  # training seconds before this call (a resumed run)
 
         def any_alive() -> bool:
             return any(o.alive for o in self.outcomes)
 
+        def emit(measured: tuple[torch.Tensor, torch.Tensor, Grads] | None) -> None:
+            # measurement: its seconds go to eval_s, never to the training clock
+            assert pending is not None
+            with clock.measuring() as seconds:
+                self._emit(pending, measured or engine.train_loss_and_grads(train_mode=False), on_epoch)
+            self.eval_s += seconds()
+
         while self.epoch < engine.epochs and any_alive():
             lrs = [m.current_lr() for m in engine.members]
             if engine.full_batch:
+                # fused: the gradient at the start of an epoch is both the update's and the previous
+                # epoch's measurement; it is training, only the rest of the measurement is not
                 measured = engine.train_loss_and_grads(train_mode=not engine.fused)
                 if engine.fused and pending is not None:
-                    self._emit(pending, measured, on_epoch)
+                    emit(measured)
                     if not any_alive():
                         return
                 self._apply(measured[2])
@@ -329,7 +345,7 @@ class _Loop:
                 for grads in engine.minibatch_grads(self.epoch):
                     self._apply(grads)
             self.epoch += 1
-            self.elapsed = time.perf_counter() - t0
+            self.elapsed = train_base + clock.training()
             for m, o in zip(engine.members, self.outcomes):
                 if o.alive:
                     epoch_end = getattr(m.optimizer, "epoch_end", None)
@@ -339,12 +355,45 @@ class _Loop:
             pending = (lrs, self.epoch, self.elapsed)
             checkpoint_due = bool(on_checkpoint and checkpoint_every and self.epoch % checkpoint_every == 0)
             if not engine.fused or checkpoint_due or self.epoch == engine.epochs:
-                self._emit(pending, engine.train_loss_and_grads(train_mode=False), on_epoch)
+                emit(None)
                 pending = None
                 if not any_alive():
                     return
             if checkpoint_due and on_checkpoint is not None:
                 on_checkpoint(self.state_dict())
+
+
+class _Clock:
+    """Two clocks over one ``perf_counter``: training is everything outside :meth:`measuring`.
+
+    On CUDA the device is synchronised at each boundary, so that queued training kernels are not
+    charged to the measurement that waits for them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.device = device
+        self.start = self._now()
+        self.measured = 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def training(self) -> float:
+        """Seconds since the clock started, less the seconds spent measuring."""
+        return self._now() - self.start - self.measured
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[Callable[[], float]]:
+        t = self._now()
+        box = [0.0]
+        try:
+            yield lambda: box[0]
+        finally:
+            box[0] = self._now() - t
+            self.measured += box[0]
 
 
 def run_epochs(
@@ -367,7 +416,9 @@ def run_epochs(
     the held-out splits' loss and accuracy, the step size the epoch used, ``step`` (optimizer steps
     in epochs 1..k: ``k x steps per epoch``, or their sum when the batch grows, with the epoch's
     ``batch_size`` as an extra field), ``time_s`` (training seconds so far divided by the number of
-    members: a run trained in a vmapped population of P is charged wall / P, METHODS.md section 8),
+    members: a run trained in a vmapped population of P is charged wall / P, METHODS.md section 8;
+    measurement excluded) and ``eval_time_s`` (the seconds of measuring the earlier records, charged
+    alike; the totals are the outcome's ``info["train_s"]`` and ``info["eval_s"]``),
     the optimizer's ``diagnostics()`` and the registered metrics plus ``metrics``. After each epoch the
     optimizer's ``epoch_end()`` (if any) and the schedule's ``epoch_end()`` run. A member whose training
     loss or gradient norm is not finite stops (status ``diverged``, no exception); the others go on.
@@ -392,4 +443,7 @@ def run_epochs(
     if resume_from is not None:
         loop.load_state_dict(resume_from)
     loop.run(on_epoch, on_checkpoint, checkpoint_every)
+    for outcome in loop.outcomes:  # the run's two clocks, charged per member like time_s
+        outcome.info["train_s"] = loop.elapsed / engine.size
+        outcome.info["eval_s"] = loop.eval_s / engine.size
     return loop.outcomes

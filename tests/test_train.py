@@ -45,7 +45,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     a = run_trial(_config(batch_size=16, epochs=2))
     b = run_trial(_config(batch_size=16, epochs=2))
     c = run_trial(_config(batch_size=16, epochs=2, seed=1))
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "time_s"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("time_s", "eval_time_s")} for r in rs]  # noqa: E731
     assert strip(a.records) == strip(b.records)
     assert strip(a.records) != strip(c.records)
     assert a.records[-1]["step"] == 2 * math.ceil(72 / 16)
@@ -145,3 +145,30 @@ def test_mini_mnist_fc3x1000_reaches_90_percent(mnist_root):
     assert result.status == "completed"
     assert result.records[-1]["epoch"] == 50
     assert result.records[-1]["test_acc"] >= 0.90
+
+
+def test_time_s_excludes_evaluation(monkeypatch):
+    """Separate clocks: a per-epoch metric that takes 100 s (on a fake clock that only the metric
+    advances) is charged to ``eval_time_s``, never to the training clock ``time_s``."""
+    import lyaptune.loop as loop_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(loop_mod.time, "perf_counter", lambda: now[0])
+
+    def slow_metric(view):
+        now[0] += 100.0
+        return 0.0
+
+    loop_mod.register_epoch_metric("slow_probe", slow_metric)
+    try:
+        for fused in (True, False):
+            engine = SingleModel(_config())
+            engine.fused = fused
+            (outcome,) = run_epochs(engine)
+            assert [r["time_s"] for r in outcome.records] == [0.0, 0.0, 0.0]
+            # each record carries the measurement of the epochs before it; the run's totals are in info
+            assert [r["eval_time_s"] for r in outcome.records] == [0.0, 100.0, 200.0]
+            assert (outcome.info["train_s"], outcome.info["eval_s"]) == (0.0, 300.0)
+            now[0] += 7.0  # a later call starts its own clock
+    finally:
+        loop_mod.unregister_epoch_metric("slow_probe")
