@@ -10,8 +10,13 @@ repeat ``repeat >= 1``) or ``<arm>-final-s<seed>``, so a retried or resumed run 
 and never duplicates them. An Optuna trial's value is the mean objective over the search seeds.
 
 With ``search.repeats: R`` a sampled arm has R independent Optuna studies (``<study>/<arm>`` for repeat 0,
-``<study>/<arm>/r<repeat>`` after it), repeat ``r`` with sampler seed ``sampler_seed + r`` and the whole
-``trials_per_arm`` budget; the final phase re-runs the best configuration over all repeats.
+``<study>/<arm>/r<repeat>`` after it), each with the whole ``trials_per_arm`` budget; the final phase
+re-runs the best configuration over all repeats.
+
+Proposals are deterministic: each ask uses a sampler seeded from (sampler seed, arm, repeat, trial
+number) (:func:`lyaptune.study.spaces.make_sampler` with ``trial``), so trial ``k`` depends on the spec
+and the trials told before it, never on how many drivers ran; a trial asked but not told when its driver
+died is re-run with its stored parameters, never asked again.
 
 A diverged or errored run makes its Optuna trial FAIL (the sampler then ignores that
 configuration; documented in the README); a run stopped early by ASHA makes it PRUNED.
@@ -236,10 +241,11 @@ class StudyPlan:
     def _restore_repeat(self, state: _ArmState, rep: _Repeat) -> None:
         """Rebuild one search repeat's progress from its journal and the store (after a restart)."""
         study = rep.study
+        if self.spec.is_grid(state.spec):
+            # the grid, point by point: the budget is its size; points already enqueued or asked are
+            # skipped, so a driver killed while enqueueing leaves no point out and none twice
+            enqueue_grid(study, state.spec)
         trials = study.get_trials(deepcopy=False)
-        if not trials and self.spec.is_grid(state.spec):
-            enqueue_grid(study, state.spec)  # the grid, point by point: the budget is its size
-            trials = study.get_trials(deepcopy=False)
         rows = self.store.trials()
         for t in trials:
             if t.state == TrialState.WAITING:
@@ -270,7 +276,13 @@ class StudyPlan:
         return Job(trial_id, arm.name, "search", seed, params, number, repeat=repeat)
 
     def _ask(self, state: _ArmState, rep: _Repeat) -> list[Job]:
-        trial, params = ask(rep.study, state.spec.resolved_space())
+        study = rep.study
+        # the sampler of this one ask, seeded from (sampler seed, arm, repeat, trial number): trial k's
+        # configuration follows from the trials told before it, however many drivers ran (issue 21);
+        # an enqueued grid point is taken as it is (the sampler does not draw)
+        number = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.spec.search, state.spec, repeat=rep.index, trial=number)
+        trial, params = ask(study, state.spec.resolved_space())
         trial.set_user_attr("params", params)
         rep.asked += 1
         rep.open_trials[trial.number] = {}

@@ -11,6 +11,7 @@ is exactly the grid size.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import itertools
 import warnings
@@ -36,6 +37,7 @@ __all__ = [
     "grid_search_space",
     "make_sampler",
     "suggest",
+    "trial_seed",
 ]
 
 
@@ -163,22 +165,60 @@ def enqueue_grid(study: optuna.Study, arm: ArmSpec) -> int:
     return len(points)
 
 
-def make_sampler(search: SearchSpec, arm: ArmSpec, repeat: int = 0) -> optuna.samplers.BaseSampler:
+def trial_seed(sampler_seed: int, arm: str, repeat: int, number: int) -> int:
+    """The seed of the sampler that proposes Optuna trial ``number`` of an arm's search repeat.
+
+    ``sha256("<sampler_seed>/<arm>/<repeat>/<number>")`` read as an unsigned 32-bit integer: a pure
+    function of its arguments (no process state, no ``PYTHONHASHSEED``), so trial ``k`` draws the same
+    values in every driver, however many drivers ran before it (issue 21).
+
+    Args:
+      sampler_seed: the spec's ``search.sampler_seed``.
+      arm: the arm's name.
+      repeat: the search repeat (0 for the first).
+      number: the Optuna trial number the ask gets.
+
+    Returns:
+      A seed in ``[0, 2**32)``.
+    """
+    text = f"{int(sampler_seed)}/{arm}/{int(repeat)}/{int(number)}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big")
+
+
+def make_sampler(
+    search: SearchSpec, arm: ArmSpec, repeat: int = 0, trial: int | None = None
+) -> optuna.samplers.BaseSampler:
     """The seeded Optuna sampler of one arm (in search repeat ``repeat``).
 
     For an arm with a ``grid`` or under ``sampler: grid``, a seeded ``RandomSampler``: the grid points
     are enqueued (:func:`enqueue_grid`) and every trial asked takes one, so the sampler never draws.
     Otherwise the sampler ``search.sampler`` names (``tpe``, ``random``, ``cmaes``, ``gp``, ``qmc``).
-    Seeded with ``search.sampler_seed + repeat`` (independent repeats draw independent sequences).
     Samplers that model continuous dimensions only (CMA-ES, GP, QMC) draw categorical ones at random,
     without a warning per trial.
+
+    Seeds: without ``trial``, ``search.sampler_seed + repeat`` (independent repeats draw independent
+    sequences). With ``trial = k``, the sampler is for asking trial ``k`` only, seeded with
+    :func:`trial_seed` ``(sampler_seed, arm, repeat, k)``: every sampler here keeps its random state in
+    memory only and reads the rest (the trials told, CMA-ES's state) from the study's storage, so a
+    sampler made afresh for each ask proposes trial ``k`` from the spec, the seed, ``k`` and the trials
+    told before it, never from how many drivers ran (a sampler seeded once per driver restarts its
+    random stream on every ``lyaptune resume`` and proposes the first trials again). QMC keeps the
+    repeat's seed for its scrambling (its position in the sequence is stored with each trial); only its
+    sampler of categorical dimensions takes the per-trial seed.
+
+    Args:
+      search: the spec's search section.
+      arm: the arm.
+      repeat: the search repeat (>= 0).
+      trial: the Optuna trial number the sampler will propose, or None for one sampler for the study.
 
     Raises:
       ConfigError: ``cmaes`` without the ``cmaes`` package, or a grid over a range.
     """
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
         raise ConfigError(f"search repeat must be an integer >= 0, got {repeat!r}")
-    seed = search.sampler_seed + repeat
+    base = search.sampler_seed + repeat
+    seed = base if trial is None else trial_seed(search.sampler_seed, arm.name, repeat, trial)
     samplers = optuna.samplers
     if arm.grid is not None or search.sampler == "grid":
         grid_search_space(arm)  # a grid over a range is an error
@@ -198,5 +238,10 @@ def make_sampler(search: SearchSpec, arm: ArmSpec, repeat: int = 0) -> optuna.sa
     if search.sampler == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
+            return samplers.QMCSampler(
+                scramble=True,
+                seed=base,
+                independent_sampler=samplers.RandomSampler(seed=seed),
+                warn_independent_sampling=False,
+            )
     raise ConfigError(f"search.sampler: unknown sampler {search.sampler!r}")
