@@ -67,10 +67,11 @@ def _describe_space(space: dict[str, Any]) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lyaptune.errors import ConfigError
+    from lyaptune.study.check import check_study
     from lyaptune.study.spec import load_spec
 
     resources = _resources(args)  # a bad flag is reported before the spec is read
-    spec = load_spec(args.spec).check()  # loading is pure; the registries are checked here
+    spec = check_study(load_spec(args.spec))  # loading is pure; the registries are checked here
     if args.smoke:
         from lyaptune.study.standin import smoke_stand_ins
 

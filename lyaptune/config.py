@@ -9,7 +9,7 @@ starts with the field's path (``task.epochs: must be an integer >= 1, got 0``).
 
 This module imports neither torch nor any registry: building a config is pure and cheap. Checking
 the dataset and model names against their registries is a separate step
-(:func:`lyaptune.study.spec.StudySpec.check`, or the run itself).
+(:func:`lyaptune.study.check.check_study`, or the run itself).
 """
 
 from __future__ import annotations

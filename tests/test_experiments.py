@@ -20,6 +20,7 @@ import yaml
 from lyaptune.data import get_dataset_info
 from lyaptune.store import RunStore
 from lyaptune.study import load_spec, run_study
+from lyaptune.study.check import check_study
 from lyaptune.study.spec import StudySpec, resolve_spec_file
 from lyaptune.study.standin import (
     STAND_IN_MAX_SIDE,
@@ -117,7 +118,7 @@ def test_every_spec_validates_with_a_header_that_states_its_run_count():
     assert len(SPECS) >= 30
     names = set()
     for path in SPECS:
-        spec = load_spec(path).check()
+        spec = check_study(load_spec(path))
         assert spec.name == path.stem, f"{path.name}: name {spec.name!r} differs from the file name"
         names.add(spec.name)
         text = path.read_text()

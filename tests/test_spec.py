@@ -20,6 +20,7 @@ import yaml
 
 from lyaptune.errors import ConfigError
 from lyaptune.optim import get_optimizer_info, get_schedule_info
+from lyaptune.study.check import check_study
 from lyaptune.study.spaces import enqueue_grid, grid_search_space, make_sampler, suggest
 from lyaptune.study.spec import (
     ArmSpec,
@@ -85,7 +86,7 @@ def with_arm(arm: dict[str, Any], **top: Any) -> StudySpec:
     d = base()
     d["arms"] = [arm]
     d.update(top)
-    return StudySpec.from_dict(d).check()
+    return check_study(StudySpec.from_dict(d))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def test_building_is_pure_and_check_is_the_registry_step(
     d["reference"] = "none"
     spec = StudySpec.from_dict(d)  # shapes and values only: accepted
     with pytest.raises(ConfigError) as info:
-        spec.check()
+        check_study(spec)
     message = str(info.value)
     assert message.startswith(path + ": ") and fragment in message, message
 
@@ -759,7 +760,7 @@ def test_bad_spec(mutate, path: str, fragment: str) -> None:
     d = copy.deepcopy(base())
     mutate(d)
     with pytest.raises(ConfigError) as info:
-        StudySpec.from_dict(d).check()
+        check_study(StudySpec.from_dict(d))
     message = str(info.value)
     assert message.startswith(path + ": "), message
     assert fragment in message, message
@@ -1132,7 +1133,7 @@ def test_two_arms_with_the_same_update_are_rejected_naming_both(twin) -> None:
     }
     d["arms"].append({**twin, "space": copy.deepcopy(d["arms"][1]["space"])})
     with pytest.raises(ConfigError) as info:
-        StudySpec.from_dict(d).check()
+        check_study(StudySpec.from_dict(d))
     message = str(info.value)
     assert message.startswith(
         "arms[3]: arms 'adam-exp' (arms[1]) and 'adam-exp-2' (arms[3]) are the same update"
@@ -1163,10 +1164,10 @@ def test_derived_arms_differ_by_their_lipschitz_settings() -> None:
     d["arms"].append(
         {**copy.deepcopy(d["arms"][0]), "name": "derived-init", "lipschitz": {"weights": "init"}}
     )
-    assert len(StudySpec.from_dict(d).check().arms) == 4
+    assert len(check_study(StudySpec.from_dict(d)).arms) == 4
     d["arms"][-1]["lipschitz"] = {"samples": 5}
     with pytest.raises(ConfigError, match=r"arms 'derived' \(arms\[0\]\) and 'derived-init' \(arms\[3\]\)"):
-        StudySpec.from_dict(d).check()
+        check_study(StudySpec.from_dict(d))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore, lock_run_dir
 from lyaptune.study.searcher import Job, StudyPlan
+from lyaptune.study.check import check_study
 from lyaptune.study.spec import ResourcesSpec, StudySpec
 
 __all__ = [
@@ -702,7 +703,7 @@ def run_study(
       RunDirLockedError: another live driver holds the run directory (its pid, host and start time);
         a lock left by a dead driver on this host is taken over.
     """
-    written = spec.check()  # names and arguments against the registries, before anything starts
+    written = check_study(spec)  # names and arguments against the registries, before anything starts
     spec = with_resources(spec, resources)
     root = run_dir or run_dir_for(spec, out, storage)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
@@ -895,7 +896,7 @@ def resume_study(
     """
     store = RunStore(run_dir)
     # loading is pure; the registries are checked here, before Ray starts (a renamed optimizer, ...)
-    spec = StudySpec.from_dict(store.read_spec()).check()
+    spec = check_study(StudySpec.from_dict(store.read_spec()))
     if resources is None:
         resources = store.read_study_info().get("resources_override") or None
     out = str(Path(run_dir).parent) if not _has_scheme(run_dir) else "runs"

@@ -105,18 +105,6 @@ from lyaptune._registry import unknown_choice
 from lyaptune.config import SCHEDULE_PERS, TaskConfig, positive_or_full, registry_name, required_task_field
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
-from lyaptune.study.check import (
-    _check_init,
-    _check_model,
-    _dataset_names,
-    _optimizer_names,
-    _optimizer_space,
-    _probe_arm,
-    _schedule_info,
-    _schedule_names,
-    _tuple_params,
-    _update_key,
-)
 from lyaptune.study.comparison import (
     CLAIM_DIRECTIONS,
     COMPARE_METRICS,
@@ -129,6 +117,13 @@ from lyaptune.study.comparison import (
     metric_check,
 )
 from lyaptune.study.compose import EXPERIMENTS_DIR, resolve_spec_file
+from lyaptune.study.lookup import (
+    optimizer_names,
+    optimizer_space,
+    schedule_info,
+    schedule_names,
+    tuple_params,
+)
 from lyaptune.study.params import ParamSpec, _thaw
 
 __all__ = [
@@ -207,25 +202,6 @@ class TaskSpec(TaskConfig):
     model: str = required_task_field("model")
     epochs: int = required_task_field("epochs")
     validation_fraction: float = 0.1
-
-    def check(self) -> TaskSpec:
-        """Check the dataset, the model (and its arguments) and the init scheme against their
-        registries; building the task does not (it is pure).
-
-        Returns:
-          The task itself.
-
-        Raises:
-          ConfigError: an unknown name or model argument (``task.model_args.widht: unknown ...``).
-        """
-        p = self._ROOT
-        names = _dataset_names()
-        if names is not None:
-            _choice(f"{p}.dataset", self.dataset, names, "dataset")
-        _check_model(p, self.model, self.model_args)
-        if self.init is not None:
-            _check_init(f"{p}.init", self.init)
-        return self
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "task") -> TaskSpec:
@@ -536,51 +512,15 @@ class ArmSpec:
         _choice(f"{p}.optimizer", self.optimizer, list_optimizers(), "optimizer")
         _choice(f"{p}.schedule", self.schedule, list_schedules(), "schedule")
 
-    def check(self) -> ArmSpec:
-        """Check the arm's names against the optimizer and schedule registries (no optimizer built).
-
-        The optimizer and schedule exist; every fixed and searched name is one of theirs (routed, not
-        ambiguous, not both fixed and searched, not twice); ``lr`` is neither fixed nor searched for a
-        derived step size; ``lipschitz`` only with a schedule that needs the estimate.
-
-        Returns:
-          The arm itself.
-
-        Raises:
-          ConfigError: the first problem, its message starting with the field path (``arm.``...).
-        """
-        p = self._ROOT
-        self._check_registry_names()
-        if self.lipschitz and not self.needs_lipschitz:
-            raise _FieldError(
-                f"{p}.lipschitz",
-                f"only for a schedule that needs the Lipschitz estimate (derived-constant); "
-                f"arm '{self.name}' uses schedule '{self.schedule}'",
-            )
-        for key in self.optimizer_args:
-            self._route_fixed(f"{p}.optimizer_args.{key}", key, "optimizer")
-        for key in self.schedule_args:
-            self._route_fixed(f"{p}.schedule_args.{key}", key, "schedule")
-        field_name = "grid" if self.grid is not None else "space"
-        seen: dict[tuple[str, str], str] = {}
-        for key in self.grid if self.grid is not None else self.space:
-            path = f"{p}.{field_name}.{key}"
-            target, name = self.route(key, path)
-            self._check_not_fixed(path, target, name, self.optimizer_args, self.schedule_args)
-            if (target, name) in seen:
-                raise _FieldError(path, f"the same hyperparameter as {field_name}.{seen[(target, name)]}")
-            seen[(target, name)] = key
-        return self
-
     # -- names -----------------------------------------------------------------------------------
     @property
     def needs_lipschitz(self) -> bool:
         """Whether the schedule takes the derived step size (so ``lr`` is computed, not tuned)."""
-        return bool(_schedule_info(self.schedule).needs_lipschitz)
+        return bool(schedule_info(self.schedule).needs_lipschitz)
 
     def _names(self) -> tuple[list[str], list[str]]:
-        opt = _optimizer_names(self.optimizer)
-        sched = _schedule_names(self.schedule)
+        opt = optimizer_names(self.optimizer)
+        sched = schedule_names(self.schedule)
         if self.needs_lipschitz:
             sched = [n for n in sched if n != "lr"]
         return opt, sched
@@ -656,15 +596,15 @@ class ArmSpec:
     def _default_space(self, opt_args: Mapping[str, Any], sched_args: Mapping[str, Any]) -> dict[str, Any]:
         opt, sched = self._names()
         fixed_opt = set(opt_args)
-        for tname, comps in _tuple_params(self.optimizer).items():
+        for tname, comps in tuple_params(self.optimizer).items():
             if tname in opt_args:
                 fixed_opt.update(comps)
         entries: list[tuple[str, str, Mapping[str, Any]]] = []
-        for name, rng in _optimizer_space(self.optimizer).items():
+        for name, rng in optimizer_space(self.optimizer).items():
             if name in fixed_opt or (self.needs_lipschitz and name == "lr"):
                 continue
             entries.append(("optimizer", name, rng))
-        for name, rng in _schedule_info(self.schedule).space.items():
+        for name, rng in schedule_info(self.schedule).space.items():
             if name in sched_args or name == "lr":
                 continue
             entries.append(("schedule", name, rng))
@@ -966,50 +906,6 @@ class StudySpec:
                         f"sampler 'grid' enumerates choices, but arm '{arm.name}' searches {key!r} over a "
                         "range; give choices, a grid, or another sampler",
                     )
-
-    def check(self) -> StudySpec:
-        """Check the spec against the registries, so a bad name or value fails before any compute.
-
-        Building a :class:`StudySpec` (or :func:`load_spec`) is pure: it checks shapes and values, and
-        builds no optimizer or schedule. This step, which ``lyaptune run`` (also ``--dry-run``) and
-        ``resume`` take before starting anything, checks the dataset, model and init names
-        (:meth:`TaskSpec.check`), each arm's optimizer, schedule and hyperparameter names
-        (:meth:`ArmSpec.check`), builds each arm's optimizer and schedule with its fixed values and with
-        every searched bound or choice on a one-element tensor, and rejects two arms that train the
-        same update (METHODS.md section 2).
-
-        Returns:
-          The spec itself (so ``load_spec(path).check()`` reads naturally).
-
-        Raises:
-          ConfigError: the first problem, its message starting with the field path.
-        """
-        self.task.check()
-        for i, arm in enumerate(self.arms):
-            p = f"arms[{i}]"
-            _rebased(ArmSpec, p, arm.check)
-            task = _rebased(ArmSpec, p, lambda arm=arm: arm.task_for(self.task))
-            if arm.task:
-                _rebased(TaskSpec, f"{p}.task", task.check)
-            _probe_arm(p, arm, task.epochs)
-        self._check_distinct_updates()
-        return self
-
-    def _check_distinct_updates(self) -> None:
-        """Reject two arms that train the same update (METHODS.md section 2: never two such arms)."""
-        seen: list[tuple[Any, int]] = []  # compared with ==, so values need not be hashable
-        for i, arm in enumerate(self.arms):
-            key = _update_key(arm, arm.task_for(self.task))
-            j = next((j for k, j in seen if k == key), None)
-            if j is not None:
-                first = self.arms[j].name
-                raise _FieldError(
-                    f"arms[{i}]",
-                    f"arms '{first}' (arms[{j}]) and '{arm.name}' (arms[{i}]) are the same update: optimizer "
-                    f"'{arm.optimizer}' with equal resolved hyperparameters, schedule '{arm.schedule}' with "
-                    "equal parameters, equal search space and task; remove one or make them differ",
-                )
-            seen.append((key, i))
 
     def _resolve_comparison(self) -> None:
         if self.compare is None:
