@@ -37,7 +37,7 @@ from lyaptune.analysis import (
     task_label_stats,
     write_report,
 )
-from lyaptune.errors import ConfigError
+from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore
 
 # -- intervals ------------------------------------------------------------------------------------------
@@ -482,8 +482,8 @@ CLAIMS = [
     claim("opposite", "derived", "adam", "higher"),
     claim("null", "null", "adam", "lower"),
     claim("all-live", "derived", "all", "lower"),
-    claim("margin-met", "derived", "adam", "lower", margin=0.3),
-    claim("margin-missed", "derived", "adam", "lower", margin=0.8),
+    claim("margin-met", "derived", "adam", "lower", factor=1.5),  # gradient norm: a ratio margin
+    claim("margin-missed", "derived", "adam", "lower", factor=4),
     claim("vs-dead", "derived", "dead", "lower"),
     claim("vs-lone", "derived", "lone", "lower"),
     claim("vs-absent", "derived", "unrun", "lower"),
@@ -513,50 +513,58 @@ def test_claims_planted_effect_supported_opposite_contradicted_null_inconclusive
 
     res = {c.id: c for c in evaluate_claims(load_study(claims_study(tmp_path / "c")))}
     assert [c["id"] for c in CLAIMS] == list(res)
-    d = np.subtract(DERIVED_GN, ADAM_GN)
+    # the gradient norm is a log-scale metric: paired differences of logs, effect as a ratio
+    d = np.log(DERIVED_GN) - np.log(ADAM_GN)
     half = stats.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
     p0 = stats.ttest_1samp(d, 0.0).pvalue  # one comparison: Holm leaves it as is
 
     true = res["true"]
-    assert true.verdict == "supported" and true.reason == ""
+    assert true.verdict == "supported" and true.reason.startswith("t at 0.05")
     (c,) = true.comparisons
     assert c.other == "adam" and c.n == 5 and c.outcome == "claimed"
-    assert c.effect == pytest.approx(-0.5, abs=1e-12)
+    assert c.effect == pytest.approx(d.mean(), abs=1e-12) and c.ratio == pytest.approx(math.exp(d.mean()))
     assert (c.ci_low, c.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
     assert c.p == pytest.approx(p0, rel=1e-9) and c.p_adj == pytest.approx(p0, rel=1e-9)
 
     assert res["opposite"].verdict == "contradicted"
     assert res["opposite"].comparisons[0].outcome == "opposite"
-    assert "significantly not higher than 'adam'" in res["opposite"].reason
+    assert "against 'adam': t p = " in res["opposite"].reason
 
     null = res["null"]
-    assert null.verdict == "inconclusive" and "not significant against 'adam'" in null.reason
-    pn = stats.ttest_rel(NULL_GN, ADAM_GN).pvalue
+    assert null.verdict == "inconclusive" and "against 'adam': t p = " in null.reason
+    pn = stats.ttest_1samp(np.log(NULL_GN) - np.log(ADAM_GN), 0.0).pvalue
     assert pn > 0.5 and null.comparisons[0].p == pytest.approx(pn, rel=1e-9)
 
-    # margin: the claimed bound is -margin; t-test of d against it
+    # ratio margin: the claimed bound is -ln factor on the log differences
     met, missed = res["margin-met"].comparisons[0], res["margin-missed"].comparisons[0]
-    assert res["margin-met"].verdict == "supported" and met.bound == -0.3
-    assert met.p == pytest.approx(stats.ttest_1samp(d, -0.3).pvalue, rel=1e-9)
-    assert res["margin-missed"].verdict == "contradicted"  # -0.5 is significantly above -0.8
-    assert missed.p == pytest.approx(stats.ttest_1samp(d, -0.8).pvalue, rel=1e-9)
+    assert res["margin-met"].verdict == "supported" and met.bound == pytest.approx(-math.log(1.5))
+    assert met.p == pytest.approx(stats.ttest_1samp(d, -math.log(1.5)).pvalue, rel=1e-9)
+    assert res["margin-missed"].verdict == "contradicted"  # about 0.52x is significantly above 0.25x
+    assert missed.p == pytest.approx(stats.ttest_1samp(d, -math.log(4)).pvalue, rel=1e-9)
 
-    # than: all -> every other arm; collapsed / single-seed / unrun arms are not tested, so the
-    # claim cannot be supported though derived beats adam and null
+    # than: all -> every other arm; the collapsed arm loses by the collapse rule, the single-seed and
+    # unrun arms cannot be tested, so the claim is inconclusive though derived beats adam and null
     every = res["all-live"]
     assert [x.other for x in every.comparisons] == ["adam", "null", "dead", "lone", "unrun"]
     assert every.verdict == "inconclusive"
-    assert "'dead' collapsed on 5 of 5" in every.reason and "'lone' has 1 completed" in every.reason
-    assert "'unrun' has 0 completed" in every.reason
-    raw = [stats.ttest_1samp(d, 0.0).pvalue, stats.ttest_rel(DERIVED_GN, NULL_GN).pvalue]
+    assert "against 'lone': 'derived' and 'lone' have 1 common seed(s)" in every.reason
+    assert "'unrun' has no final run" in every.reason
+    raw = [p0, stats.ttest_1samp(np.log(DERIVED_GN) - np.log(NULL_GN), 0.0).pvalue]
     lo, hi = sorted(raw)
     holm = {lo: 2 * lo, hi: max(2 * lo, hi)}  # m = 2 tested comparisons, by hand
     assert [x.p_adj for x in every.comparisons[:2]] == pytest.approx([holm[raw[0]], holm[raw[1]]], rel=1e-9)
-    assert all(math.isnan(x.p_adj) and x.outcome == "not tested" for x in every.comparisons[2:])
+    assert every.comparisons[2].outcome == "claimed" and every.comparisons[2].rule == "collapse"
+    assert all(math.isnan(x.p_adj) and x.outcome == "not tested" for x in every.comparisons[3:])
 
-    assert res["vs-dead"].verdict == "inconclusive" and "collapsed" in res["vs-dead"].reason
-    assert res["vs-lone"].verdict == "inconclusive" and "(2 needed)" in res["vs-lone"].reason
-    assert res["vs-absent"].verdict == "inconclusive" and "'unrun' has 0" in res["vs-absent"].reason
+    # an arm that collapsed on 5 of 5 loses to a valid one, without a test (METHODS section 8)
+    assert res["vs-dead"].verdict == "supported" and res["vs-dead"].rule == "collapse"
+    assert "'dead' collapsed on 5 and failed on 0 of 5" in res["vs-dead"].reason
+    assert (
+        res["vs-lone"].verdict == "inconclusive" and "2 paired, or 2 each unpaired" in res["vs-lone"].reason
+    )
+    assert (
+        res["vs-absent"].verdict == "inconclusive" and "'unrun' has no final run" in res["vs-absent"].reason
+    )
 
 
 def test_claims_than_all_supported_when_every_arm_is_beaten(tmp_path):
@@ -567,7 +575,7 @@ def test_claims_than_all_supported_when_every_arm_is_beaten(tmp_path):
     assert res.verdict == "supported"
     assert [x.other for x in res.comparisons] == ["adam", "null"]
     # the decisive comparison is the one least favourable to the claim: the smaller improvement
-    assert res.to_dict()["compared_with"] == "adam"  # -0.500 vs null's -0.501
+    assert res.to_dict()["compared_with"] == "adam"  # the smaller log-ratio improvement
 
 
 def test_claims_malformed_entry_is_one_clear_error(tmp_path):
@@ -575,7 +583,7 @@ def test_claims_malformed_entry_is_one_clear_error(tmp_path):
 
     bad = [claim("x", "derived", "adam", "smaller")]
     with pytest.raises(
-        ConfigError, match=r"claims\[0\]\.direction: 'smaller' is not valid; choices: lower, higher"
+        UserError, match=r"claims\[0\]\.direction: 'smaller' is not valid; choices: lower, higher"
     ):
         evaluate_claims(load_study(claims_study(tmp_path / "c", bad, with_dead=False)))
 
@@ -593,14 +601,16 @@ def test_cli_report_opens_with_the_claims_section(tmp_path):
     assert lines[0].startswith("# ") and lines[2] == "## Claims"  # right after the title
     assert md.index("## Claims") < md.index("## How to read this report")
     row_true = next(ln for ln in lines if ln.startswith("| true |"))
-    assert "| supported |" in row_true and "derived - adam: -0.5 [" in row_true and "t, n=5" in row_true
+    assert "| supported |" in row_true and "derived - adam: " in row_true and "t, n=5" in row_true
     assert "<h2>Claims</h2>" in (out / "report.html").read_text()
     data = json.loads((out / "compare.json").read_text())
     verdicts = {c["id"]: c for c in data["claims"]}
     assert verdicts["true"]["verdict"] == "supported" and verdicts["opposite"]["verdict"] == "contradicted"
     assert verdicts["null"]["verdict"] == "inconclusive"
     assert verdicts["true"]["interval"]["method"] == "t" and verdicts["true"]["interval"]["n"] == 5
-    assert verdicts["true"]["effect"] == pytest.approx(-0.5)
+    d = np.log(DERIVED_GN) - np.log(ADAM_GN)
+    assert verdicts["true"]["effect"] == pytest.approx(d.mean())
+    assert verdicts["true"]["ratio"]["value"] == pytest.approx(math.exp(d.mean()))
     assert verdicts["true"]["p_adj"] < 0.05 and len(verdicts["all-live"]["comparisons"]) == 5
 
 

@@ -1,40 +1,87 @@
-"""A verdict on each of the spec's claims: supported, contradicted or inconclusive (METHODS.md section 8).
+r"""A verdict on each of the spec's claims: supported, contradicted or inconclusive (METHODS.md section 8).
 
-A claim (the spec's ``claims:`` list) reads "``arm`` has a ``direction`` (lower / higher) ``metric``
-than ``than`` (an arm, or every other arm with ``all``), by more than ``margin``". With the per-seed
-paired difference ``d_s = metric_s(arm) - metric_s(other)`` over the final seeds both arms completed,
-``lower`` claims ``mean(d) < -margin`` and ``higher`` claims ``mean(d) > margin``.
+A claim (:class:`~lyaptune.study.comparison.ClaimSpec`) is about one arm ``A`` and, except a
+``collapses`` claim, the arms it is compared with (``than``: an arm, a list, or every other arm). Each
+comparison of ``A`` with an arm ``B`` pairs their final runs by seed; the per-seed difference is
+:math:`d_s = f(x_s(A)) - f(x_s(B))` with :math:`f = \ln` for a log-scale metric (losses, gradient
+norms, seconds, ``derived_lr``: :mod:`lyaptune.metrics`) and the identity otherwise, so an effect on
+the log scale is reported as the geometric-mean ratio :math:`e^{\bar d}` with its t interval.
 
-Each comparison the claim implies is a two-sided paired test (t below 6 pairs, Wilcoxon signed-rank from
-6 pairs on, METHODS section 8) of ``d`` against the claimed bound
-(``-margin`` for lower, ``+margin`` for higher; the bound is 0 without a margin), with the effect
-``mean(d)`` and its Student-t interval; the p-values are Holm-adjusted across the claim's comparisons.
-A comparison whose adjusted p is below :data:`~lyaptune.analysis.compare.ALPHA` is significant on the
-side of the bound where ``mean(d)`` lies. The verdict is
+**Rules of METHODS section 8**, as implemented here:
 
-- ``supported``: every comparison significant on the claimed side of the bound;
-- ``contradicted``: at least one comparison significant on the other side (the claimed difference is
-  significantly absent, e.g. the arm is significantly *higher* when it was claimed lower);
-- ``inconclusive``: otherwise, and always (with the reason) when an arm is missing, has fewer than two
-  completed final runs, has a collapsed, diverged, errored or stopped final run, or the metric is not
-  recorded; a contradiction found in a valid comparison still stands.
+- *The test*: the paired t-test at every n (:func:`~lyaptune.analysis.stats.paired_t_p`: the exact
+  sign-flip p where the differences have no spread) of :math:`d - b` against 0, with :math:`b` the
+  claimed bound: 0, :math:`\mp` ``margin`` (linear metrics), or :math:`\mp \ln` ``factor`` (log-scale
+  metrics: "at least 10x lower" is :math:`b = -\ln 10`). A comparison is significant on the side of
+  :math:`b` where :math:`\bar d` lies.
+- *All comparisons* (``quantifier: each``, the default): ``supported`` when every comparison is
+  significant on the claimed side at ``alpha`` *unadjusted* (intersection-union test);
+  ``contradicted`` when any is significant on the other side after Holm across the claim's tested
+  comparisons.
+- *Any comparison* (``quantifier: any``): ``supported`` when at least one is significant on the
+  claimed side after Holm.
+- *Collapse and failure decide without a test*, and only arms whose final runs all completed and none
+  collapsed are t-tested. A claimed winner (``A`` when the claimed direction is the metric's better
+  one, e.g. ``lower`` loss; ``B`` when the claim says ``A`` is worse) that collapsed or failed
+  (diverged, errored, stopped) on most of its final runs loses the comparison: the claim is
+  contradicted, naming it. A comparison against an arm that collapsed or failed on most runs, while the
+  claimed winner has no such run, holds by the same rule. Any other mix is not tested and leaves the
+  claim inconclusive, with the counts.
+- *Equivalence* (``direction: equivalent``, margin :math:`\delta` = ``margin`` or :math:`\ln`
+  ``factor``): two one-sided t-tests (TOST) of :math:`H_0: \mu \le -\delta` and :math:`H_0: \mu \ge
+  \delta`; a comparison is equivalent when both reject at ``alpha``
+  (:math:`p_{TOST} = \max(p_-, p_+)`); it is significantly outside the margin when the two-sided t-test
+  of :math:`d \mp \delta` rejects after Holm with :math:`|\bar d| > \delta`. The claim is supported when
+  every comparison is equivalent, contradicted when any is significantly outside.
+- *Expected collapse* (``direction: collapses``): supported when ``A`` collapsed on most of its final
+  runs, contradicted when on none, else inconclusive with the counts.
+
+**Rules added where METHODS section 8 is silent:**
+
+- An ``any`` claim is contradicted only when *every* comparison is lost (significant on the other side
+  after Holm, or lost by the collapse rule).
+- For a metric with no better direction (``derived_lr``, ``k_hat``, ``initial_loss``: measured before
+  training) collapse and failure do not decide: every completed run with a value is paired.
+- An equivalence comparison where exactly one arm collapsed or failed on most final runs and the other
+  on none is significantly outside any margin (a dead network is not comparable to a live one); any
+  other mix is not tested.
+- ``collapses`` counts a diverged run (non-finite loss) as collapsed: both end at no better than
+  chance. Errored and stopped runs do not count either way.
+- ``grid: each`` compares ``A`` with every grid point of a grid arm, each point's runs taken from
+  every phase (a grid point's search-seed runs and, for the chosen point, its final runs). Where a
+  point shares at least two seeds with ``A``'s final runs the comparison is paired on them; otherwise
+  it is Welch's unpaired t-test (:math:`t = (\bar f_A - \bar f_B - b)/\sqrt{s_A^2/n_A + s_B^2/n_B}`,
+  Welch-Satterthwaite degrees of freedom) with its interval, the seeds being independent.
+- A whole-run metric (:mod:`lyaptune.analysis.runmetrics`) is computed per run from its epoch records
+  and then treated like a final-epoch metric.
+
+The verdict's reason names the rule that decided: ``t, each comparison at 0.05 (intersection-union)``,
+``Holm``, ``TOST``, ``collapse``.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from lyaptune.analysis.collapse import CollapseThresholds, LabelStats, classify_collapse, task_label_stats
 from lyaptune.analysis.compare import ALPHA, _study_num_classes
 from lyaptune.analysis.load import Study
-from lyaptune.analysis.stats import holm_adjust, paired_interval, paired_test
-from lyaptune.errors import ConfigError
+from lyaptune.analysis.runmetrics import RUN_METRICS, run_metric_info, run_metric_values
+from lyaptune.analysis.stats import holm_adjust, paired_t_p
+from lyaptune.study.comparison import (
+    CLAIM_DIRECTIONS,
+    CLAIM_RUN_METRICS,
+    ClaimSpec,
+    _claims_list,
+)
 
 __all__ = [
     "CLAIM_DIRECTIONS",
@@ -45,32 +92,37 @@ __all__ = [
     "study_claims",
 ]
 
-#: Directions a claim can state.
-CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
+assert set(RUN_METRICS) == set(CLAIM_RUN_METRICS)
+
 #: The verdicts :func:`evaluate_claims` gives.
 CLAIM_VERDICTS: tuple[str, ...] = ("supported", "contradicted", "inconclusive")
 _FAILED = ("diverged", "errored", "stopped")
-_SHAPE = "{id, text, metric, arm, than, direction[, margin]}"
 
 
 @dataclass(frozen=True)
 class ClaimComparison:
-    """One paired comparison behind a claim: ``arm`` against ``other`` over their common final seeds.
+    """One comparison behind a claim: ``arm`` against ``other``.
 
     Attributes:
-      other: the arm compared with.
-      n: seeds both arms completed (the pairs).
-      effect: ``mean_s (x_s(arm) - x_s(other))`` (NaN without a pair).
-      ci_low, ci_high: its Student-t interval at the claim's level (NaN below two pairs).
-      ci_method: ``"t"``.
-      bound: the claimed bound of ``effect`` (``-margin`` for lower, ``+margin`` for higher).
-      p: raw two-sided p of the deciding paired test of the differences against ``bound`` (the t-test
-        below 6 pairs, the Wilcoxon signed-rank test from 6 pairs on).
-      p_wilcoxon: the Wilcoxon signed-rank p of the same shifted differences, from 6 pairs.
-      p_adj: ``p`` Holm-adjusted across the claim's tested comparisons.
-      outcome: ``claimed`` / ``opposite`` (significant on that side of the bound), ``not significant``,
-        or ``not tested`` (see ``reason``).
-      reason: why the comparison was not tested (empty when it was).
+      other: the arm (or grid point, ``arm[lr=0.01]``) compared with.
+      n: pairs (paired test) or the smaller group (Welch); 0 when not tested.
+      effect: the mean difference on the tested scale (of logs for a log-scale metric; NaN without data).
+      ci_low, ci_high: its Student-t (or Welch) interval at the claim's level.
+      ci_method: ``"t"`` (paired), ``"welch"`` (unpaired) or ``""``.
+      bound: the claimed bound of ``effect`` (``-ln factor`` / ``-margin`` for lower, ``+`` for higher,
+        the equivalence margin for an equivalence claim).
+      p: raw p of the deciding test (the two-sided t-test of ``d - bound``; TOST's ``max(p-, p+)`` for
+        an equivalence claim).
+      p_wilcoxon: the Wilcoxon signed-rank p of ``d - bound`` (a robustness column; NaN unpaired).
+      p_adj: Holm-adjusted across the claim's tested comparisons (for equivalence: of ``p_outside``).
+      outcome: ``claimed`` / ``opposite`` (holds / fails significantly, or by the collapse rule),
+        ``not significant``, or ``not tested`` (see ``reason``).
+      reason: why the comparison was not tested, or the collapse rule that decided it.
+      scale: ``log`` or ``linear``: the scale of ``effect``.
+      ratio, ratio_low, ratio_high: ``exp`` of effect and interval on the log scale (NaN on linear).
+      p_outside: equivalence only: the two-sided p that the difference lies outside the margin.
+      rule: ``t``, ``welch``, ``tost`` or ``collapse``: what decided the outcome (empty: not tested).
+      n_a, n_b: final runs of the two arms; dead_a, dead_b: those collapsed or failed.
     """
 
     other: str
@@ -85,6 +137,16 @@ class ClaimComparison:
     p_adj: float
     outcome: str
     reason: str = ""
+    scale: str = "linear"
+    ratio: float = math.nan
+    ratio_low: float = math.nan
+    ratio_high: float = math.nan
+    p_outside: float = math.nan
+    rule: str = ""
+    n_a: int = 0
+    n_b: int = 0
+    dead_a: int = 0
+    dead_b: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,11 +154,20 @@ class ClaimResult:
     """The verdict on one claim, with the comparisons it rests on.
 
     Attributes:
-      id, text, metric, arm, than, direction, margin: the claim as the spec states it.
+      id, text, metric, arm, than, direction, margin: the claim as the spec states it (``than`` as a
+        string: an arm, ``all`` or a comma-joined list; ``margin`` the bound's size on the tested scale:
+        ``ln factor`` for a log-scale metric; ``metric`` ``""`` for a ``collapses`` claim).
       verdict: one of :data:`CLAIM_VERDICTS`.
-      reason: why the verdict is ``inconclusive`` (or what else limits it); empty when supported.
-      comparisons: one :class:`ClaimComparison` per arm compared with (one, or every other arm).
+      reason: the rule that decided and why (for ``supported`` too).
+      comparisons: one :class:`ClaimComparison` per arm or grid point compared with.
       level: the confidence level of the intervals; alpha: the significance level of the verdict.
+      source: ``paper`` or ``extension``; paper, place: where the paper says so (``""`` for extensions).
+      kind: ``compare`` (lower / higher), ``equivalent`` or ``collapses``.
+      quantifier: ``each`` or ``any``; grid: ``best`` or ``each``.
+      scale: the tested scale (``log`` / ``linear``); factor: the claimed ratio (log scale) or NaN.
+      rule: the rule that decided (``intersection-union t``, ``Holm``, ``TOST``, ``collapse``, ...).
+      statement: the claim in the tool's words (what exactly was tested).
+      n_collapsed, n_final: the claimed arm's collapsed-or-failed and final runs.
     """
 
     id: str
@@ -111,42 +182,78 @@ class ClaimResult:
     comparisons: tuple[ClaimComparison, ...] = field(default_factory=tuple)
     level: float = 0.95
     alpha: float = ALPHA
+    source: str = "extension"
+    paper: str = ""
+    place: str = ""
+    kind: str = "compare"
+    quantifier: str = "each"
+    grid: str = "best"
+    scale: str = "linear"
+    factor: float = math.nan
+    rule: str = ""
+    statement: str = ""
+    n_collapsed: int = 0
+    n_final: int = 0
 
     @property
     def decisive(self) -> ClaimComparison | None:
         """The comparison least favourable to the claim: the tested one whose effect lies furthest
-        toward the opposite side of the bound (the closest competitor under ``than: all``); an untested
-        one with an effect when none was tested; ``None`` without any effect."""
-        tested = [c for c in self.comparisons if not c.reason and math.isfinite(c.effect)]
+        toward the opposite side of the bound (for equivalence: furthest from 0); an untested one with
+        an effect when none was tested; ``None`` without any effect."""
+        tested = [c for c in self.comparisons if c.rule in ("t", "welch", "tost") and math.isfinite(c.effect)]
         pool = tested or [c for c in self.comparisons if math.isfinite(c.effect)]
         if not pool:
             return None
+        if self.direction == "equivalent":
+            return max(pool, key=lambda c: abs(c.effect))
         sign = 1.0 if self.direction == "lower" else -1.0  # larger sign * (effect - bound) = worse
         return max(pool, key=lambda c: sign * (c.effect - c.bound))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``compare.json``: the claim, its verdict and reason, the decisive comparison's
-        ``effect`` / ``interval`` / ``p`` / ``p_adj`` at the top level, and every comparison."""
+        """Plain data for ``compare.json``: the claim with its provenance (``source``, ``paper``,
+        ``place``), its verdict and reason, the decisive comparison's ``effect`` / ``interval`` / ``p``
+        / ``p_adj`` (and ``ratio`` on the log scale) at the top level, and every comparison."""
         d = self.decisive
         out: dict[str, Any] = {
             "id": self.id,
             "text": self.text,
+            "source": self.source,
+            "paper": self.paper,
+            "place": self.place,
+            "kind": self.kind,
             "metric": self.metric,
             "arm": self.arm,
             "than": self.than,
             "direction": self.direction,
+            "quantifier": self.quantifier,
+            "grid": self.grid,
             "margin": self.margin,
+            "factor": _num_or_none(self.factor),
+            "scale": self.scale,
+            "statement": self.statement,
             "verdict": self.verdict,
             "reason": self.reason,
+            "rule": self.rule,
+            "n_collapsed": self.n_collapsed,
+            "n_final": self.n_final,
             "compared_with": d.other if d else None,
             "effect": _num_or_none(d.effect) if d else None,
             "interval": {
                 "low": _num_or_none(d.ci_low) if d else None,
                 "high": _num_or_none(d.ci_high) if d else None,
-                "method": "t",
+                "method": (d.ci_method or "t") if d else "t",
                 "level": self.level,
                 "n": d.n if d else 0,
             },
+            "ratio": (
+                {
+                    "value": _num_or_none(d.ratio),
+                    "low": _num_or_none(d.ratio_low),
+                    "high": _num_or_none(d.ratio_high),
+                }
+                if d and self.scale == "log"
+                else None
+            ),
             "p": _num_or_none(d.p) if d else None,
             "p_adj": _num_or_none(d.p_adj) if d else None,
             "alpha": self.alpha,
@@ -161,11 +268,9 @@ def _num_or_none(v: Any) -> Any:
     return v
 
 
-def study_claims(study: Study) -> list[dict[str, Any]]:
-    """The spec's ``claims:`` as plain dicts ``{id, text, metric, arm, than, direction, margin}``.
-
-    Read from the stored spec defensively (a run from before claims existed has none: ``[]``);
-    ``than`` defaults to ``all``, ``margin`` to 0.
+def study_claims(study: Study) -> list[ClaimSpec]:
+    """The stored spec's ``claims:`` as :class:`~lyaptune.study.comparison.ClaimSpec` (``[]`` for a run
+    from before claims existed); a stored claim without ``source`` reads as ``extension``.
 
     Raises:
       ConfigError: a malformed entry, naming ``claims[i].<field>``, the value and what is valid.
@@ -173,63 +278,149 @@ def study_claims(study: Study) -> list[dict[str, Any]]:
     raw = study.spec.get("claims")
     if raw is None:
         return []
-    if not isinstance(raw, (list, tuple)):
-        raise ConfigError(f"claims: expected a list of {_SHAPE}, got {raw!r}")
-    out = []
-    for i, c in enumerate(raw):
-        where = f"claims[{i}]"
-        if not isinstance(c, Mapping):
-            raise ConfigError(f"{where}: expected a mapping {_SHAPE}, got {c!r}")
-        for key in ("id", "metric", "arm"):
-            if not isinstance(c.get(key), str) or not c[key]:
-                raise ConfigError(f"{where}.{key}: expected a non-empty string, got {c.get(key)!r}")
-        direction = c.get("direction")
-        if direction not in CLAIM_DIRECTIONS:
-            raise ConfigError(f"{where}.direction: {direction!r} is not valid; choices: lower, higher")
-        margin = c.get("margin", 0.0)
-        margin = 0.0 if margin is None else margin
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
-            raise ConfigError(f"{where}.margin: {margin!r} is not valid; expected a number >= 0")
-        out.append(
-            {
-                "id": str(c["id"]),
-                "text": str(c.get("text") or ""),
-                "metric": str(c["metric"]),
-                "arm": str(c["arm"]),
-                "than": str(c.get("than") or "all"),
-                "direction": str(direction),
-                "margin": float(margin),
-            }
+    return list(_claims_list(raw, study.arms, stored=True))
+
+
+# -- per-arm state -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The runs standing for one side of a comparison."""
+
+    label: str
+    rows: pd.DataFrame  # completed-or-failed runs (no running ones)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dead(self) -> int:
+        failed = self.rows["status"].isin(_FAILED)
+        collapsed = self.rows["collapsed"].astype(bool) & (self.rows["status"] == "completed")
+        return int((failed | collapsed).sum())
+
+    def counts(self) -> str:
+        r = self.rows
+        n_col = int((r["collapsed"].astype(bool) & (r["status"] == "completed")).sum())
+        n_fail = int(r["status"].isin(_FAILED).sum())
+        return f"'{self.label}' collapsed on {n_col} and failed on {n_fail} of {self.n} final runs"
+
+    @property
+    def mostly_dead(self) -> bool:
+        return self.n > 0 and 2 * self.dead > self.n
+
+
+def _group_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"] != "running"]
+
+
+def _groups_for(study: Study, t: pd.DataFrame, arm: str, grid: str) -> list[_Group]:
+    """The side(s) ``arm`` contributes to a comparison: its final runs, or one group per grid point."""
+    if grid == "each" and study.is_grid(arm):
+        rows = _group_rows(t[t["arm"] == arm])
+        out = []
+        for pj, g in rows.groupby("params_json", sort=False):
+            try:
+                params = json.loads(pj) if isinstance(pj, str) and pj else {}
+            except ValueError:
+                params = {}
+            inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+            out.append(_Group(f"{arm}[{inner}]", g))
+        return sorted(out, key=lambda x: x.label) or [_Group(arm, rows)]
+    return [_Group(arm, _group_rows(t[(t["arm"] == arm) & (t["phase"] == "final")]))]
+
+
+def _values(group: _Group, col: str, log: bool) -> pd.Series:
+    """The metric per seed over the group's completed runs (logs on the log scale; one run per seed)."""
+    r = group.rows[group.rows["status"] == "completed"]
+    v = pd.to_numeric(r[col], errors="coerce") if col in r else pd.Series(dtype=float)
+    v = pd.Series(v.to_numpy(float), index=r["seed"].to_numpy())
+    v = v[~v.index.duplicated()]
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = pd.Series(np.where(v.to_numpy() > 0, np.log(v.to_numpy()), np.nan), index=v.index)
+    return v[np.isfinite(v.to_numpy(float))]
+
+
+# -- tests -------------------------------------------------------------------------------------------
+
+
+def _t_interval(d: np.ndarray, level: float) -> tuple[float, float]:
+    if d.size < 2:
+        return math.nan, math.nan
+    half = sps.t.ppf((1 + level) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def _one_sided_p(d: np.ndarray, greater: bool) -> float:
+    """One-sided one-sample t p of ``mean(d) > 0`` (``greater``) or ``< 0``; the exact one-sided
+    sign-flip p (``1/2^n`` when every difference lies on the claimed side) without spread."""
+    if d.size < 2:
+        return math.nan
+    scale = float(np.max(np.abs(d)))
+    if scale == 0.0 or np.ptp(d) <= 1e-12 * scale:
+        on_side = d[0] > 0 if greater else d[0] < 0
+        return 0.5**d.size if on_side else 1.0
+    return float(sps.ttest_1samp(d, 0.0, alternative="greater" if greater else "less").pvalue)
+
+
+def _wilcoxon_p(d: np.ndarray) -> float:
+    if d.size < 2 or not np.any(d != 0):
+        return math.nan
+    try:
+        return float(sps.wilcoxon(d).pvalue)
+    except ValueError:
+        return math.nan
+
+
+def _test(a: pd.Series, b: pd.Series, bound: float, level: float, equivalent: bool) -> dict[str, Any] | str:
+    """The deciding test of one comparison, or why it could not run."""
+    common = sorted(set(a.index) & set(b.index))
+    out: dict[str, Any] = {"p_wilcoxon": math.nan, "p_outside": math.nan}
+    if len(common) >= 2:
+        d = a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float)
+        out.update(n=d.size, effect=float(d.mean()), ci=_t_interval(d, level), method="t")
+        if equivalent:
+            p_lo, p_hi = _one_sided_p(d + bound, True), _one_sided_p(d - bound, False)
+            out["p"] = max(p_lo, p_hi)
+            edge = bound if d.mean() > 0 else -bound
+            out["p_outside"] = paired_t_p(d - edge) if abs(d.mean()) > bound else 1.0
+        else:
+            out["p"] = paired_t_p(d - bound)
+            out["p_wilcoxon"] = _wilcoxon_p(d - bound)
+        return out
+    xa, xb = a.to_numpy(float), b.to_numpy(float)
+    if xa.size < 2 or xb.size < 2:
+        return (
+            f"'{{a}}' and '{{b}}' have {len(common)} common seed(s) and {xa.size} / {xb.size} runs "
+            "with the metric (2 paired, or 2 each unpaired, needed)"
         )
+    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    se = math.sqrt(va + vb)
+    effect = float(xa.mean() - xb.mean())
+    if se == 0.0:
+        return "'{a}' and '{b}' have no spread and no common seeds (Welch's test is undefined)"
+    df = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)) if va + vb > 0 else 1.0
+    half = sps.t.ppf((1 + level) / 2, df) * se
+    out.update(n=int(min(xa.size, xb.size)), effect=effect, ci=(effect - half, effect + half), method="welch")
+
+    def p_two(shift: float) -> float:
+        return float(2 * sps.t.sf(abs((effect - shift) / se), df))
+
+    if equivalent:
+        p_lo = float(sps.t.sf((effect + bound) / se, df))
+        p_hi = float(sps.t.cdf((effect - bound) / se, df))
+        out["p"] = max(p_lo, p_hi)
+        edge = bound if effect > 0 else -bound
+        out["p_outside"] = p_two(edge) if abs(effect) > bound else 1.0
+    else:
+        out["p"] = p_two(bound)
     return out
 
 
-def _arm_problem(arm: str, final: pd.DataFrame, metric: str, present: Sequence[str]) -> str:
-    """Why ``arm``'s final runs cannot carry a verdict (empty when they can)."""
-    if arm not in present:
-        return f"arm '{arm}' is not in this study"
-    rows = final[final["arm"] == arm]
-    done = rows[rows["status"] == "completed"]
-    failed = {s: int((rows["status"] == s).sum()) for s in _FAILED}
-    failed = {s: n for s, n in failed.items() if n}
-    if failed:
-        what = ", ".join(f"{n} {s}" for s, n in failed.items())
-        return f"arm '{arm}' has failed final runs ({what} of {len(rows)})"
-    n_collapsed = int(done["collapsed"].sum()) if "collapsed" in done and len(done) else 0
-    if n_collapsed:
-        return f"arm '{arm}' collapsed on {n_collapsed} of {len(done)} completed final runs"
-    values = pd.to_numeric(done[metric], errors="coerce") if metric in done else pd.Series(dtype=float)
-    n = int(np.isfinite(values.to_numpy(float)).sum())
-    if n < 2:
-        return f"arm '{arm}' has {n} completed final run(s) with {metric} (2 needed)"
-    return ""
-
-
-def _seed_values(final: pd.DataFrame, arm: str, metric: str) -> pd.Series:
-    rows = final[(final["arm"] == arm) & (final["status"] == "completed")]
-    one = rows.drop_duplicates("seed").set_index("seed")[metric]
-    values = pd.to_numeric(one, errors="coerce")
-    return values[np.isfinite(values.to_numpy(float))]
+# -- evaluation --------------------------------------------------------------------------------------
 
 
 def evaluate_claims(
@@ -242,25 +433,17 @@ def evaluate_claims(
 ) -> list[ClaimResult]:
     r"""The verdict on each of the study's claims (:func:`study_claims`), in the spec's order.
 
-    For a claim about ``arm`` and each arm it is compared with (``than``, or every other arm of the
-    study for ``than: all``), over the seeds both completed, the paired differences
-    :math:`d_s = x_s(\text{arm}) - x_s(\text{other})` give the effect :math:`\bar d` with its Student-t
-    interval :math:`\bar d \pm t_{(1+\text{level})/2, n-1}\, s_d/\sqrt n`, and a two-sided paired
-    t-test of :math:`d` against the claimed bound :math:`b` (:math:`-\text{margin}` for lower,
-    :math:`+\text{margin}` for higher), i.e. of :math:`t = (\bar d - b)\sqrt n / s_d`. The p-values are
-    Holm-adjusted across the claim's tested comparisons (a family per claim); a comparison is
-    significant when its adjusted p < ``alpha``, on the side of :math:`b` where :math:`\bar d` lies.
-    The verdict is ``supported`` when every comparison is significant on the claimed side,
-    ``contradicted`` when at least one is significant on the other side, else ``inconclusive`` with
-    the reason (which also covers a missing arm, fewer than 2 completed final runs, a collapsed or
-    failed final run, or an unrecorded metric: such a comparison is not tested).
+    The rules are the module's (METHODS.md section 8 "Claims" and "What a claim may say", and the rules
+    added where it is silent): paired t-tests of :math:`d - b` (logs for log-scale metrics) at every n,
+    intersection-union for claims over every comparison, Holm for "any" claims and for contradictions,
+    TOST for equivalence, and collapse or failure deciding without a test.
 
     Args:
-      study: a loaded study.
+      study: a loaded study (its epoch records are read for whole-run metrics).
       thresholds: collapse thresholds (default :class:`~lyaptune.analysis.collapse.CollapseThresholds`).
       labels: the task's label statistics for the collapse rule (default read from the dataset).
       level: confidence level of the intervals.
-      alpha: significance level of the verdicts (on Holm-adjusted p).
+      alpha: significance level of the verdicts.
 
     Returns:
       One :class:`ClaimResult` per claim (``[]`` when the spec states none).
@@ -269,7 +452,9 @@ def evaluate_claims(
       ConfigError: a malformed claim in the stored spec.
 
     References:
-      METHODS.md section 8; Holm (1979), Scand. J. Statist. 6(2); Student (1908), Biometrika 6(1).
+      METHODS.md section 8; Berger (1982), Technometrics 24(4) (intersection-union tests); Schuirmann
+      (1987), J. Pharmacokinet. Biopharm. 15(6) (TOST); Holm (1979), Scand. J. Statist. 6(2); Welch
+      (1947), Biometrika 34(1-2).
     """
     claims = study_claims(study)
     if not claims:
@@ -280,113 +465,327 @@ def evaluate_claims(
         if labels is None:
             labels = task_label_stats(study.task, _study_num_classes(study))
         t = classify_collapse(t, th, labels=labels)
-        final = t[t["phase"] == "final"]
     else:
-        final = pd.DataFrame(columns=["arm", "seed", "status", "phase", "collapsed"])
-    return [_evaluate_one(c, final, study.arms, level, alpha) for c in claims]
+        t = pd.DataFrame(columns=["arm", "seed", "status", "phase", "collapsed", "trial_id", "params_json"])
+    if "params_json" not in t:
+        t = t.assign(params_json="")
+    return [_evaluate_one(study, c, t, level, alpha) for c in claims]
 
 
-def _evaluate_one(
-    claim: dict[str, Any], final: pd.DataFrame, arms: Sequence[str], level: float, alpha: float
-) -> ClaimResult:
-    metric, arm, direction, margin = claim["metric"], claim["arm"], claim["direction"], claim["margin"]
-    bound = (-margin if direction == "lower" else margin) if margin else 0.0
-    if claim["than"] == "all":
-        others = [a for a in arms if a != arm]
+def _statement(c: ClaimSpec, scale: str) -> str:
+    if c.direction == "collapses":
+        return f"'{c.arm}' collapses (collapsed or diverged on most final runs)"
+    metric = str(c.metric)
+    if c.target:
+        side = "below" if "below" in c.target else "above"
+        metric += f" ({c.target['field']} {side} {c.target[side]:g})"
+    if c.of:
+        metric += f" of {c.of}"
+    others = "every other arm" if c.than == "all" else ", ".join(f"'{x}'" for x in c.than_arms)
+    if c.grid == "each":
+        others += " (each grid point)"
+    quant = (
+        ""
+        if len(c.than_arms) == 1 and c.than != "all"
+        else (" (each)" if c.quantifier == "each" else " (any one)")
+    )
+    if c.direction == "equivalent":
+        within = f"within a ratio of {c.factor:g}" if scale == "log" else f"within {c.margin:g}"
+        return f"'{c.arm}' has an equivalent {metric} to {others}{quant}, {within}"
+    gap = ""
+    if c.factor:
+        gap = f" by at least {c.factor:g}x"
+    elif c.margin:
+        gap = f" by more than {c.margin:g}"
+    return f"'{c.arm}' has a {c.direction} {metric} than {others}{quant}{gap}"
+
+
+def _evaluate_one(study: Study, c: ClaimSpec, t: pd.DataFrame, level: float, alpha: float) -> ClaimResult:
+    info = run_metric_info(c.metric, c.of) if c.metric else None
+    scale = info.scale if info else "linear"
+    log = scale == "log"
+    kind = {"equivalent": "equivalent", "collapses": "collapses"}.get(c.direction, "compare")
+    base: dict[str, Any] = {
+        "id": c.id,
+        "text": c.text,
+        "metric": c.metric or "",
+        "arm": c.arm,
+        "than": c.than if isinstance(c.than, str) else ", ".join(c.than),
+        "direction": c.direction,
+        "level": level,
+        "alpha": alpha,
+        "source": c.source or "extension",
+        "paper": c.paper or "",
+        "place": c.place or "",
+        "kind": kind,
+        "quantifier": c.quantifier,
+        "grid": c.grid,
+        "scale": scale,
+        "factor": float(c.factor) if c.factor else math.nan,
+        "statement": _statement(c, scale),
+    }
+    own = _groups_for(study, t, c.arm, "best")[0]
+    base["n_final"], base["n_collapsed"] = own.n, own.dead
+    if kind == "collapses":
+        return _collapses(c, own, base)
+
+    size = math.log(c.factor) if c.factor else float(c.margin or 0.0)
+    base["margin"] = size
+    if kind == "equivalent":
+        bound = size
     else:
-        others = [claim["than"]]
-    problems: list[str] = []
-    if len(final) and metric not in final.columns:
-        problems.append(f"metric '{metric}' is not recorded in this study's trials")
-    own = _arm_problem(arm, final, metric, arms) if not problems else ""
-    if own:
-        problems.append(own)
-    if not others:
-        problems.append(f"no other arm to compare '{arm}' with")
-    shared = problems[0] if problems else ""  # a problem of the claim itself stops every comparison
+        bound = -size if c.direction == "lower" else size
+    # the metric's values per run (whole-run metrics from the epoch records)
+    col = str(c.metric)
+    if c.metric in RUN_METRICS:
+        col = f"__claim_{c.metric}"
+        t = t.assign(**{col: run_metric_values(t, study.epochs, c.metric, target=c.target, of=c.of)})
+        own = _groups_for(study, t, c.arm, "best")[0]
+    if col not in t.columns:
+        return ClaimResult(
+            **base, verdict="inconclusive", reason=f"metric '{col}' is not recorded in this study", rule=""
+        )
+    if c.arm not in study.arms:
+        return ClaimResult(**base, verdict="inconclusive", reason=f"arm '{c.arm}' is not in this study")
+    names = [a for a in study.arms if a != c.arm] if c.than == "all" else list(c.than_arms)
+    others: list[_Group] = []
+    missing = []
+    for name in names:
+        if name not in study.arms:
+            missing.append(f"arm '{name}' is not in this study")
+            continue
+        others += _groups_for(study, t, name, c.grid)
+    mode = info.mode if info else None
+    # who is the claimed winner of each comparison: A when the claimed direction is the better one
+    a_wins = None if mode is None or kind == "equivalent" else (c.direction == "lower") == (mode == "min")
     raw: list[dict[str, Any]] = []
     for other in others:
-        reason = shared or _arm_problem(other, final, metric, arms)
-        entry: dict[str, Any] = {"other": other, "n": 0, "effect": math.nan, "ci": (math.nan, math.nan)}
-        entry.update({"p": math.nan, "p_wilcoxon": math.nan, "reason": reason})
-        if metric in final.columns and arm in arms and other in arms:
-            a, b = _seed_values(final, arm, metric), _seed_values(final, other, metric)
-            common = sorted(set(a.index) & set(b.index))
-            xa, xb = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
-            entry["n"] = len(common)
-            if common:
-                entry["effect"] = float(np.mean(xa - xb))
-                entry["ci"] = paired_interval(xa, xb, level, "t")
-            if not reason and len(common) < 2:
-                reason = entry["reason"] = (
-                    f"'{arm}' and '{other}' completed {len(common)} common final seed(s) (2 needed)"
-                )
-            if not reason:
-                # the differences shifted by the bound: d - b, tested against 0
-                test = paired_test(xa - bound, xb)
-                entry["p"], entry["p_wilcoxon"] = test["p"], test["p_wilcoxon"]
-        if reason and reason not in problems:
-            problems.append(reason)
-        raw.append(entry)
-    p_adj = holm_adjust([e["p"] for e in raw]) if raw else np.array([])
+        raw.append(_compare(c, own, other, col, log, bound, level, kind, a_wins))
+    # Holm across the tested comparisons: of p (t) for directional claims, of p_outside for equivalence
+    tested = [e for e in raw if e["rule"] in ("t", "welch", "tost")]
+    key = "p_outside" if kind == "equivalent" else "p"
+    adj = holm_adjust([e[key] for e in tested]) if tested else np.array([])
+    for e, pa in zip(tested, adj):
+        e["p_adj"] = float(pa)
     comps = []
-    for e, pa in zip(raw, p_adj):
-        if e["reason"]:
-            outcome = "not tested"
-        elif math.isfinite(pa) and pa < alpha and e["effect"] != bound:
-            outcome = "claimed" if (e["effect"] < bound) == (direction == "lower") else "opposite"
-        else:
-            outcome = "not significant"
-        comps.append(
-            ClaimComparison(
-                other=e["other"],
-                n=int(e["n"]),
-                effect=float(e["effect"]),
-                ci_low=float(e["ci"][0]),
-                ci_high=float(e["ci"][1]),
-                ci_method="t",
-                bound=float(bound),
-                p=float(e["p"]),
-                p_wilcoxon=float(e["p_wilcoxon"]),
-                p_adj=float(pa),
-                outcome=outcome,
-                reason=e["reason"],
-            )
+    for e in raw:
+        if e["rule"] in ("t", "welch", "tost"):
+            e["outcome"] = _outcome(e, c, kind, bound, alpha, len(raw))
+        comps.append(_comparison(e, scale))
+    verdict, reason, rule = _verdict(c, comps, missing, kind, alpha, own)
+    return ClaimResult(**base, verdict=verdict, reason=reason, rule=rule, comparisons=tuple(comps))
+
+
+def _collapses(c: ClaimSpec, own: _Group, base: dict[str, Any]) -> ClaimResult:
+    r = own.rows
+    dead = int(
+        ((r["status"] == "completed") & r["collapsed"].astype(bool)).sum() + (r["status"] == "diverged").sum()
+    )
+    n = int(r["status"].isin(("completed", "diverged")).sum())
+    base = {**base, "margin": 0.0, "n_collapsed": dead, "n_final": n}
+    counts = f"'{c.arm}' collapsed or diverged on {dead} of {n} final runs"
+    if n == 0:
+        return ClaimResult(**base, verdict="inconclusive", reason=f"arm '{c.arm}' has no completed final run")
+    if 2 * dead > n:
+        return ClaimResult(
+            **base, verdict="supported", reason=f"collapse rule: {counts} (most)", rule="collapse"
         )
-    opposite = [c for c in comps if c.outcome == "opposite"]
-    side = f"{direction} than '{{}}'" + (f" by more than {margin:g}" if margin else "")
-    if opposite:
-        verdict = "contradicted"
-        reason = "; ".join(
-            f"'{arm}' is significantly not {side.format(c.other)} (Holm-adjusted p = {c.p_adj:.2g})"
-            for c in opposite
-        )
-        if problems:
-            reason += "; also: " + "; ".join(problems)
-    elif problems:
-        verdict, reason = "inconclusive", "; ".join(problems)
-    elif all(c.outcome == "claimed" for c in comps):
-        verdict, reason = "supported", ""
-    else:
-        verdict = "inconclusive"
-        reason = "; ".join(
-            f"not significant against '{c.other}' (Holm-adjusted p = "
-            + (f"{c.p_adj:.2g}" if math.isfinite(c.p_adj) else "-")
-            + f", n = {c.n})"
-            for c in comps
-            if c.outcome != "claimed"
+    if dead == 0:
+        return ClaimResult(
+            **base, verdict="contradicted", reason=f"collapse rule: {counts} (none)", rule="collapse"
         )
     return ClaimResult(
-        id=claim["id"],
-        text=claim["text"],
-        metric=metric,
-        arm=arm,
-        than=claim["than"],
-        direction=direction,
-        margin=margin,
-        verdict=verdict,
-        reason=reason,
-        comparisons=tuple(comps),
-        level=level,
-        alpha=alpha,
+        **base, verdict="inconclusive", reason=f"collapse rule: {counts} (neither most nor none)"
     )
+
+
+def _compare(
+    c: ClaimSpec,
+    own: _Group,
+    other: _Group,
+    col: str,
+    log: bool,
+    bound: float,
+    level: float,
+    kind: str,
+    a_wins: bool | None,
+) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "other": other.label,
+        "n": 0,
+        "effect": math.nan,
+        "ci": (math.nan, math.nan),
+        "ci_method": "",
+        "bound": bound,
+        "p": math.nan,
+        "p_wilcoxon": math.nan,
+        "p_outside": math.nan,
+        "p_adj": math.nan,
+        "outcome": "not tested",
+        "reason": "",
+        "rule": "",
+        "n_a": own.n,
+        "n_b": other.n,
+        "dead_a": own.dead,
+        "dead_b": other.dead,
+    }
+    va, vb = _values(own, col, log), _values(other, col, log)
+    common = sorted(set(va.index) & set(vb.index))
+    if common:  # the measured effect is shown even where collapse decides
+        d = va.loc[common].to_numpy(float) - vb.loc[common].to_numpy(float)
+        e["n"], e["effect"], e["ci"], e["ci_method"] = d.size, float(d.mean()), _t_interval(d, level), "t"
+    if own.n == 0 or other.n == 0:
+        who = own.label if own.n == 0 else other.label
+        e["reason"] = f"'{who}' has no final run"
+        return e
+    if a_wins is not None or kind == "equivalent":
+        winner, loser = (own, other) if a_wins in (True, None) else (other, own)
+        if kind == "equivalent":
+            if (own.mostly_dead and other.dead == 0) or (other.mostly_dead and own.dead == 0):
+                dead = own if own.mostly_dead else other
+                e.update(
+                    outcome="opposite",
+                    rule="collapse",
+                    reason=f"{dead.counts()}: not equivalent to a live arm",
+                )
+                return e
+        elif winner.mostly_dead:
+            e.update(outcome="opposite", rule="collapse", reason=f"claimed winner {winner.counts()} (most)")
+            return e
+        elif loser.mostly_dead and winner.dead == 0:
+            e.update(
+                outcome="claimed",
+                rule="collapse",
+                reason=f"{loser.counts()} (most), '{winner.label}' on none",
+            )
+            return e
+        if own.dead or other.dead:
+            dead = [g.counts() for g in (own, other) if g.dead]
+            e["reason"] = "not tested: " + "; ".join(dead)
+            return e
+    res = _test(va, vb, bound, level, kind == "equivalent")
+    if isinstance(res, str):
+        e["reason"] = res.format(a=own.label, b=other.label)
+        return e
+    e.update(
+        n=res["n"],
+        effect=res["effect"],
+        ci=res["ci"],
+        ci_method=res["method"],
+        p=res["p"],
+        p_wilcoxon=res["p_wilcoxon"],
+        p_outside=res["p_outside"],
+        rule="tost" if kind == "equivalent" else res["method"],
+    )
+    return e
+
+
+def _outcome(e: dict[str, Any], c: ClaimSpec, kind: str, bound: float, alpha: float, m: int) -> str:
+    if kind == "equivalent":
+        if math.isfinite(e["p"]) and e["p"] < alpha:
+            return "claimed"
+        if math.isfinite(e["p_adj"]) and e["p_adj"] < alpha:
+            return "opposite"
+        return "not significant"
+    if not math.isfinite(e["effect"]) or e["effect"] == bound:
+        return "not significant"
+    claimed_side = (e["effect"] < bound) == (c.direction == "lower")
+    if claimed_side:
+        # each: intersection-union, unadjusted; any: after Holm (one comparison: the same)
+        p = e["p"] if c.quantifier == "each" else e["p_adj"]
+        return "claimed" if math.isfinite(p) and p < alpha else "not significant"
+    return "opposite" if math.isfinite(e["p_adj"]) and e["p_adj"] < alpha else "not significant"
+
+
+def _comparison(e: dict[str, Any], scale: str) -> ClaimComparison:
+    lo, hi = e["ci"]
+    log = scale == "log"
+    return ClaimComparison(
+        other=e["other"],
+        n=int(e["n"]),
+        effect=float(e["effect"]),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        ci_method=e["ci_method"],
+        bound=float(e["bound"]),
+        p=float(e["p"]),
+        p_wilcoxon=float(e["p_wilcoxon"]),
+        p_adj=float(e["p_adj"]),
+        outcome=e["outcome"],
+        reason=e["reason"],
+        scale=scale,
+        ratio=math.exp(e["effect"]) if log and math.isfinite(e["effect"]) else math.nan,
+        ratio_low=math.exp(lo) if log and math.isfinite(lo) else math.nan,
+        ratio_high=math.exp(hi) if log and math.isfinite(hi) else math.nan,
+        p_outside=float(e["p_outside"]),
+        rule=e["rule"],
+        n_a=int(e["n_a"]),
+        n_b=int(e["n_b"]),
+        dead_a=int(e["dead_a"]),
+        dead_b=int(e["dead_b"]),
+    )
+
+
+def _fmt(p: float) -> str:
+    return f"{p:.2g}" if math.isfinite(p) else "-"
+
+
+def _verdict(
+    c: ClaimSpec, comps: Sequence[ClaimComparison], missing: list[str], kind: str, alpha: float, own: _Group
+) -> tuple[str, str, str]:
+    if not comps and not missing:
+        return "inconclusive", f"no other arm to compare '{c.arm}' with", ""
+    opposite = [x for x in comps if x.outcome == "opposite"]
+    claimed = [x for x in comps if x.outcome == "claimed"]
+    rest = [x for x in comps if x.outcome not in ("opposite", "claimed")]
+
+    def why(x: ClaimComparison) -> str:
+        if x.rule == "collapse":
+            return f"against '{x.other}', collapse rule: {x.reason}"
+        if x.reason:
+            return f"against '{x.other}': {x.reason}"
+        if kind == "equivalent":
+            outside = f"outside-margin p (Holm) = {_fmt(x.p_adj)}"
+            return f"against '{x.other}': TOST p = {_fmt(x.p)}, {outside}, n = {x.n}"
+        return f"against '{x.other}': {x.rule} p = {_fmt(x.p)}, Holm-adjusted {_fmt(x.p_adj)}, n = {x.n}"
+
+    def rules(xs: Sequence[ClaimComparison]) -> str:
+        names = sorted(
+            {"collapse" if x.rule == "collapse" else ("TOST" if x.rule == "tost" else x.rule) for x in xs}
+        )
+        return " + ".join(names)
+
+    many = len(comps) + len(missing) > 1
+    if c.quantifier == "any" and many:
+        if claimed:
+            rule = "collapse" if all(x.rule == "collapse" for x in claimed) else "Holm"
+            return "supported", f"{rule}: one comparison holds; " + "; ".join(why(x) for x in claimed), rule
+        if comps and len(opposite) == len(comps) and not missing:
+            return (
+                "contradicted",
+                f"{rules(opposite)}: every comparison fails; " + "; ".join(why(x) for x in opposite),
+                rules(opposite),
+            )
+        return (
+            "inconclusive",
+            "no comparison holds after Holm; " + "; ".join(missing + [why(x) for x in comps]),
+            "",
+        )
+    if opposite:
+        rule = rules(opposite)
+        head = "contradicted by the collapse rule" if rule == "collapse" else f"contradicted ({rule}, Holm)"
+        return "contradicted", f"{head}: " + "; ".join(why(x) for x in opposite), rule
+    if missing or rest:
+        return "inconclusive", "; ".join(missing + [why(x) for x in rest]), ""
+    rule = rules(claimed)
+    if kind == "equivalent":
+        label = "TOST at 0.05 in every comparison" if many else "TOST at 0.05"
+    elif rule == "collapse":
+        label = "collapse rule"
+    else:
+        label = (
+            f"{rule}, each comparison at {alpha:g} unadjusted (intersection-union)"
+            if many
+            else f"{rule} at {alpha:g}"
+        )
+    return "supported", f"{label}: " + "; ".join(why(x) for x in claimed), rule

@@ -19,7 +19,16 @@ from lyaptune._fields import (
 from lyaptune._registry import unknown_choice
 from lyaptune.metrics import COMPARE_METRICS, MODES, natural_mode
 
-__all__ = ["CLAIM_DIRECTIONS", "COMPARE_METRICS", "MODES", "ClaimSpec", "CompareSpec"]
+__all__ = [
+    "CLAIM_DIRECTIONS",
+    "CLAIM_METRICS",
+    "CLAIM_RUN_METRICS",
+    "CLAIM_SOURCES",
+    "COMPARE_METRICS",
+    "MODES",
+    "ClaimSpec",
+    "CompareSpec",
+]
 
 
 def metric_check(
@@ -116,8 +125,47 @@ def _compare_list(value: Any) -> tuple[CompareSpec, ...]:
     return out
 
 
-CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher")
-_CLAIM_KEYS = ("id", "text", "metric", "arm", "than", "direction", "margin")
+# -- claims ----------------------------------------------------------------------------------------------
+
+#: What a claim can state of its arm: a lower / higher metric than the others (beyond an optional
+#: margin), an ``equivalent`` one (within a stated margin, judged by TOST), or that the arm ``collapses``.
+CLAIM_DIRECTIONS: tuple[str, ...] = ("lower", "higher", "equivalent", "collapses")
+#: Where a claim comes from: the paper (with its place) or our own hypothesis.
+CLAIM_SOURCES: tuple[str, ...] = ("paper", "extension")
+#: How a claim over several comparisons is read: every one must hold (``each``) or one suffices (``any``).
+CLAIM_QUANTIFIERS: tuple[str, ...] = ("each", "any")
+#: How a grid arm enters a claim: its re-run best point (``best``) or every grid point (``each``).
+CLAIM_GRID: tuple[str, ...] = ("best", "each")
+#: Whole-run metrics a claim may name (computed by :mod:`lyaptune.analysis.runmetrics`).
+CLAIM_RUN_METRICS: tuple[str, ...] = (
+    "epochs_to_target",
+    "seconds_to_target",
+    "auc_train_loss",
+    "drift_fraction",
+    "max_diagnostic",
+)
+#: Run-level columns a claim may name besides the final-epoch metrics.
+CLAIM_RUN_COLUMNS: tuple[str, ...] = ("derived_lr", "k_hat", "initial_loss", "wall_s", "min_grad_norm")
+#: Every metric a claim may name.
+CLAIM_METRICS: tuple[str, ...] = (*COMPARE_METRICS, *CLAIM_RUN_COLUMNS, *CLAIM_RUN_METRICS)
+_TARGET_METRICS = ("epochs_to_target", "seconds_to_target")
+_CLAIM_KEYS = (
+    "id",
+    "text",
+    "source",
+    "paper",
+    "place",
+    "metric",
+    "arm",
+    "than",
+    "direction",
+    "quantifier",
+    "grid",
+    "margin",
+    "factor",
+    "target",
+    "of",
+)
 
 
 def _claim_id(value: Any) -> str:
@@ -138,71 +186,224 @@ def _arm_name(value: Any) -> str:
     return value
 
 
+def _than(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
+        if len(set(value)) != len(value):
+            raise _FieldError("", f"lists an arm twice: {list(value)!r}")
+        return tuple(value)
+    raise _FieldError("", f"must be an arm name, a non-empty list of arm names, or all; got {value!r}")
+
+
+def _direction(value: Any) -> str:
+    if value not in CLAIM_DIRECTIONS:
+        raise _FieldError("", f"{value!r} is not valid; choices: {', '.join(CLAIM_DIRECTIONS)}")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _FieldError("", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _factor(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
+        raise _FieldError("", f"must be a ratio > 1 (e.g. 10 for 'at least 10x lower'), got {value!r}")
+    return float(value)
+
+
+def _margin(value: Any) -> float | None:
+    return None if value is None else _nonnegative("", value)
+
+
+def _target(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    shape = "a mapping {field: <record field>, below: <number>} or {field, above: <number>}"
+    if not isinstance(value, Mapping) or not isinstance(value.get("field"), str):
+        raise _FieldError("", f"must be {shape}, got {value!r}")
+    extra = set(value) - {"field", "below", "above"}
+    sides = [k for k in ("below", "above") if value.get(k) is not None]
+    if extra or len(sides) != 1:
+        raise _FieldError("", f"must be {shape} (exactly one of below / above), got {value!r}")
+    x = value[sides[0]]
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise _FieldError(f"{sides[0]}", f"must be a number, got {x!r}")
+    return {"field": value["field"], sides[0]: float(x)}
+
+
 _CLAIM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "id": _claim_id,
     "text": _claim_text,
-    "metric": partial(_choice, "", choices=COMPARE_METRICS, kind="claim metric"),
+    "source": partial(_choice, "", choices=CLAIM_SOURCES, kind="claim source"),
+    "paper": _optional_text,
+    "place": _optional_text,
+    "metric": lambda v: None if v is None else _choice("", v, CLAIM_METRICS, "claim metric"),
     "arm": _arm_name,
-    "than": _arm_name,
-    "direction": partial(_choice, "", choices=CLAIM_DIRECTIONS, kind="claim direction"),
-    "margin": partial(_nonnegative, ""),
+    "than": _than,
+    "direction": _direction,
+    "quantifier": partial(_choice, "", choices=CLAIM_QUANTIFIERS, kind="claim quantifier"),
+    "grid": partial(_choice, "", choices=CLAIM_GRID, kind="claim grid"),
+    "margin": _margin,
+    "factor": _factor,
+    "target": _target,
+    "of": _optional_text,
 }
+
+
+def _log_scale(metric: str, of: str | None) -> bool:
+    """Whether a claim metric is compared on the log scale (lyaptune.metrics; whole-run metrics as
+    lyaptune.analysis.runmetrics states them)."""
+    from lyaptune.metrics import FINAL_FIELDS, metric_info
+
+    if metric in ("epochs_to_target", "seconds_to_target", "auc_train_loss"):
+        return True
+    if metric == "drift_fraction":
+        return False
+    if metric == "max_diagnostic":
+        return bool(of) and f"final_{of}" in FINAL_FIELDS and metric_info(f"final_{of}").scale == "log"
+    return metric_info(metric).scale == "log"
 
 
 @config_model(_CLAIM_CHECKS)
 class ClaimSpec:
-    """A paper's claim as a checkable statement about the final-seed runs of a study.
+    """A claim as a checkable statement about the final-seed runs of a study (METHODS.md section 8).
 
-    The claim reads "``arm`` has a ``direction`` (lower / higher) ``metric`` than ``than`` (an arm, or
-    every other arm with ``all``), by more than ``margin``": with ``d = metric(arm) - metric(than)``
-    per seed, ``lower`` claims ``d < -margin`` and ``higher`` claims ``d > margin``. The report's verdict
-    (METHODS.md section 8): supported when the claimed direction holds significantly (Holm across the
-    claim's comparisons), contradicted when the opposite does, else inconclusive.
+    The claim reads "``arm`` has a ``direction`` ``metric`` than ``than``": with ``d`` the per-seed
+    difference ``metric(arm) - metric(other)`` (of logs for a log-scale metric), ``lower`` claims
+    ``d < -margin`` (log scale: ``d < -ln factor``, the arm at least ``factor`` times lower), ``higher``
+    claims ``d > margin`` (``d > ln factor``), ``equivalent`` claims ``|d| < margin`` (``|d| < ln
+    factor``: the ratio within ``[1/factor, factor]``), and ``collapses`` claims that ``arm``
+    collapses on most of its final seeds (no ``than``). The verdicts are
+    :func:`lyaptune.analysis.claims.evaluate_claims`'s.
 
     Attributes:
       id: unique within the spec, ``[A-Za-z0-9_.-]+`` (e.g. ``003-fig1-gradnorm``).
-      text: the claim in words, as the paper makes it.
-      metric: one of :data:`COMPARE_METRICS` (a record field at the final epoch).
-      arm: the arm the claim is about; than: another arm, or ``all`` (every other arm).
-      direction: ``lower`` or ``higher``.
-      margin: the least difference claimed, in the metric's units (>= 0; default 0).
+      text: the claim in words.
+      source: ``paper`` (the paper's own claim; ``paper`` and ``place`` required) or ``extension``.
+      paper: the paper it comes from, e.g. ``"003"`` (papers/003); place: the section, table, figure
+        or a short verbatim quote of the paper where the claim is made.
+      metric: one of :data:`CLAIM_METRICS`: a final-epoch metric, a run-level column (``derived_lr``),
+        or a whole-run metric (:data:`CLAIM_RUN_METRICS`).
+      arm: the arm the claim is about.
+      than: another arm, a list of arms, or ``all`` (every other arm); unused by ``collapses``.
+      direction: one of :data:`CLAIM_DIRECTIONS`.
+      quantifier: ``each`` (every comparison must hold; default) or ``any`` (one suffices).
+      grid: ``best`` (a grid arm is its re-run best point; default) or ``each`` (every grid point).
+      margin: linear-scale metrics: the least difference claimed (lower / higher, >= 0) or the
+        equivalence margin (equivalent, > 0), in the metric's units (accuracies as fractions).
+      factor: log-scale metrics: the least ratio claimed (> 1; "at least 10x lower" is 10) or the
+        equivalence ratio (the ratio within [1/factor, factor]).
+      target: ``{field, below | above}`` for ``epochs_to_target`` / ``seconds_to_target``.
+      of: the recorded field or diagnostic of ``max_diagnostic``.
     """
 
     _ROOT: ClassVar[str] = "claim"
 
     id: str
     text: str
-    metric: str
+    source: str | None = None
+    paper: str | None = None
+    place: str | None = None
+    metric: str | None = None
     arm: str
-    than: str = "all"
+    than: str | tuple[str, ...] = "all"
     direction: str
-    margin: float = 0.0
+    quantifier: str = "each"
+    grid: str = "best"
+    margin: float | None = None
+    factor: float | None = None
+    target: dict[str, Any] | None = None
+    of: str | None = None
 
     def __post_init__(self) -> None:
-        if self.arm == self.than:
+        p = self._ROOT
+        if self.source == "paper" and not (self.paper and self.place):
+            missing = "paper" if not self.paper else "place"
             raise _FieldError(
-                f"{self._ROOT}.than", f"must differ from arm {self.arm!r} (another arm, or all)"
+                f"{p}.{missing}", "required for source: paper (the paper and the place it says so)"
             )
+        if self.direction == "collapses":
+            if self.metric is not None:
+                raise _FieldError(
+                    f"{p}.metric", "a 'collapses' claim names no metric (collapse is judged per run)"
+                )
+            return
+        if self.metric is None:
+            raise _FieldError(f"{p}.metric", f"required (one of {', '.join(CLAIM_METRICS)})")
+        arms = (self.than,) if isinstance(self.than, str) else self.than
+        if self.arm in arms:
+            raise _FieldError(f"{p}.than", f"must differ from arm {self.arm!r} (another arm, a list, or all)")
+        if self.metric in _TARGET_METRICS and self.target is None:
+            raise _FieldError(f"{p}.target", f"required for {self.metric} ({{field, below | above}})")
+        if self.metric not in _TARGET_METRICS and self.target is not None:
+            raise _FieldError(f"{p}.target", f"only for {', '.join(_TARGET_METRICS)}, not {self.metric}")
+        if (self.metric == "max_diagnostic") != (self.of is not None):
+            what = (
+                "required for max_diagnostic"
+                if self.of is None
+                else f"only for max_diagnostic, not {self.metric}"
+            )
+            raise _FieldError(f"{p}.of", what)
+        log = _log_scale(self.metric, self.of)
+        if log and self.margin:
+            raise _FieldError(
+                f"{p}.margin",
+                f"{self.metric} is compared on the log scale: state the gap as factor (a ratio > 1)",
+            )
+        if not log and self.factor is not None:
+            raise _FieldError(
+                f"{p}.factor", f"{self.metric} is compared as a difference: state the gap as margin"
+            )
+        if self.direction == "equivalent" and not (self.factor or self.margin):
+            which = "factor" if log else "margin"
+            raise _FieldError(f"{p}.{which}", "required (> 0) for an equivalence claim")
+
+    @property
+    def than_arms(self) -> tuple[str, ...]:
+        """``than`` as a tuple (``("all",)`` for every other arm)."""
+        return (self.than,) if isinstance(self.than, str) else self.than
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "claim") -> ClaimSpec:
-        """Build from a YAML mapping, rejecting unknown keys."""
-        what = "a mapping {id, text, metric, arm, than, direction[, margin]}"
-        required = dict.fromkeys(("id", "text", "metric", "arm", "direction"), "see ClaimSpec")
+    def from_dict(cls, data: Any, path: str = "claim", *, stored: bool = False) -> ClaimSpec:
+        """Build from a YAML mapping, rejecting unknown keys. ``source`` is required of a new spec; a
+        stored spec from before provenance existed reads as ``extension`` when it has none (``stored``)."""
+        what = "a mapping {id, text, source, metric, arm, than, direction[, margin | factor]}"
+        required = dict.fromkeys(("id", "text", "arm", "direction"), "see ClaimSpec")
+        if not stored:
+            required["source"] = "paper (with paper and place) or extension"
+        elif isinstance(data, Mapping) and data.get("source") is None:
+            data = {**data, "source": "extension"}
         kind, keys = "claim", _CLAIM_KEYS
         return build_from_mapping(cls, data, path, kind=kind, what=what, keys=keys, required=required)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (every key present, ``margin`` resolved)."""
-        return {k: getattr(self, k) for k in _CLAIM_KEYS}
+        """A plain-dict copy (every key present; ``than`` as a string or a list)."""
+        out = {k: getattr(self, k) for k in _CLAIM_KEYS}
+        if isinstance(self.than, tuple):
+            out["than"] = list(self.than)
+        return out
 
 
-def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
+def _claims_list(value: Any, arms: Sequence[str], *, stored: bool | None = None) -> tuple[ClaimSpec, ...]:
+    """The spec's ``claims:`` checked against its arms; ``stored`` (default: whether a stored spec is
+    being read, :meth:`StudySpec.from_stored`) lets a claim without ``source`` read as ``extension``."""
+    if stored is None:
+        from lyaptune.study.spec import _READING_STORED
+
+        stored = _READING_STORED.get()
     if not isinstance(value, (list, tuple)):
         raise _FieldError(
-            "claims", f"must be a list of claims {{id, text, metric, arm, than, direction}}, got {value!r}"
+            "claims",
+            f"must be a list of claims {{id, text, source, metric, arm, than, direction}}, got {value!r}",
         )
-    out = tuple(ClaimSpec.from_dict(c, f"claims[{i}]") for i, c in enumerate(value))
+    out = tuple(ClaimSpec.from_dict(c, f"claims[{i}]", stored=stored) for i, c in enumerate(value))
     ids: dict[str, int] = {}
     for i, claim in enumerate(out):
         if claim.id in ids:
@@ -212,6 +413,9 @@ def _claims_list(value: Any, arms: Sequence[str]) -> tuple[ClaimSpec, ...]:
         ids[claim.id] = i
         if claim.arm not in arms:
             raise _wrap(f"claims[{i}].arm", unknown_choice("arm", claim.arm, list(arms)))
-        if claim.than not in [*arms, "all"]:
-            raise _wrap(f"claims[{i}].than", unknown_choice("arm", claim.than, [*arms, "all"]))
+        if claim.than != "all":
+            for j, other in enumerate(claim.than_arms):
+                if other not in arms:
+                    where = f"claims[{i}].than" + (f"[{j}]" if isinstance(claim.than, tuple) else "")
+                    raise _wrap(where, unknown_choice("arm", other, [*arms, "all"]))
     return out
