@@ -164,8 +164,13 @@ def test_equivalence_by_tost_planted_equal_and_unequal(tmp_path):
     same = lr * np.exp([0.01, -0.01, 0.005, 0.0, -0.005])  # ratio ~ 1.0, tight
     double = lr * 2.0 * np.exp([0.01, -0.01, 0.005, 0.0, -0.005])
     noisy = lr * np.exp([0.3, -0.25, 0.2, -0.3, 0.1])  # mean ~ 1.0 but wide
-    arms = [arm(n, "derived-constant", searched=False) for n in ("kaiming", "xavier", "orthogonal", "normal")]
+    arms = [
+        arm(n, "derived-constant", searched=False)
+        for n in ("kaiming", "xavier", "orthogonal", "normal", "dead")
+    ]
     values = {
+        # alpha is set before training: a run that then collapses still has its alpha (no better direction)
+        "dead": {"derived_lr": list(same), "final_train_loss": [L0] * 5},
         "kaiming": {"derived_lr": list(lr)},
         "xavier": {"derived_lr": list(same)},
         "orthogonal": {"derived_lr": list(double)},
@@ -179,6 +184,8 @@ def test_equivalence_by_tost_planted_equal_and_unequal(tmp_path):
             claim("eq", "xavier", "kaiming", "equivalent", "derived_lr", factor=1.25),
             claim("neq", "orthogonal", "kaiming", "equivalent", "derived_lr", factor=1.25),
             claim("wide", "normal", "kaiming", "equivalent", "derived_lr", factor=1.25),
+            claim("dead", "dead", "kaiming", "equivalent", "derived_lr", factor=1.25),
+            claim("acc-dead", "dead", "kaiming", "equivalent", "final_test_acc", margin=0.01),
         ],
     )
     res = by_id(evaluate_claims(s))
@@ -197,6 +204,11 @@ def test_equivalence_by_tost_planted_equal_and_unequal(tmp_path):
         stats.ttest_1samp(d2 - delta, 0).pvalue, rel=1e-9
     )
     assert res["wide"].verdict == "inconclusive"
+    assert res["dead"].verdict == "supported" and res["dead"].comparisons[0].p == pytest.approx(
+        p_tost, rel=1e-9
+    )
+    # on a metric with a better direction a dead network is not equivalent to a live one
+    assert res["acc-dead"].verdict == "contradicted" and res["acc-dead"].rule == "collapse"
 
 
 def test_collapse_decides_without_a_test(tmp_path):

@@ -560,7 +560,7 @@ def _evaluate_one(study: Study, c: ClaimSpec, t: pd.DataFrame, level: float, alp
     a_wins = None if mode is None or kind == "equivalent" else (c.direction == "lower") == (mode == "min")
     raw: list[dict[str, Any]] = []
     for other in others:
-        raw.append(_compare(c, own, other, col, log, bound, level, kind, a_wins))
+        raw.append(_compare(c, own, other, col, log, bound, level, kind, a_wins, mode is not None))
     # Holm across the tested comparisons: of p (t) for directional claims, of p_outside for equivalence
     tested = [e for e in raw if e["rule"] in ("t", "welch", "tost")]
     key = "p_outside" if kind == "equivalent" else "p"
@@ -609,6 +609,7 @@ def _compare(
     level: float,
     kind: str,
     a_wins: bool | None,
+    directed: bool,
 ) -> dict[str, Any]:
     e: dict[str, Any] = {
         "other": other.label,
@@ -638,7 +639,7 @@ def _compare(
         who = own.label if own.n == 0 else other.label
         e["reason"] = f"'{who}' has no final run"
         return e
-    if a_wins is not None or kind == "equivalent":
+    if directed:  # collapse and failure decide only where the metric has a better direction
         winner, loser = (own, other) if a_wins in (True, None) else (other, own)
         if kind == "equivalent":
             if (own.mostly_dead and other.dead == 0) or (other.mostly_dead and own.dead == 0):
@@ -771,6 +772,11 @@ def _verdict(
             "no comparison holds after Holm; " + "; ".join(missing + [why(x) for x in comps]),
             "",
         )
+    if opposite and len(opposite) == len(comps) and all(x.rule == "collapse" for x in opposite):
+        reasons = {x.reason for x in opposite}
+        if len(reasons) == 1 and (reason := reasons.pop()).startswith(f"claimed winner '{c.arm}'"):
+            where = f"against '{opposite[0].other}'" if len(opposite) == 1 else "against every arm compared"
+            return "contradicted", f"contradicted by the collapse rule ({where}): {reason}", "collapse"
     if opposite:
         rule = rules(opposite)
         head = "contradicted by the collapse rule" if rule == "collapse" else f"contradicted ({rule}, Holm)"
