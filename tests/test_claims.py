@@ -60,6 +60,7 @@ def test_log_scale_claims_and_ratio_margins(tmp_path):
             claim("higher", "derived", "adam", "higher"),
             claim("1.5x", "derived", "adam", "lower", factor=1.5),
             claim("4x", "derived", "adam", "lower", factor=4),
+            claim("paper", "derived", "adam", "lower", source="paper", paper="003", place="Figure 2"),
         ],
     )
     res = by_id(evaluate_claims(s))
@@ -82,6 +83,10 @@ def test_log_scale_claims_and_ratio_margins(tmp_path):
     assert res["4x"].comparisons[0].p == pytest.approx(stats.ttest_1samp(d, -math.log(4)).pvalue, rel=1e-9)
     data = res["1.5x"].to_dict()
     assert data["source"] == "extension" and data["ratio"]["value"] == pytest.approx(math.exp(d.mean()))
+    assert data["factor"] == 1.5 and data["scale"] == "log" and data["kind"] == "compare"
+    # provenance travels to compare.json, the paper's claims apart from ours
+    paper = res["paper"].to_dict()
+    assert (paper["source"], paper["paper"], paper["place"]) == ("paper", "003", "Figure 2")
 
 
 def test_each_is_intersection_union_any_is_holm(tmp_path):
