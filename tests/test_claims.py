@@ -394,3 +394,48 @@ def test_quickstart_claims_are_contradicted_by_the_derived_arms_collapse(tmp_pat
     for c in res:
         assert c.verdict == "contradicted" and c.rule == "collapse", c.reason
         assert "claimed winner 'derived' collapsed on 3" in c.reason and c.source == "extension"
+
+
+def test_drift_fraction_and_max_of_a_diagnostic(tmp_path):
+    # stable: the loss falls every epoch (drift <= 0 on 5 of 5); bumpy: k of its 5 epochs go up
+    ups = [2, 2, 1, 2, 3]
+    peaks = [2.0, 2.4, 1.8, 2.2, 2.1]  # bumpy's largest gradient norm (stable's is 0.5 x 1.0..1.2)
+    stable_peaks = [0.5, 0.55, 0.6, 0.5, 0.52]
+    spec = spec_of(
+        [arm("stable"), arm("bumpy")],
+        claims=[
+            claim("drift", "stable", "bumpy", "higher", "drift_fraction"),
+            claim("max-gn", "stable", "bumpy", "lower", "max_diagnostic", of="grad_norm"),
+            claim("max-res", "stable", "bumpy", "lower", "max_diagnostic", of="residual"),
+        ],
+        reference="stable",
+    )
+    root = tmp_path / "d"
+    store = RunStore(root, create=True)
+    store.write_spec(spec)
+    for i, s in enumerate(SEEDS):
+        for name in ("stable", "bumpy"):
+            loss, recs = 2.0, []
+            for e in range(1, 6):
+                up = name == "bumpy" and e <= ups[i]
+                new = loss + 0.1 if up else loss - 0.2
+                rec = _epoch(e, new, loss, 0.5 * e)
+                peak = peaks[i] if name == "bumpy" else stable_peaks[i]
+                rec["grad_norm"] = peak if e == 3 else 0.1
+                rec["residual"] = (3.0 if name == "bumpy" else 1.0) + 0.1 * i + 0.01 * e
+                recs.append(rec)
+                loss = new
+            store.record_trial(row(name, f"{name}-{s}", "final", s, initial_loss=2.0), epochs=recs)
+    res = by_id(evaluate_claims(load_study(root)))
+    d = 1.0 - (5 - np.array(ups)) / 5  # stable's 1.0 minus bumpy's fraction of epochs with drift <= 0
+    dr = res["drift"].comparisons[0]
+    assert dr.effect == pytest.approx(d.mean()) and dr.p == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert res["drift"].verdict == "supported" and res["drift"].scale == "linear"
+    # the max of grad_norm takes the gradient norm's log scale
+    g = np.log(stable_peaks) - np.log(peaks)
+    mg = res["max-gn"].comparisons[0]
+    assert res["max-gn"].scale == "log" and mg.effect == pytest.approx(g.mean())
+    assert res["max-gn"].verdict == "supported"
+    # an optimizer diagnostic has no known scale: compared as a difference; its max is at epoch 5
+    mr = res["max-res"].comparisons[0]
+    assert res["max-res"].scale == "linear" and mr.effect == pytest.approx(-2.0)
