@@ -360,6 +360,14 @@ def test_claim_spec_errors_are_one_line():
         "factor": ({"metric": "final_test_acc", "factor": 2}, r"claims\[0\]\.factor: .* as a difference"),
         "equiv": ({"direction": "equivalent"}, r"claims\[0\]\.factor: required \(> 0\) for an equivalence"),
         "target": ({"metric": "epochs_to_target"}, r"claims\[0\]\.target: required for epochs_to_target"),
+        "field": (
+            {"metric": "epochs_to_target", "target": {"field": "trian_loss", "below": 0.1}},
+            r"claims\[0\]\.target\.field: unknown target field 'trian_loss'; did you mean 'train_loss'",
+        ),
+        "side": (
+            {"metric": "epochs_to_target", "target": {"field": "train_loss"}},
+            r"claims\[0\]\.target: .*exactly one of below / above",
+        ),
         "dir": ({"direction": "smaller"}, r"claims\[0\]\.direction: 'smaller' is not valid; choices: lower"),
         "quant": ({"quantifier": "some"}, r"claims\[0\]\.quantifier: unknown claim quantifier 'some'"),
         "collapses": (

@@ -16,6 +16,7 @@ from lyaptune._fields import (
     build_from_mapping,
     config_model,
 )
+from lyaptune._records import RECORD_FIELDS
 from lyaptune._registry import unknown_choice
 from lyaptune.metrics import COMPARE_METRICS, MODES, natural_mode
 
@@ -232,6 +233,9 @@ def _target(value: Any) -> dict[str, Any] | None:
     sides = [k for k in ("below", "above") if value.get(k) is not None]
     if extra or len(sides) != 1:
         raise _FieldError("", f"must be {shape} (exactly one of below / above), got {value!r}")
+    fields = [f for f in RECORD_FIELDS if f not in ("epoch", "step", "time_s")]
+    if value["field"] not in fields:
+        raise _wrap("field", unknown_choice("target field", value["field"], fields))
     x = value[sides[0]]
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise _FieldError(f"{sides[0]}", f"must be a number, got {x!r}")
