@@ -52,8 +52,10 @@ import datetime as _dt
 import json
 import math
 import os
+import signal
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -439,28 +441,76 @@ def _fill_defaults(table: pa.Table) -> pa.Table:
     return table.set_column(i, "repeat", pc.fill_null(table.column(i), 0))
 
 
-_READ_GROUP = 1000
+#: Name prefix of a compacted part file (``@`` is escaped in every run's file name, so no run's file
+#: starts with it): ``trials/@part-<seq>.parquet`` and ``epochs/arm=<arm>/@part-<seq>.parquet``.
+PART_PREFIX = "@part-"
+#: A writer compacts after this many finished runs recorded as single files (:meth:`RunStore.compact`).
+COMPACT_EVERY = 1000
+#: The compaction in progress: written first, removed last (a leading ``_``: dataset readers skip it).
+COMPACTION_FILE = "_compaction.json"
+#: The points of a compaction at which its fault-injection hook is called, in order: after the
+#: manifest is written, after the epochs parts, after the trials part, after the folded trials files are
+#: deleted, after every folded file is deleted (only the manifest left).
+COMPACTION_STEPS = ("manifest", "epochs_parts", "trials_part", "trials_deleted", "deleted")
+#: ``LYAPTUNE_COMPACTION_FAULT=<step>``: the process SIGKILLs itself at that step (tests).
+COMPACTION_FAULT_ENV = "LYAPTUNE_COMPACTION_FAULT"
+# the rank of a copy of a run: its own file outranks every part, a later part an earlier one
+_SMALL_RANK = 2**62
+_RANK = "__rank"
+_FILENAME = "__filename"
+# parts are read whole by every reader: compressed, with dictionaries and statistics
+_PART_OPTIONS: dict[str, Any] = {"compression": "zstd"}
+_READ_RETRIES = 50
 
 
-def _read_in_groups(
-    items: Sequence[Any], read: Callable[[Any], pa.Table | None], concat: Callable[[list[pa.Table]], pa.Table]
-) -> list[pa.Table]:
-    """``read`` every item, in groups of :data:`_READ_GROUP` on a few threads, one table per group.
+def _part_name(seq: int) -> str:
+    return f"{PART_PREFIX}{seq:010d}.parquet"
 
-    Each group's tables are concatenated and made contiguous (``combine_chunks``) as soon as they are
-    read: a table per file holds its own small buffers, which for 100,000 files cost gigabytes (about
-    46 kB a file measured) where the data is megabytes.
-    """
-    groups = [items[i : i + _READ_GROUP] for i in range(0, len(items), _READ_GROUP)]
 
-    def read_group(group: Sequence[Any]) -> pa.Table | None:
-        tables = [t for t in map(read, group) if t is not None]
-        return concat(tables).combine_chunks() if tables else None
+def _part_seq(base_name: str) -> int | None:
+    """The sequence number of a part file's name, or ``None`` for a run's own file."""
+    if not (base_name.startswith(PART_PREFIX) and base_name.endswith(".parquet")):
+        return None
+    digits = base_name[len(PART_PREFIX) : -len(".parquet")]
+    return int(digits) if digits.isdigit() else None
 
-    if not groups:
-        return []
-    with ThreadPoolExecutor(max_workers=min(4, len(groups))) as pool:
-        return [t for t in pool.map(read_group, groups) if t is not None]
+
+def _visible_parquet(info: pafs.FileInfo) -> bool:
+    return (
+        info.type == pafs.FileType.File
+        and info.base_name.endswith(".parquet")
+        and not info.base_name.startswith((".", "_"))
+    )
+
+
+def _keep_newest(table: pa.Table) -> pa.Table:
+    """One row per ``trial_id``: the newest by ``updated_at``, then by the rank of its file."""
+    n = table.num_rows
+    if n == 0 or pc.count_distinct(table.column("trial_id")).as_py() == n:
+        return table
+    # a missing updated_at (a file of an early layout) is the oldest
+    oldest = pa.scalar(_dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc), _UTC_US)
+    key = pc.fill_null(table.column("updated_at"), oldest)
+    t = table.append_column("__updated", key).sort_by(
+        [("trial_id", "ascending"), ("__updated", "ascending"), (_RANK, "ascending")]
+    )
+    t = t.drop_columns(["__updated"])
+    tid = t.column("trial_id")
+    last = pc.not_equal(tid.slice(0, n - 1), tid.slice(1)).combine_chunks()
+    return t.filter(pa.concat_arrays([last, pa.array([True])]))
+
+
+def _keep_newest_source(table: pa.Table) -> pa.Table:
+    """Per ``trial_id``, only the rows of its highest-ranked file (epochs: a run's copies are whole)."""
+    if table.num_rows == 0:
+        return table
+    g = table.group_by("trial_id").aggregate([(_RANK, "min"), (_RANK, "max")])
+    if pc.all(pc.equal(g.column(f"{_RANK}_min"), g.column(f"{_RANK}_max"))).as_py():
+        return table
+    best = pc.take(
+        g.column(f"{_RANK}_max"), pc.index_in(table.column("trial_id"), value_set=g.column("trial_id"))
+    )
+    return table.filter(pc.equal(table.column(_RANK), best))
 
 
 def _order_epoch_columns(names: Iterable[str]) -> list[str]:
@@ -490,7 +540,16 @@ class RunStore:
         self._fs, self._root, self.uri = _resolve(root)
         self._lock = threading.RLock()
         # the writer's view of runs it has recorded or looked up: trial_id -> (arm, created_at)
-        self._known: dict[str, tuple[str, _dt.datetime]] = {}
+        self._known: dict[str, tuple[str, _dt.datetime, _dt.datetime | None]] = {}
+        # the writer's index of compacted runs (see _part_index), read on first need
+        self._index: dict[str, tuple[str, _dt.datetime, _dt.datetime]] | None = None
+        # finished runs recorded in their own files since the last compaction
+        self._uncompacted = 0
+        self._needs_recovery = False
+        #: compact after this many finished runs in their own files (0: only on :meth:`compact`)
+        self.compact_every = COMPACT_EVERY
+        #: called with each step of a compaction (:data:`COMPACTION_STEPS`): the fault-injection hook
+        self.compaction_hook: Callable[[str], None] | None = None
         # the legacy trials.parquet's runs (trial_id -> (arm, updated_at)), read on first need
         self._legacy: dict[str, tuple[str, _dt.datetime | None]] | None = None
         self._writing = False
@@ -586,10 +645,9 @@ class RunStore:
 
         self._atomic_write(path, write)
 
-    def _write_parquet(self, path: str, table: pa.Table) -> None:
-        self._atomic_write(
-            path, lambda tmp: pq.write_table(table, tmp, filesystem=self._fs, **_PARQUET_OPTIONS)
-        )
+    def _write_parquet(self, path: str, table: pa.Table, options: Mapping[str, Any] | None = None) -> None:
+        opts = _PARQUET_OPTIONS if options is None else options
+        self._atomic_write(path, lambda tmp: pq.write_table(table, tmp, filesystem=self._fs, **opts))
 
     def _read_text(self, name: str) -> str | None:
         path = self._join(name)
@@ -655,6 +713,127 @@ class RunStore:
             raise UserError(f"cannot read {display}: expected a mapping, got {type(data).__name__}")
         return data
 
+    # -- listing and scanning ---------------------------------------------------------------------
+    def _list_trials(self) -> tuple[dict[str, str], dict[str, int]]:
+        """``({trial_id: path} of the runs' own files, {path: seq} of the parts})`` in ``trials/``."""
+        small: dict[str, str] = {}
+        parts: dict[str, int] = {}
+        selector = pafs.FileSelector(self._join(TRIALS_DIR), allow_not_found=True)
+        for info in self._fs.get_file_info(selector):
+            if not _visible_parquet(info):
+                continue
+            seq = _part_seq(info.base_name)
+            if seq is None:
+                small[unquote(info.base_name[: -len(".parquet")])] = info.path
+            else:
+                parts[info.path] = seq
+        return small, parts
+
+    def _list_epochs(self, arms: Sequence[str] | None = None) -> list[tuple[str, str, int, str | None]]:
+        """``(arm, path, rank, trial_id or None for a part)`` of every visible epochs file, by path."""
+        if arms is None:
+            selectors = [pafs.FileSelector(self._join(EPOCHS_DIR), recursive=True, allow_not_found=True)]
+        else:
+            selectors = [
+                pafs.FileSelector(self._epoch_dir(a), allow_not_found=True) for a in dict.fromkeys(arms)
+            ]
+        prefix = self._join(EPOCHS_DIR) + "/"
+        out = []
+        for selector in selectors:
+            for info in self._fs.get_file_info(selector):
+                if not _visible_parquet(info):
+                    continue
+                parts = info.path[len(prefix) :].split("/")
+                if (
+                    len(parts) != 2
+                    or not parts[0].startswith(f"{_ARM_KEY}=")
+                    or parts[0].startswith((".", "_"))
+                ):
+                    continue
+                arm = unquote(parts[0][len(_ARM_KEY) + 1 :])
+                seq = _part_seq(parts[1])
+                if seq is None:
+                    out.append((arm, info.path, _SMALL_RANK, unquote(parts[1][: -len(".parquet")])))
+                else:
+                    out.append((arm, info.path, seq, None))
+        return sorted(out, key=lambda t: t[1])
+
+    def _scan(
+        self,
+        files: Sequence[tuple[str, int]],
+        columns: Sequence[str] | None,
+        schema: pa.Schema | None,
+        *,
+        epochs: bool = False,
+        keep_path: bool = False,
+    ) -> pa.Table:
+        """Read ``(path, rank)`` files as one pyarrow dataset: ``columns`` (all if ``None``) plus ``__rank``.
+
+        ``schema`` fixes the dataset's schema (columns a file lacks read as null); ``None`` unifies every
+        file's schema. ``epochs`` adds the ``arm`` column from the hive directory names. ``keep_path``
+        keeps the ``__filename`` of each row.
+        """
+        import pyarrow.dataset as ds
+
+        paths = [p for p, _ in files]
+        options = (
+            ds.FileSystemFactoryOptions(
+                partitioning=ds.partitioning(pa.schema([(_ARM_KEY, pa.string())]), flavor="hive"),
+                partition_base_dir=self._join(EPOCHS_DIR),
+            )
+            if epochs
+            else ds.FileSystemFactoryOptions()
+        )
+        factory = ds.FileSystemDatasetFactory(self._fs, paths, ds.ParquetFileFormat(), options)
+        if schema is None:
+            schema = factory.inspect(promote_options="permissive", fragments=None)
+            if epochs and _ARM_KEY not in schema.names:
+                schema = schema.append(pa.field(_ARM_KEY, pa.string()))
+        names = schema.names if columns is None else [c for c in dict.fromkeys(columns) if c in schema.names]
+        if not paths:
+            table = pa.schema([schema.field(c) for c in names]).empty_table()
+            table = table.append_column(_RANK, pa.array([], pa.int64()))
+            return table.append_column(_FILENAME, pa.array([], pa.string())) if keep_path else table
+        table = factory.finish(schema).to_table(columns=[*names, _FILENAME])
+        where = pc.index_in(table.column(_FILENAME), value_set=pa.array(paths, pa.string()))
+        table = table.append_column(_RANK, pc.take(pa.array([r for _, r in files], pa.int64()), where))
+        if not keep_path:
+            table = table.drop_columns([_FILENAME])
+        return table
+
+    def _reading(self, what: str, listing: Callable[[], Any], read: Callable[[Any], pa.Table]) -> pa.Table:
+        """``read(listing())``, again on a fresh listing when files changed under the read (a compaction
+        deleted what it folded); a file that fails to read while the listing holds still is named."""
+        for attempt in range(_READ_RETRIES):
+            files = listing()
+            try:
+                return read(files)
+            except (OSError, pa.ArrowException) as err:
+                vanished = isinstance(err, FileNotFoundError) or any(
+                    m in str(err) for m in ("No such file", "does not exist", "NoSuchKey", "Not Found")
+                )
+                if attempt + 1 < _READ_RETRIES and (vanished or listing() != files):
+                    continue
+                raise self._read_error(what, err) from err
+        raise AssertionError("unreachable")
+
+    def _read_error(self, what: str, err: BaseException) -> UserError:
+        """The :class:`UserError` naming the first file of ``what`` that does not read alone."""
+        if what == TRIALS_DIR:
+            small, parts = self._list_trials()
+            paths = sorted([*small.values(), *parts])
+        else:
+            paths = [p for _, p, _, _ in self._list_epochs()]
+        for path in paths:
+            try:
+                with self._fs.open_input_file(path) as f:
+                    pq.ParquetFile(f).read()
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError) as file_err:
+                return _corrupt(self._display(path), file_err)
+        return UserError(f"cannot read {self._display(self._join(what))}: {_first_line(err)}")
+
     # -- trials -----------------------------------------------------------------------------------
     def _legacy_table(self, columns: Sequence[str] | None = None) -> pa.Table | None:
         """The ``trials.parquet`` of an earlier version as :data:`TRIALS_SCHEMA`, or ``None``."""
@@ -670,37 +849,19 @@ class RunStore:
         table = _from_legacy(table)
         return table.select(list(columns)) if columns else table
 
-    def _trial_files_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Every file of ``trials/`` as one :data:`TRIALS_SCHEMA` table (``columns`` only, if given).
+    def _trial_files_table(self, columns: Sequence[str], *, parts_only: bool = False) -> pa.Table:
+        """``trials/`` as one table of ``columns`` (plus ``trial_id``, ``updated_at``): one row per run,
+        its newest copy (:func:`_keep_newest`). A file of an earlier layout that lacks a column reads
+        null there."""
+        wanted = list(dict.fromkeys(["trial_id", *columns, "updated_at"]))
 
-        A file of an earlier layout that lacks a column gets nulls there.
-        """
-        schema = TRIALS_SCHEMA if not columns else pa.schema([TRIALS_SCHEMA.field(c) for c in columns])
-        selector = pafs.FileSelector(self._join(TRIALS_DIR), allow_not_found=True)
-        paths = sorted(
-            i.path
-            for i in self._fs.get_file_info(selector)
-            if i.type == pafs.FileType.File
-            and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))
-        )
+        def listing() -> list[tuple[str, int]]:
+            small, parts = self._list_trials()
+            files = sorted(parts.items()) if parts_only else [(p, _SMALL_RANK) for p in small.values()]
+            return files if parts_only else files + sorted(parts.items())
 
-        def read(path: str) -> pa.Table | None:
-            t = _read_table_checked(self._fs, path, self._display(path), missing_ok=True)
-            if t is None:
-                return None
-            return pa.Table.from_arrays(
-                [
-                    t.column(f.name).cast(f.type)
-                    if f.name in t.column_names
-                    else pa.nulls(t.num_rows, f.type)
-                    for f in schema
-                ],
-                schema=schema,
-            )
-
-        parts = _read_in_groups(paths, read, lambda tables: pa.concat_tables(tables))
-        return _fill_defaults(pa.concat_tables([schema.empty_table(), *parts]))
+        table = self._reading(TRIALS_DIR, listing, lambda files: self._scan(files, wanted, TRIALS_SCHEMA))
+        return _fill_defaults(_keep_newest(table).drop_columns([_RANK]))
 
     def _trials_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The trials table: the rows of ``trials/`` then the legacy rows they do not replace.
@@ -708,8 +869,8 @@ class RunStore:
         Rows of ``trials/`` are ordered by when their run was first recorded (``created_at``, then
         ``trial_id``); legacy rows come first, in their file's order.
         """
-        wanted = list(dict.fromkeys(["trial_id", *columns, "created_at"])) if columns else None
-        table = self._trial_files_table(wanted)
+        wanted = list(dict.fromkeys(["trial_id", *columns, "created_at"])) if columns else list(TRIAL_COLUMNS)
+        table = self._trial_files_table(wanted).select(wanted)
         table = table.sort_by([("created_at", "ascending"), ("trial_id", "ascending")])
         legacy = self._legacy_table(wanted)
         if legacy is not None:
@@ -719,8 +880,18 @@ class RunStore:
             table = pa.concat_tables([legacy.select(table.column_names), table])
         return table.select(list(columns)) if columns else table
 
-    def _previous(self, trial_id: str) -> tuple[str, _dt.datetime] | None:
-        """``(arm, created_at)`` of a recorded run (its own file, else the legacy table), or ``None``."""
+    def _part_index(self) -> dict[str, tuple[str, _dt.datetime, _dt.datetime]]:
+        """The writer's index of compacted runs: ``trial_id -> (arm, created_at, updated_at)`` of its
+        newest copy in a part (read once, again after each compaction)."""
+        if self._index is None:
+            t = self._trial_files_table(["arm", "created_at"], parts_only=True)
+            cols = [t.column(c).to_pylist() for c in ("trial_id", "arm", "created_at", "updated_at")]
+            self._index = {tid: (a, c or u, u) for tid, a, c, u in zip(*cols)}
+        return self._index
+
+    def _previous(self, trial_id: str) -> tuple[str, _dt.datetime, _dt.datetime | None] | None:
+        """``(arm, created_at, updated_at)`` of a recorded run's newest copy (its own file, else a part,
+        else the legacy table), or ``None``."""
         known = self._known.get(trial_id)
         if known is not None:
             return known
@@ -730,7 +901,9 @@ class RunStore:
         )
         if old is not None and old.num_rows:
             arm, created, updated = (old.column(c)[0].as_py() for c in ("arm", "created_at", "updated_at"))
-            return arm, created or updated or _dt.datetime.now(_dt.timezone.utc)
+            return arm, created or updated or _dt.datetime.now(_dt.timezone.utc), updated
+        if trial_id in self._part_index():
+            return self._part_index()[trial_id]
         if self._legacy is None:
             legacy = self._legacy_table(["trial_id", "arm", "updated_at"])
             self._legacy = (
@@ -742,28 +915,52 @@ class RunStore:
             )
         if trial_id in self._legacy:
             arm, updated = self._legacy[trial_id]
-            return arm, updated or _dt.datetime.now(_dt.timezone.utc)
+            return arm, updated or _dt.datetime.now(_dt.timezone.utc), updated
         return None
 
-    def _remove_stale_temp_files(self) -> None:
-        """Delete temporary files left by a writer that was killed mid-write."""
+    def _remove_stale_temp_files(self) -> int:
+        """Delete temporary files left by a writer that was killed mid-write; return how many runs'
+        own trials files there are (the runs not compacted yet)."""
         selector = pafs.FileSelector(self._root, recursive=True)
+        trials_dir = self._join(TRIALS_DIR) + "/"
+        small = 0
         for info in self._fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and info.base_name.startswith(_TMP_PREFIX):
+            if info.type != pafs.FileType.File:
+                continue
+            if info.base_name.startswith(_TMP_PREFIX):
                 try:
                     self._fs.delete_file(info.path)
                 except (OSError, pa.ArrowException):
                     pass
+            elif (
+                info.path.startswith(trials_dir)
+                and _visible_parquet(info)
+                and _part_seq(info.base_name) is None
+            ):
+                small += 1
+        return small
+
+    def _start_writing(self) -> None:
+        """On the first write of this writer: finish a compaction a killed writer left, clean up."""
+        if self._needs_recovery or not self._writing:
+            self._finish_compaction()
+            self._needs_recovery = False
+        if not self._writing:
+            self._uncompacted = self._remove_stale_temp_files()
+            self._writing = True
 
     def record_trial(self, row: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Insert or replace one run: its epochs file, then its trials file.
 
         A run recorded again under the same ``trial_id`` (a retry, a resumed run, a status update)
         replaces its earlier row (keeping its ``created_at``, so its place in :meth:`trials`) and, when
-        ``epochs`` is given, its whole epochs file, so no ``(trial_id, epoch)`` pair is ever stored
-        twice. The cost does not depend on how many runs are stored: two files are written and at most
-        the run's own earlier trials file is read. Thread-safe; one process should write a run
-        directory (:func:`lock_run_dir`).
+        ``epochs`` is given, its whole epochs, so no ``(trial_id, epoch)`` pair is ever read twice. A
+        run already compacted into a part gets its own files again, which readers prefer (its
+        ``updated_at`` is made later than the part's copy); the next compaction drops the part's copy.
+        The cost does not depend on how many runs are stored: two files are written and at most the
+        run's own earlier trials file is read; every :data:`COMPACT_EVERY` finished runs the writer
+        compacts (:meth:`compact`). Thread-safe; one process should write a run directory
+        (:func:`lock_run_dir`).
 
         Args:
           row: the run's columns (see :func:`trial_row`): the :data:`TRIAL_COLUMNS` (``trial_id``,
@@ -779,12 +976,12 @@ class RunStore:
           UserError: a file could not be read or written (the message names it).
         """
         table = _trial_table(row)
-        tid, arm, phase, seed = (table.column(c)[0].as_py() for c in ("trial_id", "arm", "phase", "seed"))
+        tid, arm, phase, seed, status = (
+            table.column(c)[0].as_py() for c in ("trial_id", "arm", "phase", "seed", "status")
+        )
         epochs_table = _epochs_table(tid, phase, seed, epochs) if epochs else None
         with self._lock:
-            if not self._writing:
-                self._remove_stale_temp_files()
-                self._writing = True
+            self._start_writing()
             previous = self._previous(tid)
             old_arm = previous[0] if previous is not None else None
             created = table.column("created_at")[0].as_py()
@@ -792,32 +989,261 @@ class RunStore:
                 created = previous[1] if previous is not None else table.column("updated_at")[0].as_py()
                 i = TRIALS_SCHEMA.get_field_index("created_at")
                 table = table.set_column(i, "created_at", pa.array([created], _UTC_US))
+            compacted = tid in self._part_index()
+            updated = table.column("updated_at")[0].as_py()
+            if compacted and previous is not None and previous[2] is not None and updated <= previous[2]:
+                # the part keeps its copy until the next compaction: the new one must be the newer
+                updated = previous[2] + _dt.timedelta(microseconds=1)
+                i = TRIALS_SCHEMA.get_field_index("updated_at")
+                table = table.set_column(i, "updated_at", pa.array([updated], _UTC_US))
             path = self._epoch_path(arm, tid)
             old_path = self._epoch_path(old_arm, tid) if old_arm is not None and old_arm != arm else None
             try:
                 if epochs_table is not None:
                     self._write_parquet(path, epochs_table)
-                elif epochs is not None and self._exists(path):
-                    self._fs.delete_file(path)
+                elif epochs is not None:
+                    if self._exists(path):
+                        self._fs.delete_file(path)
+                    if compacted:
+                        self._purge_epochs([tid])
                 elif old_path is not None and self._exists(old_path):
                     # the run moved arm without new epochs: carry its epochs file along
                     self._fs.create_dir(self._epoch_dir(arm), recursive=True)
                     self._fs.move(old_path, path)
                     old_path = None
+                elif old_path is not None and compacted:
+                    # ... or its copy in a part of its old arm
+                    moved = self._epochs_arrow([old_arm], None, include_orphans=True, trial_ids=[tid])
+                    if moved.num_rows:
+                        moved = moved.drop_columns([_ARM_KEY])
+                        self._write_parquet(path, moved.select(_order_epoch_columns(moved.column_names)))
                 self._write_parquet(self._trial_path(tid), table)
-                self._known[tid] = (arm, created)
+                self._known[tid] = (arm, created, updated)
                 if old_path is not None and self._exists(old_path):
                     self._fs.delete_file(old_path)
             except (OSError, pa.ArrowException) as err:
                 raise UserError(f"cannot record trial {tid!r} in {self.uri}: {_first_line(err)}") from err
+            if status != "running":
+                self._uncompacted += 1
+            if self.compact_every and self._uncompacted >= self.compact_every:
+                try:
+                    self.compact()
+                except UserError as err:  # the run is recorded; the next threshold tries again
+                    warnings.warn(f"compaction of {self.uri} failed, retried later: {err}", stacklevel=2)
+                    self._uncompacted = 0
 
+    # -- compaction -------------------------------------------------------------------------------
+    def _step(self, step: str) -> None:
+        """The fault-injection point ``step`` (:data:`COMPACTION_STEPS`)."""
+        if self.compaction_hook is not None:
+            self.compaction_hook(step)
+        if os.environ.get(COMPACTION_FAULT_ENV) == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _rel(self, path: str) -> str:
+        return path[len(self._root.rstrip("/")) + 1 :]
+
+    def _delete_files(self, paths: Sequence[str]) -> None:
+        """Delete ``paths`` (already missing ones are fine), a few at a time on an object store."""
+
+        def delete(path: str) -> None:
+            try:
+                self._fs.delete_file(path)
+            except FileNotFoundError:
+                pass
+
+        if self.is_local or len(paths) < 2:
+            for p in paths:
+                delete(p)
+            return
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(delete, paths))
+
+    def _finish_compaction(self) -> bool:
+        """Finish the compaction a killed (or failed) writer left: forward when all its parts were
+        written (delete what they fold), else back (delete its parts). ``False`` when there was none."""
+        text = self._read_text(COMPACTION_FILE)
+        if text is None:
+            return False
+        try:
+            manifest = json.loads(text)
+            writes = [self._join(p) for p in manifest["write"]]
+            deletes = [self._join(p) for p in manifest["delete"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"cannot read {self._display(self._join(COMPACTION_FILE))}: {err}") from err
+        if all(self._exists(p) for p in writes):
+            self._delete_files(deletes)
+        else:
+            self._delete_files(writes)
+        self._delete_files([self._join(COMPACTION_FILE)])
+        self._index = None
+        return True
+
+    def _commit(
+        self,
+        epoch_parts: Mapping[str, pa.Table],
+        trial_parts: Mapping[str, pa.Table],
+        trial_deletes: Sequence[str],
+        epoch_deletes: Sequence[str],
+    ) -> None:
+        """Write the parts and delete what they replace, as one compaction.
+
+        The steps: the manifest naming both; the epochs parts; the trials parts (a run's row is never
+        readable from a part before its epochs are); the replaced trials files; the replaced epochs
+        files; the manifest. Each file is written atomically. Until the deletes, every run has two
+        identical copies, which readers collapse; :meth:`_finish_compaction` completes or undoes a
+        compaction that stopped between two steps.
+        """
+        manifest = {
+            "write": [self._rel(p) for p in [*epoch_parts, *trial_parts]],
+            "delete": [self._rel(p) for p in [*trial_deletes, *epoch_deletes]],
+        }
+        self._write_bytes(self._join(COMPACTION_FILE), json.dumps(manifest).encode("utf-8"))
+        self._step("manifest")
+        try:
+            for path, t in epoch_parts.items():
+                self._write_parquet(path, t, _PART_OPTIONS)
+            self._step("epochs_parts")
+            for path, t in trial_parts.items():
+                self._write_parquet(path, t, _PART_OPTIONS)
+            self._step("trials_part")
+            self._delete_files(trial_deletes)
+            self._step("trials_deleted")
+            self._delete_files(epoch_deletes)
+            self._step("deleted")
+            self._delete_files([self._join(COMPACTION_FILE)])
+        except Exception:
+            try:
+                self._finish_compaction()
+            except Exception:  # e.g. the object store is unreachable: the next write finishes it
+                self._needs_recovery = True
+            raise
+        finally:
+            self._index = None
+
+    def compact(self) -> int:
+        """Fold the finished runs' own files into Parquet parts; return how many runs were folded.
+
+        Every run whose status is not ``running`` and that has its own trials file (recorded since the
+        last compaction) moves, with its epochs file, into one new part of ``trials/`` and one per arm
+        of ``epochs/``; a part that holds an older copy of such a run is rewritten without it. A
+        compaction is atomic for every reader: a run is readable from its own files, then from both
+        (identical copies, which :meth:`trials` and :meth:`epochs` read once), then from the part; a
+        compaction killed at any step leaves a store that reads the same, and the next writer (its
+        first :meth:`record_trial` or :meth:`compact`) finishes or undoes it. The writer compacts by
+        itself every :data:`COMPACT_EVERY` finished runs; call this at the end of a study, or run
+        ``lyaptune compact RUN_DIR`` (which takes the run-directory lock). Only the process that writes
+        the run directory may call it.
+
+        Returns:
+          The number of runs folded into the new parts (0: nothing to do).
+
+        Raises:
+          UserError: a file could not be read or written (the message names it).
+        """
+        with self._lock:
+            self._start_writing()
+            self._uncompacted = 0
+            small, trial_parts = self._list_trials()
+            if not small:
+                return 0
+            rows = self._reading(
+                TRIALS_DIR,
+                lambda: [(p, _SMALL_RANK) for p in self._list_trials()[0].values()],
+                lambda files: self._scan(files, None, TRIALS_SCHEMA, keep_path=True),
+            )
+            rows = rows.filter(pc.not_equal(rows.column("status"), "running"))
+            if not rows.num_rows:
+                return 0
+            ids = rows.column("trial_id").to_pylist()
+            arm_of = dict(zip(ids, rows.column("arm").to_pylist()))
+            trial_deletes = sorted(set(rows.column(_FILENAME).to_pylist()))
+            rows = _fill_defaults(rows.drop_columns([_RANK, _FILENAME]))
+            epoch_files = self._list_epochs()
+            folded = [(a, p) for a, p, r, t in epoch_files if r == _SMALL_RANK and arm_of.get(t) == a]
+            seq = 1 + max([*trial_parts.values(), *(r for _, _, r, _ in epoch_files if r != _SMALL_RANK), 0])
+            epoch_parts: dict[str, pa.Table] = {}
+            for a in sorted({a for a, _ in folded}):
+                files = [(p, _SMALL_RANK) for b, p in folded if b == a]
+                t = self._reading(
+                    EPOCHS_DIR, lambda files=files: files, lambda f: self._scan(f, None, None, epochs=True)
+                )
+                t = t.drop_columns([_RANK, _ARM_KEY])
+                epoch_parts[f"{self._epoch_dir(a)}/{_part_name(seq)}"] = t.select(
+                    _order_epoch_columns(t.column_names)
+                )
+            new_parts = {self._join(TRIALS_DIR, _part_name(seq)): rows}
+            seq += 1
+            # parts holding older copies of these runs are rewritten without them
+            index = self._part_index()
+            again = [t for t in ids if t in index]
+            epoch_deletes = [p for _, p in folded]
+            if again:
+                old = self._scan(sorted(trial_parts.items()), None, TRIALS_SCHEMA, keep_path=True)
+                seq = self._rewrite_without(
+                    old, again, new_parts, trial_deletes, seq, lambda p: p.rsplit("/", 1)[0]
+                )
+                with_epochs = {
+                    t for a, p in folded for t in [unquote(p.rsplit("/", 1)[1][: -len(".parquet")])]
+                }
+                again_epochs = [t for t in again if t in with_epochs]
+                if again_epochs:
+                    parts = [(p, r) for _, p, r, _ in epoch_files if r != _SMALL_RANK]
+                    old = self._scan(parts, None, None, epochs=True, keep_path=True)
+                    self._rewrite_without(
+                        old, again_epochs, epoch_parts, epoch_deletes, seq, lambda p: p.rsplit("/", 1)[0]
+                    )
+            self._commit(epoch_parts, new_parts, trial_deletes, epoch_deletes)
+            return len(ids)
+
+    def _rewrite_without(
+        self,
+        old: pa.Table,
+        drop: Sequence[str],
+        writes: dict[str, pa.Table],
+        deletes: list[str],
+        seq: int,
+        parent: Callable[[str], str],
+    ) -> int:
+        """Plan the rewrite of every part of ``old`` (rows with ``__filename``) that holds a run of
+        ``drop``: its other rows into a new part (into ``writes``), the part into ``deletes``."""
+        hit = old.filter(pc.is_in(old.column("trial_id"), value_set=pa.array(drop, pa.string())))
+        for path in sorted(set(hit.column(_FILENAME).to_pylist())):
+            t = old.filter(pc.equal(old.column(_FILENAME), path))
+            t = t.filter(pc.invert(pc.is_in(t.column("trial_id"), value_set=pa.array(drop, pa.string()))))
+            t = t.drop_columns([c for c in (_RANK, _FILENAME, _ARM_KEY) if c in t.column_names])
+            if path.startswith(self._join(EPOCHS_DIR) + "/"):
+                t = t.select(_order_epoch_columns(t.column_names))
+            if t.num_rows:
+                writes[f"{parent(path)}/{_part_name(seq)}"] = t
+                seq += 1
+            deletes.append(path)
+        return seq
+
+    def _purge_epochs(self, trial_ids: Sequence[str]) -> None:
+        """Rewrite the epochs parts that hold ``trial_ids`` without them (their epochs were removed)."""
+        files = self._list_epochs()
+        parts = [(p, r) for _, p, r, _ in files if r != _SMALL_RANK]
+        if not parts:
+            return
+        old = self._scan(parts, None, None, epochs=True, keep_path=True)
+        writes: dict[str, pa.Table] = {}
+        deletes: list[str] = []
+        seq = 1 + max([r for _, r in parts] + list(self._list_trials()[1].values()))
+        self._rewrite_without(old, list(trial_ids), writes, deletes, seq, lambda p: p.rsplit("/", 1)[0])
+        if writes or deletes:
+            self._commit(writes, {}, [], deletes)
+
+    # -- reading the trials table -----------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
         """The trials table as a DataFrame: :data:`TRIAL_COLUMNS`, then one ``param_<name>`` column per
         hyperparameter (sorted by name), typed even when no run is recorded.
 
-        Rows are in the order their runs were first recorded. ``optuna_number`` and ``population_size``
-        are nullable integer (``Int64``) columns; a ``param_`` column is float64 when every value of it
-        is a number, else string (non-strings as JSON).
+        One row per run, its newest copy (the latest ``updated_at``), read from the runs' own files and
+        the compacted parts as one pyarrow dataset. Rows are in the order their runs were first
+        recorded. ``optuna_number`` and ``population_size`` are nullable integer (``Int64``) columns; a
+        ``param_`` column is float64 when every value of it is a number, else string (non-strings as
+        JSON).
 
         Raises:
           UserError: a trials file is corrupt or truncated (the message names it).
@@ -825,7 +1251,7 @@ class RunStore:
         table = self._trials_table()
         df = table.to_pandas()
         for col in _NULLABLE_INT_COLUMNS:
-            df[col] = pd.array(table.column(col).to_pylist(), dtype="Int64")
+            df[col] = table.column(col).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array
         params = _expand_params(table.column("params_json"))
         if params:
             extra = pd.DataFrame({k: v.to_pandas() for k, v in params.items()}, index=df.index)
@@ -839,79 +1265,92 @@ class RunStore:
             if bad:
                 raise ValueError(f"unknown status {bad[0]!r}; choices: {', '.join(STATUSES)}")
         table = self._trials_table(columns=["trial_id", "status"])
-        ids = table.column("trial_id").to_pylist()
-        if statuses is None:
-            return set(ids)
-        wanted = set(statuses)
-        return {t for t, s in zip(ids, table.column("status").to_pylist()) if s in wanted}
+        if statuses is not None:
+            table = table.filter(
+                pc.is_in(table.column("status"), value_set=pa.array(sorted(statuses), pa.string()))
+            )
+        return set(table.column("trial_id").to_pylist())
 
     def has_trials(self) -> bool:
         """Whether any run has been recorded (a file in ``trials/``, or a legacy ``trials.parquet``)."""
         if self._exists(self._join(TRIALS_FILE)):
             return True
         selector = pafs.FileSelector(self._join(TRIALS_DIR), allow_not_found=True)
-        return any(
-            i.type == pafs.FileType.File
-            and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith(".")
-            for i in self._fs.get_file_info(selector)
-        )
+        return any(_visible_parquet(i) for i in self._fs.get_file_info(selector))
 
     # -- epochs -----------------------------------------------------------------------------------
-    def _epoch_files(self, arm: str | None) -> list[tuple[str, str]]:
-        """``(arm, path)`` of every visible epochs file, sorted by path."""
-        base = self._join(EPOCHS_DIR) if arm is None else self._epoch_dir(arm)
-        infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        prefix = self._join(EPOCHS_DIR) + "/"
-        out = []
-        for info in infos:
-            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
-                continue
-            parts = info.path[len(prefix) :].split("/")
-            if len(parts) != 2 or not parts[0].startswith(f"{_ARM_KEY}="):
-                continue
-            if any(p.startswith((".", "_")) for p in parts):
-                continue
-            out.append((unquote(parts[0][len(_ARM_KEY) + 1 :]), info.path))
-        return sorted(out, key=lambda t: t[1])
+    def _epochs_arrow(
+        self,
+        arms: Sequence[str] | None,
+        columns: Sequence[str] | None,
+        *,
+        include_orphans: bool,
+        trial_ids: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The epochs of ``arms`` (all if ``None``) as one Arrow table, each run's newest copy."""
+        head = [_ARM_KEY, *EPOCH_KEY_COLUMNS, "epoch"]
+        wanted = None if columns is None else list(dict.fromkeys([*head, *columns]))
 
-    def epochs(self, arm: str | None = None, *, include_orphans: bool = False) -> pd.DataFrame:
+        def read(files: list[tuple[str, str, int, str | None]]) -> pa.Table:
+            if trial_ids is not None:  # a run's own files by name; parts all
+                keep = set(trial_ids)
+                files = [f for f in files if f[3] is None or f[3] in keep]
+            t = self._scan([(p, r) for _, p, r, _ in files], wanted, None, epochs=True)
+            if trial_ids is not None:
+                t = t.filter(pc.is_in(t.column("trial_id"), value_set=pa.array(list(trial_ids), pa.string())))
+            return t
+
+        table = self._reading(EPOCHS_DIR, lambda: self._list_epochs(arms), read)
+        base = pa.schema([pa.field(_ARM_KEY, pa.string()), *_EPOCH_BASE_SCHEMA])
+        if columns is not None:
+            base = pa.schema([base.field(c) for c in wanted if c in base.names])
+        table = pa.concat_tables(
+            [base.empty_table().append_column(_RANK, pa.array([], pa.int64())), table],
+            promote_options="permissive",
+        )
+        if columns is not None:
+            missing = [c for c in wanted if c not in table.column_names]
+            if missing:
+                choices = self.epochs_schema().names
+                raise ValueError(f"unknown epochs column {missing[0]!r}; choices: {', '.join(choices)}")
+        table = _keep_newest_source(table).drop_columns([_RANK])
+        if not include_orphans:
+            runs = self._trials_table(["trial_id", "arm"])
+            where = pc.index_in(table.column("trial_id"), value_set=runs.column("trial_id"))
+            same_arm = pc.equal(pc.take(runs.column("arm"), where), table.column(_ARM_KEY))
+            table = table.filter(pc.fill_null(same_arm, False))
+        table = table.sort_by([(_ARM_KEY, "ascending"), ("trial_id", "ascending"), ("epoch", "ascending")])
+        return table.select(_order_epoch_columns(table.column_names))
+
+    def epochs(
+        self,
+        arm: str | Sequence[str] | None = None,
+        *,
+        include_orphans: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
         """Every stored epoch record, one row per trial and epoch, with an ``arm`` column.
 
+        Read as one pyarrow dataset over the runs' own files and the compacted parts, with the arm
+        selection (directories) and the column selection pushed down; a run's newest copy only.
+
         Args:
-          arm: only this arm's trials.
+          arm: only this arm's trials (or these arms').
           include_orphans: also return epochs files whose run has no trials row
             (left by a driver killed between the two writes of :meth:`record_trial`).
+          columns: read only these record fields / diagnostics (``arm``, :data:`EPOCH_KEY_COLUMNS` and
+            ``epoch`` always come along); default all.
 
         Returns:
           Columns ``arm``, :data:`EPOCH_KEY_COLUMNS`, :data:`EPOCH_RECORD_FIELDS`, then any optimizer
-          diagnostics (missing values are NaN).
+          diagnostics (missing values are NaN), ordered by arm, trial and epoch.
 
         Raises:
           UserError: an epochs file is corrupt or truncated (the message names it).
+          ValueError: a column no epochs file has (naming the choices).
         """
-        known = None if include_orphans else self.trial_ids()
-        files = self._epoch_files(arm)
-
-        def read(item: tuple[str, str]) -> pa.Table | None:
-            a, path = item
-            # missing_ok: a file removed since it was listed (its trial re-recorded without epochs)
-            t = _read_table_checked(self._fs, path, self._display(path), missing_ok=True)
-            if t is None:
-                return None
-            if _ARM_KEY in t.column_names:
-                t = t.drop_columns([_ARM_KEY])
-            return t.append_column(_ARM_KEY, pa.array([a] * t.num_rows, type=pa.string()))
-
-        tables = _read_in_groups(files, read, lambda ts: pa.concat_tables(ts, promote_options="permissive"))
-        base = _EPOCH_BASE_SCHEMA.insert(0, pa.field(_ARM_KEY, pa.string()))
-        table = pa.concat_tables([base.empty_table(), *tables], promote_options="permissive")
-        table = table.select(_order_epoch_columns(table.column_names))
-        if known is not None:
-            table = table.filter(
-                pc.is_in(table.column("trial_id"), value_set=pa.array(sorted(known), pa.string()))
-            )
-        return table.to_pandas()
+        arms = None if arm is None else [arm] if isinstance(arm, str) else list(arm)
+        return self._epochs_arrow(arms, columns, include_orphans=include_orphans).to_pandas()
 
     def epochs_schema(self) -> pa.Schema:
         """The union of the schemas of all epochs files, with ``arm`` last, for ``pyarrow.dataset``.
@@ -919,13 +1358,16 @@ class RunStore:
         ``pyarrow.dataset.dataset(..., partitioning="hive")`` infers its schema from one file only; pass
         ``schema=store.epochs_schema()`` to keep diagnostic columns that only some arms have.
         """
-        schemas = [_EPOCH_BASE_SCHEMA]
-        for _, path in self._epoch_files(None):
-            try:
-                schemas.append(pq.read_schema(path, filesystem=self._fs))
-            except (pa.ArrowException, OSError) as err:
-                raise _corrupt(self._display(path), err) from err
-        schema = pa.unify_schemas(schemas)
+        import pyarrow.dataset as ds
+
+        def read(files: list[tuple[str, str, int, str | None]]) -> pa.Schema:
+            factory = ds.FileSystemDatasetFactory(
+                self._fs, [p for _, p, _, _ in files], ds.ParquetFileFormat()
+            )
+            return factory.inspect(promote_options="permissive", fragments=None)
+
+        found = self._reading(EPOCHS_DIR, self._list_epochs, read)
+        schema = pa.unify_schemas([_EPOCH_BASE_SCHEMA, found], promote_options="permissive")
         fields = [schema.field(n) for n in _order_epoch_columns(schema.names) if n != _ARM_KEY]
         return pa.schema([*fields, pa.field(_ARM_KEY, pa.string())])
 
