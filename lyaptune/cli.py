@@ -117,10 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["optimizers", "schedules", "datasets", "models"])
     p.set_defaults(func=_cmd_list)
 
-    from lyaptune import _cli_analysis, _cli_study
+    from lyaptune import _cli_analysis, _cli_store, _cli_study
 
     _cli_study.add_commands(sub)
     _cli_analysis.add_commands(sub)
+    _cli_store.add_commands(sub)
     return parser
 
 

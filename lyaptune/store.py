@@ -1211,8 +1211,9 @@ class RunStore:
         for path in sorted(set(hit.column(_FILENAME).to_pylist())):
             t = old.filter(pc.equal(old.column(_FILENAME), path))
             t = t.filter(pc.invert(pc.is_in(t.column("trial_id"), value_set=pa.array(drop, pa.string()))))
-            t = t.drop_columns([c for c in (_RANK, _FILENAME, _ARM_KEY) if c in t.column_names])
-            if path.startswith(self._join(EPOCHS_DIR) + "/"):
+            t = t.drop_columns([_RANK, _FILENAME])
+            if path.startswith(self._join(EPOCHS_DIR) + "/"):  # the arm is the part's directory
+                t = t.drop_columns([_ARM_KEY])
                 t = t.select(_order_epoch_columns(t.column_names))
             if t.num_rows:
                 writes[f"{parent(path)}/{_part_name(seq)}"] = t

@@ -702,26 +702,51 @@ def test_recording_a_run_touches_only_its_own_files(store: RunStore):
     assert pq.read_table(root / "epochs" / "arm=arm0" / "new.parquet").num_rows == 3
 
 
-@pytest.mark.parametrize("reader", ["pandas", "pyarrow", "duckdb", "polars"])
-def test_trials_table_in_one_line_while_a_study_runs(store: RunStore, reader: str):
-    store.record_trial(_row("t1", "adam", objective=1.0, param_lr=0.1), _records(2))
+#: README's one-line reads of the trials table (the newest copy of each run: a run re-recorded after
+#: its compaction, or one in the middle of a compaction, has two copies until the next one finishes)
+ONE_LINERS = {
+    "pandas": lambda run: (
+        pd.read_parquet(run + "/trials").sort_values("updated_at").drop_duplicates("trial_id", keep="last")
+    ),
+    "duckdb": lambda run: __import__("duckdb").sql(
+        f"SELECT * FROM '{run}/trials/*.parquet' "
+        "QUALIFY row_number() OVER (PARTITION BY trial_id ORDER BY updated_at DESC) = 1"
+    ),
+    "polars": lambda run: (
+        __import__("polars")
+        .read_parquet(run + "/trials/*.parquet")
+        .sort("updated_at")
+        .unique("trial_id", keep="last")
+    ),
+}
+
+
+def one_line_table(reader: str, run: str) -> pa.Table:
+    """The trials table as README's one-line read ``reader`` gives it, as an Arrow table."""
+    pytest.importorskip(reader)
+    got = ONE_LINERS[reader](run)
+    if reader == "pandas":
+        return pa.Table.from_pandas(got, preserve_index=False)
+    return got.to_arrow_table() if reader == "duckdb" else got.to_arrow()
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+@pytest.mark.parametrize("reader", ["pandas", "duckdb", "polars"])
+def test_trials_table_in_one_line_while_a_study_runs(store: RunStore, reader: str, compacted: bool):
+    store.record_trial(_row("t1", "adam", objective=0.5, param_lr=0.1), _records(2))
     store.record_trial(_row("t2", "rlo", objective=2.0, param_direction="sign", repeat=1), _records(2))
+    if compacted:
+        assert store.compact() == 2
+        assert sorted(p.name for p in (Path(store.path) / "trials").iterdir()) == ["@part-0000000001.parquet"]
+    # a retry of t1 after its compaction: two copies on disk until the next compaction
+    store.record_trial(_row("t1", "adam", objective=1.0, param_lr=0.1), _records(2))
     store.record_trial(_row("t3", "rlo", status="running"))
     # a writer killed mid-write leaves a hidden temporary file; no reader may see it
     (Path(store.path) / "trials" / ".lyaptune-tmp-t4.parquet.0123").write_bytes(b"partial")
-    run = store.path
-    if reader == "pandas":
-        table = pa.Table.from_pandas(pd.read_parquet(run + "/trials"), preserve_index=False)
-    elif reader == "pyarrow":
-        table = pq.read_table(run + "/trials")
-    elif reader == "duckdb":
-        duckdb = pytest.importorskip("duckdb")
-        table = duckdb.sql(f"SELECT * FROM read_parquet('{run}/trials/*.parquet')").to_arrow_table()
-    else:
-        polars = pytest.importorskip("polars")
-        table = polars.read_parquet(run + "/trials/*.parquet").to_arrow()
+    table = one_line_table(reader, store.path)
     assert table.column_names == list(TRIAL_COLUMNS)
     rows = {r["trial_id"]: r for r in table.to_pylist()}
+    assert len(rows) == table.num_rows == 3
     assert set(rows) == {"t1", "t2", "t3"}
     assert (rows["t1"]["objective"], rows["t2"]["objective"], rows["t3"]["objective"]) == (1.0, 2.0, None)
     assert [rows[t]["repeat"] for t in ("t1", "t2", "t3")] == [0, 1, 0]
