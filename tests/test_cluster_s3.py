@@ -160,3 +160,59 @@ def test_s3_storage_survives_a_killed_driver_and_resumes_from_a_fresh_directory(
     )
     assert rep.returncode == 0, (rep.stdout, rep.stderr)
     assert (tmp_path / "rep" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(("step", "left"), [("epochs_parts", 6), ("trials_deleted", 0)])
+def test_compaction_in_an_object_store(s3, step, left):
+    """Compaction on s3://: stopped at a step it reads the same; the next writer finishes it; the
+    parts replace the runs' own objects."""
+    import pyarrow.fs as pafs
+
+    from lyaptune.store import COMPACTION_FILE, RunStore
+
+    class Killed(BaseException):
+        pass
+
+    uri = "s3://bucket/runs/compact"
+    store = RunStore(uri, create=True)
+    store.write_spec({"name": "compact"})
+    store.compact_every = 0
+    for i in range(6):
+        row = {
+            "study": "compact",
+            "arm": ["a", "b"][i % 2],
+            "trial_id": f"t{i}",
+            "phase": "search",
+            "seed": 0,
+        }
+        store.record_trial(
+            {**row, "status": "completed", "objective": float(i)}, [{"epoch": 1, "train_loss": i + 0.5}]
+        )
+    store.record_trial({**row, "trial_id": "t1", "arm": "b", "status": "completed", "objective": -1.0})
+
+    def seen() -> tuple[dict, dict]:
+        reader = RunStore(uri)
+        t, e = reader.trials(), reader.epochs()
+        assert t["trial_id"].is_unique and not e.duplicated(["trial_id", "epoch"]).any()
+        return dict(zip(t["trial_id"], t["objective"])), dict(zip(e["trial_id"], e["train_loss"]))
+
+    want = ({f"t{i}": float(i) for i in range(6)} | {"t1": -1.0}, {f"t{i}": i + 0.5 for i in range(6)})
+    assert seen() == want
+
+    def hook(at: str) -> None:
+        if at == step:
+            raise Killed
+
+    store.compaction_hook = hook
+    with pytest.raises(Killed):
+        store.compact()
+    fs, path = pafs.FileSystem.from_uri(uri)
+    assert fs.get_file_info(f"{path}/{COMPACTION_FILE}").type == pafs.FileType.File
+    assert seen() == want
+    writer = RunStore(uri, create=True)
+    # before its trials part was written it goes back (all 6 folded again), after it forward (none left)
+    assert writer.compact() == left
+    assert seen() == want
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{path}/trials")))
+    assert names == ["@part-0000000001.parquet"]
+    assert fs.get_file_info(f"{path}/{COMPACTION_FILE}").type == pafs.FileType.NotFound
