@@ -65,10 +65,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", default=None, metavar="FILE", help="also write the full table as CSV")
     p.add_argument(
         "--out",
-        default="lyaptune-compare",
+        default=None,
         metavar="DIR",
         help="with several runs: where the performance profiles and probabilities of improvement go "
-        "(CSV, JSON, figure; default ./lyaptune-compare)",
+        "(CSV, JSON, figure; default: a folder '<first run>-compare' beside the first run directory)",
     )
     p.add_argument("--markdown", action="store_true", help="print Markdown tables instead of plain text")
     _add_collapse_args(p)
@@ -126,14 +126,23 @@ def _print_claims(out: str) -> None:
     print("\nClaims:")
     if not claims:
         print("  This spec states no claims.")
-    for c in claims:
+    paper = [c for c in claims if c.get("source", "paper") != "extension"]
+    ours = [c for c in claims if c.get("source", "paper") == "extension"]
+    for c in [*paper, *ours]:
         iv = c.get("interval") or {}
         effect = "-"
-        if c.get("effect") is not None:
+        other = c.get("compared_with", "")
+        ratio = c.get("ratio") if isinstance(c.get("ratio"), dict) else {}
+        if ratio.get("value") is not None:
+            lo, hi = ratio.get("low"), ratio.get("high")
+            ci = f"[{lo:.3g}x, {hi:.3g}x]" if lo is not None and hi is not None else "[-]"
+            effect = f"{c['arm']} / {other}: {ratio['value']:.3g}x {ci} (t on logs, n={iv.get('n', 0)})"
+        elif c.get("effect") is not None:
             lo, hi = iv.get("low"), iv.get("high")
             ci = f"[{lo:+.4g}, {hi:+.4g}]" if lo is not None and hi is not None else "[-]"
-            effect = f"{c['arm']} - {c['compared_with']}: {c['effect']:+.4g} {ci} (t, n={iv.get('n', 0)})"
-        line = f"  {c['id']}: {c['verdict'].upper()}  {c['metric']} {effect}"
+            effect = f"{c['arm']} - {other}: {c['effect']:+.4g} {ci} (t, n={iv.get('n', 0)})"
+        tag = "  [extension]" if c.get("source", "paper") == "extension" else ""
+        line = f"  {c['id']}: {c['verdict'].upper()}  {c['metric']} {effect}{tag}"
         print(line + (f"\n    {c['reason']}" if c.get("reason") else ""))
 
 
@@ -148,7 +157,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     tabs = format_compare_tables(table)
     titles = {
         "outcomes": "final-seed runs",
-        "differences": "difference to the reference (arm - reference; p: paired t raw / Holm-adjusted)",
+        "differences": "against the reference (log-scale metrics: ratio arm / reference of geometric means; "
+        "accuracies: difference in points; p: paired t raw / Holm-adjusted, deciding; Wilcoxon and "
+        "sign-flip: robustness only)",
         "cost": "tuning cost (device-seconds) and rank by the primary metric at the final epoch",
     }
     for key, (head, rows) in tabs.items():
@@ -157,8 +168,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"\n{titles[key]}:" if key != "outcomes" else f"{titles[key]}:")
         print(render(head, rows))
     print(
-        f"\ncollapsed: {thresholds.describe()}; collapsed arms are not ranked. 'better'/'worse' only at "
-        "Holm-adjusted p < 0.05."
+        f"\ncollapsed: {thresholds.describe()}. Only arms whose final runs all completed and none "
+        "collapsed are t-tested and ranked; the others read 'worse (collapsed k of n)', 'better "
+        "(reference collapsed k of n)' or 'not tested (collapsed k of n, failed j of n)'. 'better'/'worse' "
+        "from the test only at Holm-adjusted p < 0.05."
     )
     if args.csv:
         try:
@@ -169,6 +182,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if len(studies) > 1:
         from lyaptune.analysis.report import write_cross_study
 
-        files = write_cross_study(studies, table, args.out, seed=args.seed)
+        out = args.out
+        if out is None:
+            first = args.run_dirs[0].removeprefix("file://").rstrip("/")
+            if "://" in first:
+                raise UserError(f"--out is required when the first run directory is a URI ({first})")
+            out = os.path.join(os.path.dirname(os.path.abspath(first)), os.path.basename(first) + "-compare")
+        files = write_cross_study(studies, table, out, seed=args.seed, thresholds=thresholds)
         print(f"cross-study answers ({len(studies)} studies): " + ", ".join(str(f) for f in files))
     return 0

@@ -532,24 +532,31 @@ def test_paired_difference_by_seed_holm_and_verdict(table):
     t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
     p = 2 * stats.t.sf(abs(t), d.size - 1)
     assert r["final_test_acc_p_ttest"] == pytest.approx(p, rel=1e-9)
-    # all six differences negative: exact two-sided Wilcoxon p = 2 / 2^6
+    # all six differences negative: exact two-sided Wilcoxon p = 2 / 2^6, a robustness column only
     assert r["final_test_acc_p_wilcoxon"] == pytest.approx(2 / 64, rel=1e-9)
-    # 6 pairs: the Wilcoxon signed-rank test decides (METHODS section 8); Holm across the three arms
-    # compared with the derived one, per metric
-    assert r["final_test_acc_test"] == "wilcoxon"
-    for m in ("final_test_acc", "final_train_loss", "min_grad_norm"):
-        arms = ["adam-cosine", "dead", "lyam-grid"]
-        raw = []
-        for vals in (COSINE, DEAD, GRID_FINAL):
-            dd = np.array(vals[m]) - np.array(DERIVED[m])
-            raw.append(stats.wilcoxon(dd).pvalue)
+    # the paired t-test decides at every n (METHODS section 8; Wilcoxon no longer takes over at 6 pairs)
+    assert r["final_test_acc_test"] == "t" and r["final_test_acc_p"] == r["final_test_acc_p_ttest"]
+    # the dead arm collapsed on all six seeds: decided without a test and outside the Holm family
+    assert table.loc["dead", "final_test_acc_verdict"] == "worse (collapsed 6 of 6)"
+    for m, log in (("final_test_acc", False), ("final_train_loss", True), ("min_grad_norm", True)):
+        f = np.log if log else np.asarray
+        arms = ["adam-cosine", "lyam-grid"]
+        raw = [stats.ttest_rel(f(vals[m]), f(DERIVED[m])).pvalue for vals in (COSINE, GRID_FINAL)]
         adj = holm_by_hand(raw)
-        for arm, p_adj in zip(arms, adj):
+        for arm, p_adj, vals in zip(arms, adj, (COSINE, GRID_FINAL)):
             assert table.loc[arm, f"{m}_p_adj"] == pytest.approx(p_adj, rel=1e-9)
-        # the cosine arm is below the reference on all six seeds, but an exact Wilcoxon p cannot go
-        # below 2 / 2^6 = 0.031, and Holm over three arms lifts it to 0.094: not significant
-        assert adj[0] == pytest.approx(3 * 2 / 64)
-        assert table.loc["adam-cosine", f"{m}_verdict"] == "no significant difference"
+            mean_d = float(np.mean(f(vals[m]) - f(DERIVED[m])))
+            assert table.loc[arm, f"{m}_diff"] == pytest.approx(mean_d, rel=1e-9)
+            mode = "max" if m.endswith("_acc") else "min"
+            want = (
+                "no significant difference"
+                if p_adj >= 0.05
+                else ("better" if (mean_d > 0) == (mode == "max") else "worse")
+            )
+            assert table.loc[arm, f"{m}_verdict"] == want
+        assert math.isnan(table.loc["dead", f"{m}_p_adj"]) and not table.loc["dead", f"{m}_tested"]
+    # the cosine arm is below the reference on all six seeds: t finds it (Wilcoxon could not, after Holm)
+    assert table.loc["adam-cosine", "final_test_acc_verdict"] == "worse"
     assert table.loc["derived", "final_test_acc_verdict"] == "reference"
     assert table.loc["derived", "is_reference"]
     assert table.loc["derived", "reference_source"] == "derived"
@@ -558,8 +565,11 @@ def test_paired_difference_by_seed_holm_and_verdict(table):
 def test_paired_test_direction_and_small_n():
     out = paired_test([2.0, 3.0, 4.5], [1.0, 1.5, 2.0])
     assert out["mean_diff"] == pytest.approx(np.mean([1.0, 1.5, 2.5]))
-    assert math.isnan(out["p_wilcoxon"])  # fewer than 6 pairs
-    assert 0 < out["p_ttest"] < 1
+    d = np.array([1.0, 1.5, 2.5])
+    assert out["p_ttest"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-12)
+    assert out["p"] == out["p_ttest"] and out["test"] == "t"
+    # robustness columns at any n: exact Wilcoxon (all three positive: 2/8) and sign-flip (2/8)
+    assert out["p_wilcoxon"] == pytest.approx(0.25) and out["p_signflip"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="same length"):
         paired_test([1.0], [1.0, 2.0])
 
@@ -797,9 +807,14 @@ def test_reference_resolution(study):
     assert t.loc["adam-cosine", "is_reference"]
     d = np.array(DERIVED["final_test_acc"]) - np.array(COSINE["final_test_acc"])
     assert t.loc["derived", "final_test_acc_diff"] == pytest.approx(d.mean())
-    # higher on all 6 seeds, but the exact Wilcoxon p (2 / 2^6) Holm-adjusted over 3 arms is 0.094
-    assert t.loc["derived", "final_test_acc_p_adj"] == pytest.approx(3 * 2 / 64)
-    assert t.loc["derived", "final_test_acc_verdict"] == "no significant difference"
+    # higher on all 6 seeds: the paired t-test, Holm over the two valid arms (the dead one is decided
+    # by its collapse), calls it better; the exact Wilcoxon p (2 / 2^6) would have been lifted to 0.094
+    raw = [
+        stats.ttest_rel(v["final_test_acc"], COSINE["final_test_acc"]).pvalue for v in (DERIVED, GRID_FINAL)
+    ]
+    assert t.loc["derived", "final_test_acc_p_adj"] == pytest.approx(holm_by_hand(raw)[0], rel=1e-9)
+    assert t.loc["derived", "final_test_acc_verdict"] == "better"
+    assert t.loc["dead", "final_test_acc_verdict"] == "worse (collapsed 6 of 6)"
     with pytest.raises(ConfigError, match="did you mean 'derived'"):
         compare(study, reference="derivd")
     none = compare(study, reference=None)

@@ -83,12 +83,18 @@ def test_every_spec_compares(path, tmp_path):
     ref = spec.get("reference")
     if ref not in (None, "none"):
         assert table.loc[ref, "is_reference"] and table.loc[ref, "reference_source"] == "spec"
-    assert table["is_reference"].sum() == 1
+    searched = any(a.get("space") or a.get("grid") for a in arms)
+    if table["reference_source"].iloc[0] == "best" and not searched:
+        # 'best' is chosen on the search runs' validation objective, never on the final seeds: a
+        # study whose arms are all untuned has no best arm, so no reference (and the report still works)
+        assert table["is_reference"].sum() == 0
+    else:
+        assert table["is_reference"].sum() == 1
     for arm in arms:
         if arm.get("space") or arm.get("grid"):
             assert not budget_curve(study, arm["name"]).empty
     verdicts = table[f"{primary['metric']}_verdict"]
-    assert set(verdicts) <= {"reference", "better", "worse", "no significant difference", "not tested"}
+    assert set(verdicts) <= {"reference", "better", "worse", "no significant difference", "not tested", ""}
     assert np.all(np.isfinite(table[f"{primary['metric']}_mean"])) and not math.isnan(
         table[f"{primary['metric']}_ci_low"].iloc[0]
     )

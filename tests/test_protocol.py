@@ -83,7 +83,7 @@ def test_interval_values_and_errors():
     assert mean_interval(x) == pytest.approx((7 / 3 - half, 7 / 3 + half), rel=1e-9)
     assert all(math.isnan(v) for v in mean_interval([1.0]))
     assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    with pytest.raises(ConfigError, match=r"method='bca' needs n >= 10 values, got n=5"):
+    with pytest.raises(ConfigError, match=r"method='bca' needs n >= 20 values, got n=5"):
         mean_interval(np.arange(5.0), method="bca")
     with pytest.raises(ConfigError, match=r"interval method='percentile' is unknown; choices: t, bca"):
         mean_interval(x, method="percentile")
@@ -224,9 +224,14 @@ def test_one_better_arm_and_one_equal_arm(tmp_path):
     for phrase in ("Holm-adjusted", "Student-t", "n <= 10", "final epoch", "disjoint", "device-seconds"):
         assert phrase in md, phrase
     line = next(ln for ln in md.splitlines() if ln.startswith("| better |") and "p " in ln)
-    assert "better (n=5)" in line and f"/ {hand[0]:.2g}" in line
+    # accuracy: the difference in points with its t interval, the t p raw / Holm, then the verdict
+    d = 100 * (np.array(BETTER) - np.array(BASE))
+    assert f"{d.mean():+.2f} pt [" in line and "t n=5" in line and f"/ {hand[0]:.2g} (t)" in line
+    assert "; better |" in line.split("|")[2] + "|"
+    # every difference positive: the exact sign-flip p is 2/2^5 > 0.05, flagged beside the t verdict
+    assert "sign-flip 0.062 DISAGREE with t" in line
     line = next(ln for ln in md.splitlines() if ln.startswith("| same |") and "p " in ln)
-    assert "no significant difference (n=5)" in line
+    assert "; no significant difference" in line
     assert "t n=5" in md  # every interval says its method and n
 
 
@@ -247,12 +252,25 @@ def test_defaults_without_compare_or_reference(tmp_path):
     spec = spec_of([arm("x"), arm("y")])
     rows = [row("x", f"x-{s}", "final", s, final_val_loss=0.5 + 0.01 * s) for s in (1, 2, 3)]
     rows += [row("y", f"y-{s}", "final", s, final_val_loss=0.4 + 0.01 * s) for s in (1, 2, 3)]
+    # the search runs' validation objective names x the best arm (0.30 < 0.35), though y is better on
+    # the final seeds: the reference is chosen on the search, never on the seeds it is tested on
+    rows += [
+        row("x", f"x-search-{n}", "search", 0, optuna_number=n, objective=v) for n, v in enumerate((0.6, 0.3))
+    ]
+    rows += [
+        row("y", f"y-search-{n}", "search", 0, optuna_number=n, objective=v)
+        for n, v in enumerate((0.35, 0.9))
+    ]
     study = load_study(write_study(tmp_path / "d", spec, rows))
     assert study.primary_metrics == [{"metric": "final_val_loss", "mode": "min"}]
     t = compare(study).set_index("arm")
-    # no derived arm, no spec reference: compared with the best arm on the primary metric
-    assert t.loc["y", "is_reference"] and t.loc["y", "reference_source"] == "best"
-    assert t.loc["x", "final_val_loss_diff"] == pytest.approx(0.1)
+    # no derived arm, no spec reference: compared with the best arm on the search objective
+    assert t.loc["x", "is_reference"] and t.loc["x", "reference_source"] == "best"
+    # val loss is a log-scale metric: the difference is of logs, shown as a ratio y / x
+    d = np.log([0.41, 0.42, 0.43]) - np.log([0.51, 0.52, 0.53])
+    assert t.loc["y", "final_val_loss_diff"] == pytest.approx(d.mean())
+    assert t.loc["y", "final_val_loss_ratio"] == pytest.approx(math.exp(d.mean()))
+    assert t.loc["y", "final_val_loss_verdict"] == "better"  # t on the log differences, p < 0.05
     with pytest.raises(ConfigError, match=r"unknown reference arm .* 'derived'.* choices: x, y"):
         compare(study, "derived")
 
@@ -601,7 +619,10 @@ def test_cli_report_opens_with_the_claims_section(tmp_path):
     assert lines[0].startswith("# ") and lines[2] == "## Claims"  # right after the title
     assert md.index("## Claims") < md.index("## How to read this report")
     row_true = next(ln for ln in lines if ln.startswith("| true |"))
-    assert "| supported |" in row_true and "derived - adam: " in row_true and "t, n=5" in row_true
+    # a gradient norm is a log-scale metric: the effect is the ratio derived / adam with its t interval
+    assert "| supported" in row_true and "derived / adam: " in row_true and "t, n=5" in row_true
+    ratio = math.exp(np.mean(np.log(DERIVED_GN) - np.log(ADAM_GN)))
+    assert f"{ratio:.3g}x [" in row_true
     assert "<h2>Claims</h2>" in (out / "report.html").read_text()
     data = json.loads((out / "compare.json").read_text())
     verdicts = {c["id"]: c for c in data["claims"]}

@@ -2,13 +2,20 @@
 
 Two estimators, chosen per arm by how its trials were drawn (METHODS.md section 8):
 
-- ``expected-max`` (random, quasi-random and grid search): Dodge et al. (2019), "Show Your Work:
-  Improved Reporting of Experimental Results", the expected best validation score of k trials drawn
-  without replacement from the n the study ran. It assumes the trials are exchangeable draws.
+- ``expected-max`` (random, quasi-random and grid search): the expected best validation score of k
+  trials drawn *without replacement* from the n the study ran, in its exact form (Dodge et al.
+  (2019), "Show Your Work", draw with replacement; the two agree for k << n). It assumes the trials
+  are exchangeable draws. Its band (+-1 sd) is the spread of the best of k draws, not an uncertainty
+  of the curve (:data:`BAND_LABELS`).
 - ``best-so-far`` (adaptive samplers: TPE, CMA-ES, GP, anything else): later trials learn from
-  earlier ones, so a random k-subset is not what k trials of that search give, and Dodge's curve would
-  be optimistic at small k. The curve is the best value among the first k trials in trial order,
-  averaged over the arm's independent search repeats (``search.repeats``), with its spread.
+  earlier ones, so a random k-subset is not what k trials of that search give, and the expected-max
+  curve would be optimistic at small k. The curve is the best value among the first k trials in trial
+  order, averaged over the arm's independent search repeats (``search.repeats``), its band the worst
+  to the best repeat; with one repeat no spread can be shown, and the curve says so.
+
+"Trials needed to match the reference" (:func:`matching_budget`) compares a *selected* best (of k
+trials) with the reference's *unselected* mean over its final seeds, which favours the tuned arm:
+every row carries :data:`MATCHING_NOTE`.
 
 Comparing a curve with the derived step size (which needs no tuning) answers "how many trials of
 tuning does Adam + cosine need to do what the derived step does with none".
@@ -29,6 +36,10 @@ from lyaptune.analysis.load import Study
 from lyaptune.errors import ConfigError, UserError
 
 __all__ = [
+    "BAND_LABELS",
+    "ESTIMATOR_LABELS",
+    "MATCHING_NOTE",
+    "NO_SPREAD_NOTE",
     "BUDGET_METHODS",
     "IID_SAMPLERS",
     "budget_method",
@@ -46,6 +57,25 @@ __all__ = [
 IID_SAMPLERS: tuple[str, ...] = ("random", "qmc", "sobol", "grid")
 #: The budget-curve estimators: expected maximum of k draws, and best-so-far in trial order.
 BUDGET_METHODS: tuple[str, ...] = ("expected-max", "best-so-far")
+
+#: The exact name of each estimator, as every table and figure states it.
+ESTIMATOR_LABELS: dict[str, str] = {
+    "expected-max": "expected best of k trials drawn without replacement from those run (exact form; "
+    "Dodge et al. 2019 draw with replacement)",
+    "best-so-far": "best of the first k trials in trial order, mean over independent search repeats",
+}
+#: What each estimator's band is (it is never a confidence interval of the curve).
+BAND_LABELS: dict[str, str] = {
+    "expected-max": "+-1 sd: the spread of the best of k draws, not an uncertainty of the curve",
+    "best-so-far": "worst to best search repeat",
+}
+#: Said of a best-so-far curve from a single search repeat.
+NO_SPREAD_NOTE = "one search repeat: no spread can be shown (set search.repeats for one)"
+#: Said beside every "trials needed to match the reference" number.
+MATCHING_NOTE = (
+    "optimistic for the tuned arm: a selected best of k trials is compared with the reference's "
+    "unselected mean over its final seeds"
+)
 
 #: What a failed search trial (diverged, errored, or stopped early) counts as in a budget curve.
 FAILED_POLICIES: tuple[str, ...] = ("worst", "exclude")
@@ -207,6 +237,8 @@ BUDGET_COLUMNS = [
     "n_pending",
     "n_repeats",
     "method",
+    "estimator",
+    "band",
 ]
 
 
@@ -233,8 +265,9 @@ def budget_curve(study: Study, arm: str, *, failed: str = "worst") -> pd.DataFra
 
     Returns:
       Columns ``k``, ``best``, ``sd``, ``low``, ``high``, ``n_trials`` (n, the most any repeat ran),
-      ``n_failed``, ``n_pending``, ``n_repeats`` (repeats that reach k), ``method``; empty when no
-      trial has completed.
+      ``n_failed``, ``n_pending``, ``n_repeats`` (repeats that reach k), ``method``, ``estimator``
+      (:data:`ESTIMATOR_LABELS`) and ``band`` (:data:`BAND_LABELS`, or :data:`NO_SPREAD_NOTE` for a
+      best-so-far curve from one repeat); empty when no trial has completed.
 
     References:
       Dodge et al. (2019), "Show Your Work", EMNLP (expected-max); METHODS.md section 8.
@@ -287,6 +320,10 @@ def budget_curve(study: Study, arm: str, *, failed: str = "worst") -> pd.DataFra
             "n_pending": n_pending,
             "n_repeats": reps.astype(int),
             "method": method,
+            "estimator": ESTIMATOR_LABELS[method],
+            "band": NO_SPREAD_NOTE
+            if method == "best-so-far" and int(np.max(reps)) < 2
+            else BAND_LABELS[method],
         },
         columns=BUDGET_COLUMNS,
     )
@@ -325,7 +362,8 @@ def matching_budget(
     The target is the mean ``objective`` (the spec's validation metric) of the reference arm's
     completed final-seed runs; the baseline's curve is its own :func:`budget_curve` (expected-max or
     best-so-far, by its sampler). Matching means ``best(k) <= target`` for a ``min`` objective,
-    ``>=`` for ``max``.
+    ``>=`` for ``max``. The number is optimistic for the baseline (:data:`MATCHING_NOTE`): its curve
+    is a selected best, the target an unselected mean.
 
     Raises:
       ConfigError: an unknown arm.
@@ -363,10 +401,11 @@ def matching_budgets(study: Study, reference: str = "auto", *, failed: str = "wo
 
     Returns:
       Columns ``arm``, ``reference``, ``target``, ``k`` (nullable integer), ``budget``,
-      ``expected_at_k``, ``mode``, ``method``; empty when the reference has no completed final run.
+      ``expected_at_k``, ``mode``, ``method``, ``note`` (:data:`MATCHING_NOTE`); empty when the
+      reference has no completed final run.
     """
     ref = resolve_reference(study, reference)
-    cols = ["arm", "reference", "target", "k", "budget", "expected_at_k", "mode", "method"]
+    cols = ["arm", "reference", "target", "k", "budget", "expected_at_k", "mode", "method", "note"]
     rows = []
     if ref is None:
         return pd.DataFrame(columns=cols)
@@ -377,7 +416,19 @@ def matching_budgets(study: Study, reference: str = "auto", *, failed: str = "wo
             m = matching_budget(study, arm, ref, failed=failed)
         except UserError:
             return pd.DataFrame(columns=cols)
-        rows.append([m.baseline, m.reference, m.target, m.k, m.budget, m.expected_at_k, m.mode, m.method])
+        rows.append(
+            [
+                m.baseline,
+                m.reference,
+                m.target,
+                m.k,
+                m.budget,
+                m.expected_at_k,
+                m.mode,
+                m.method,
+                MATCHING_NOTE,
+            ]
+        )
     df = pd.DataFrame(rows, columns=cols)
     df["k"] = pd.array(df["k"].tolist(), dtype="Int64")
     return df

@@ -22,6 +22,7 @@ from lyaptune.analysis.load import parse_json_column
 from lyaptune.errors import ConfigError
 
 __all__ = [
+    "BOUNDARY_TOL",
     "CollapseThresholds",
     "LabelStats",
     "classify_collapse",
@@ -29,6 +30,11 @@ __all__ = [
     "num_classes_of",
     "task_label_stats",
 ]
+
+#: Absolute tolerance of the collapse rule's boundaries (METHODS.md section 8): a distance equal to the
+#: threshold up to float rounding is on the boundary, so 0.12 and 0.08 against a 0.10 majority rate
+#: with a 2-point threshold are treated alike (both collapsed), whatever their binary representation.
+BOUNDARY_TOL = 1e-9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +56,8 @@ class CollapseThresholds:
     :math:`\max_k \hat p_k` the majority-class rate of the test set (the accuracy of predicting
     the most frequent class). On balanced data these are ln C and 1/C; on imbalanced data (GTSRB:
     H(y) 7% below ln 43, majority rate 5.7% against 1/43 = 2.3%) only the label statistics catch a
-    network that learned the prior and nothing else. A loss far *above* L(w0) is a failure to train
+    network that learned the prior and nothing else. Each boundary is compared with an absolute
+    tolerance :data:`BOUNDARY_TOL` (1e-9). A loss far *above* L(w0) is a failure to train
     but not a collapse: such a run has a large gradient norm and cannot pass for a converged one.
 
     Attributes:
@@ -300,17 +307,24 @@ def classify_collapse(
     acc = pd.to_numeric(out.get("final_test_acc", nan), errors="coerce").to_numpy(float)
     with np.errstate(invalid="ignore"):
         by_loss = (
-            done & np.isfinite(loss) & np.isfinite(l0) & (l0 > 0) & (np.abs(loss - l0) <= th.loss_rel * l0)
+            done
+            & np.isfinite(loss)
+            & np.isfinite(l0)
+            & (l0 > 0)
+            & (np.abs(loss - l0) <= th.loss_rel * l0 + BOUNDARY_TOL)
         )
         by_h = (
             done
             & np.isfinite(loss)
             & np.isfinite(entropy)
             & (entropy > 0)
-            & (np.abs(loss - entropy) <= th.loss_rel * entropy)
+            & (np.abs(loss - entropy) <= th.loss_rel * entropy + BOUNDARY_TOL)
         )
         by_acc = (
-            done & np.isfinite(acc) & np.isfinite(chance) & (np.abs(acc - chance) <= th.acc_points / 100.0)
+            done
+            & np.isfinite(acc)
+            & np.isfinite(chance)
+            & (np.abs(acc - chance) <= th.acc_points / 100.0 + BOUNDARY_TOL)
         )
     out["label_entropy"] = entropy
     out["chance_acc"] = chance

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from lyaptune.analysis.stats import (
     verdict,
 )
 from lyaptune.errors import ConfigError
-from lyaptune.metrics import METRICS
+from lyaptune.metrics import METRICS, metric_info
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -52,6 +53,11 @@ __all__ = [
     "paired_test",
     "reference_choice",
     "resolve_reference",
+    "best_on_search",
+    "status_verdict",
+    "study_labels",
+    "paired_comparisons",
+    "COMPARISON_COLUMNS",
 ]
 
 #: Significance level of every verdict (on Holm-adjusted p-values).
@@ -71,8 +77,37 @@ METRIC_SENSE: dict[str, str] = {m: i.mode for m, i in METRICS.items() if i.mode 
 #: Short labels for tables and figures (:data:`lyaptune.metrics.METRICS`).
 METRIC_LABELS: dict[str, str] = {**{m: i.label for m, i in METRICS.items()}, "objective": "objective"}
 #: How :func:`reference_choice` found the reference: named by the caller, by the spec, the derived arm
-#: by default, the best arm on the primary metric (no reference named), or no comparison at all.
+#: by default, the best arm on the search runs' validation objective (no reference named), or no
+#: comparison at all.
 REFERENCE_SOURCES: tuple[str, ...] = ("given", "spec", "derived", "best", "none")
+
+
+def best_on_search(study: Study) -> str | None:
+    """The arm whose best completed search trial has the best validation objective (METHODS section 8).
+
+    Each arm's search trials (:func:`~lyaptune.analysis.budget.search_trial_values`: a trial's value is
+    its runs' mean ``objective`` over the search seeds) are reduced to their best value by the spec's
+    objective mode, and the arm with the best of those is returned (the first in spec order on a tie).
+    The final seeds are never looked at: choosing the reference on the runs it is then tested on would
+    be post-selection.
+
+    Returns:
+      The arm's name, or ``None`` when no arm has a completed search trial (untuned arms have none).
+    """
+    from lyaptune.analysis.budget import search_trial_values  # budget imports this module
+
+    mode = study.objective["mode"]
+    best_arm, best_val = None, math.nan
+    for arm in study.arms:
+        tv = search_trial_values(study, arm)
+        vals = tv.loc[tv["state"] == "completed", "value"].to_numpy(float) if len(tv) else np.zeros(0)
+        vals = vals[np.isfinite(vals)]
+        if not vals.size:
+            continue
+        v = float(vals.min() if mode == "min" else vals.max())
+        if best_arm is None or (v < best_val if mode == "min" else v > best_val):
+            best_arm, best_val = arm, v
+    return best_arm
 
 
 def reference_choice(study: Study, reference: str | None = "auto") -> tuple[str | None, str]:
@@ -82,12 +117,13 @@ def reference_choice(study: Study, reference: str | None = "auto") -> tuple[str 
       whose schedule is ``derived-constant`` if exactly one has it, else the best arm.
     - an arm name: that arm (``"derived"`` also finds a lone ``derived-constant`` arm).
     - ``"none"`` or ``"best"`` (also the spec's ``reference: none``): no fixed reference; every arm is
-      compared with the best arm on the primary metric, chosen by :func:`compare`.
+      compared with the best arm on the *search* runs' validation objective (:func:`best_on_search`),
+      never on the final seeds that are then tested.
     - ``None``: no differences at all.
 
     Returns:
-      ``(arm, source)``: ``arm`` is ``None`` for ``best`` and ``none``; ``source`` is one of
-      :data:`REFERENCE_SOURCES`.
+      ``(arm, source)``: ``arm`` is the best arm for source ``best`` (``None`` when no arm has a
+      completed search trial) and ``None`` for ``none``; ``source`` is one of :data:`REFERENCE_SOURCES`.
 
     Raises:
       ConfigError: a named arm the study does not have (naming its arms and the closest match).
@@ -102,10 +138,10 @@ def reference_choice(study: Study, reference: str | None = "auto") -> tuple[str 
             if "derived" in arms:
                 return "derived", "derived"
             derived = [a for a in arms if study.schedule_of(a) == DERIVED_SCHEDULE]
-            return (derived[0], "derived") if len(derived) == 1 else (None, "best")
+            return (derived[0], "derived") if len(derived) == 1 else (best_on_search(study), "best")
         reference, source = spec_ref, "spec"
     if reference in ("none", "best"):
-        return None, "best"
+        return best_on_search(study), "best"
     arms = study.arms
     if reference in arms:
         return reference, source
@@ -115,12 +151,20 @@ def reference_choice(study: Study, reference: str | None = "auto") -> tuple[str 
             return derived[0], source
     where = "--reference" if source == "given" else "spec reference"
     err = unknown_choice(f"reference arm of study '{study.name}' ({where}):", reference, arms)
-    raise ConfigError(f"{err} (or 'none': compare with the best arm)")
+    raise ConfigError(f"{err} (or 'none': compare with the best arm on the search objective)")
 
 
 def resolve_reference(study: Study, reference: str | None = "auto") -> str | None:
     """The reference arm's name (see :func:`reference_choice`); ``None`` when there is no fixed one."""
     return reference_choice(study, reference)[0]
+
+
+def _scale(metric: str, study: Study) -> str:
+    """``log`` or ``linear``: the metric's scale by its name (:data:`lyaptune.metrics.METRICS`);
+    ``objective`` takes the scale of the spec's objective metric at the final epoch."""
+    if metric == "objective":
+        return metric_info(f"final_{study.objective['metric']}").scale
+    return metric_info(metric).scale
 
 
 def _sense(metric: str, study: Study) -> str:
@@ -206,6 +250,7 @@ def _study_table(
     method: str,
     seed: int,
     labels: LabelStats | None,
+    label: str | None = None,
 ) -> pd.DataFrame:
     ref, ref_source = reference_choice(study, reference)
     primary = study.primary_metrics
@@ -233,7 +278,8 @@ def _study_table(
         done_by_arm[arm] = done
         status = final["status"].value_counts().to_dict() if len(final) else {}
         row: dict[str, Any] = {
-            "study": study.name,
+            "study": label or study.name,
+            "spec_name": study.name,
             "dataset": study.task.get("dataset"),
             "model": study.task.get("model"),
             "arm": arm,
@@ -248,6 +294,7 @@ def _study_table(
             "n_running": int(status.get("running", 0)),
             "n_collapsed": int(done["collapsed"].sum()) if len(done) else 0,
         }
+        row["n_failed"] = row["n_diverged"] + row["n_errored"] + row["n_stopped"]
         row["collapsed"] = row["n_collapsed"] > 0
         for m in wanted:
             x = _num_col(done, m)
@@ -258,76 +305,205 @@ def _study_table(
             m_method = method if (method != "bca" or xf.size >= BCA_MIN_N) else "t"
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean_interval(xf, level, m_method, seed=seed)
             row[f"{m}_ci_method"] = m_method
+            row[f"{m}_scale"] = _scale(m, study)
+            gm = gl = gh = math.nan
+            if row[f"{m}_scale"] == "log" and xf.size and np.all(xf > 0):
+                lx = np.log(xf)
+                gm = float(np.exp(lx.mean()))
+                gl, gh = (float(np.exp(v)) for v in mean_interval(lx, level, m_method, seed=seed))
+            row[f"{m}_gmean"], row[f"{m}_gmean_ci_low"], row[f"{m}_gmean_ci_high"] = gm, gl, gh
         row.update(_tuning_cost(study, arm))
         row["lipschitz_s"] = _lipschitz_seconds(done)
         rows_out.append(row)
     df = pd.DataFrame(rows_out)
-    # Rank only arms whose final runs all completed (runs still going aside) without collapsing: a
-    # dead network's tiny gradient norm is not a success, nor is a mean over the seeds that survived.
-    failed = df["n_diverged"] + df["n_errored"] + df["n_stopped"]
-    eligible = (
-        (df["n_collapsed"] == 0)
-        & (failed == 0)
-        & (df["n_completed"] > 0)
-        & np.isfinite(df[f"{rank_by}_mean"])
-    )
-    values = df[f"{rank_by}_mean"].where(eligible)
+    # Rank and test only arms whose final runs all completed (runs still going aside) without
+    # collapsing: a dead network's tiny gradient norm is not a success, nor is a mean over the seeds
+    # that survived (METHODS section 8 "Who is tested").
+    center = df[f"{rank_by}_gmean"] if _scale(rank_by, study) == "log" else df[f"{rank_by}_mean"]
+    valid = (df["n_collapsed"] == 0) & (df["n_failed"] == 0) & (df["n_completed"] > 0)
+    eligible = valid & np.isfinite(center.astype(float))
+    values = center.where(eligible)
     asc = _sense(rank_by, study) == "min"
     df["rank"] = values.rank(method="min", ascending=asc).astype("Int64")
     df["rank_by"] = rank_by
     df["eligible"] = eligible
-    if ref is None and ref_source == "best":
-        best = df.loc[df["rank"] == 1, "arm"]
-        ref = str(best.iloc[0]) if len(best) else None
+    df["valid"] = valid
     df["is_reference"] = df["arm"] == ref if ref is not None else False
     df["reference"] = ref
     df["reference_source"] = ref_source
-    ref_rows = done_by_arm.get(ref) if ref is not None else None
+    ref_row = df.loc[df["arm"] == ref].iloc[0] if ref is not None and (df["arm"] == ref).any() else None
+    decided = {
+        arm: (status_verdict(r, ref_row) if ref_row is not None and arm != ref else None)
+        for arm, (_, r) in zip(df["arm"], df.iterrows())
+    }
     for m in wanted:
         sense = _sense(m, study)
-        cols: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                *("diff", "diff_ci_low", "diff_ci_high", "n_pairs"),
-                *("p_ttest", "p_wilcoxon", "p", "test", "ci_method"),
-            )
+        values = {
+            arm: _seed_values(done_by_arm[arm], m) if len(done_by_arm[arm]) else None for arm in df["arm"]
         }
-        for arm in df["arm"]:
-            done = done_by_arm[arm]
-            if ref_rows is None or arm == ref or not len(done) or not len(ref_rows):
-                d = {"n": 0, "mean_diff": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
-                d.update({"p": math.nan, "test": ""})
-                ci, ci_m = (math.nan, math.nan), ""
-            else:
-                a, b = _seed_values(done, m), _seed_values(ref_rows, m)
-                common = sorted(set(a.index) & set(b.index))
-                xa, xb = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
-                d = paired_test(xa, xb)
-                ci_m = method if (method != "bca" or d["n"] >= BCA_MIN_N) else "t"
-                ci = paired_interval(xa, xb, level, ci_m, seed=seed)
-            cols["diff"].append(d["mean_diff"])
-            cols["diff_ci_low"].append(ci[0])
-            cols["diff_ci_high"].append(ci[1])
-            cols["n_pairs"].append(d["n"])
-            cols["p_ttest"].append(d["p_ttest"])
-            cols["p_wilcoxon"].append(d["p_wilcoxon"])
-            cols["p"].append(d["p"])
-            cols["test"].append(d["test"])
-            cols["ci_method"].append(ci_m)
-        for k, v in cols.items():
-            df[f"{m}_{k}" if k != "ci_method" else f"{m}_diff_ci_method"] = v
-        # Holm across the arms compared with this reference, for this metric
-        df[f"{m}_p_adj"] = holm_adjust(df[f"{m}_p"].to_numpy(float))
-        df[f"{m}_verdict"] = [
-            "reference"
-            if r["is_reference"]
-            else verdict(r[f"{m}_diff"], r[f"{m}_p_adj"], sense, r[f"{m}_n_pairs"], ALPHA)
-            if ref is not None
-            else ""
-            for _, r in df.iterrows()
-        ]
+        cmp = paired_comparisons(
+            values,
+            ref,
+            scale=_scale(m, study),
+            mode=sense,
+            decided=decided,
+            level=level,
+            method=method,
+            seed=seed,
+        )
+        for k in cmp.columns:
+            df[f"{m}_{k}" if k != "ci_method" else f"{m}_diff_ci_method"] = cmp[k].to_numpy()
         df[f"{m}_mode"] = sense
     return df
+
+
+#: Columns of :func:`paired_comparisons`, one row per arm.
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    *("diff", "diff_ci_low", "diff_ci_high", "n_pairs", "ratio", "ratio_ci_low", "ratio_ci_high"),
+    *("p_ttest", "p_wilcoxon", "p_signflip", "disagree", "p", "test", "tested", "ci_method"),
+    *("p_adj", "verdict"),
+)
+
+
+def paired_comparisons(
+    values: Mapping[str, pd.Series | None],
+    reference: str | None,
+    *,
+    scale: str,
+    mode: str,
+    decided: Mapping[str, str | None] | None = None,
+    level: float = 0.95,
+    method: str = "t",
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    r"""Every arm against ``reference`` on one metric: the paired t-test, Holm, the verdict (METHODS 8).
+
+    Runs are paired by seed (the index of each series). For a ``log``-scale metric both values are
+    logged first (a pair with a non-positive value drops out); the tested quantity is then the mean log
+    difference :math:`\bar d = \tfrac1n \sum_s (\ln x_s - \ln x^{ref}_s)`, shown as the geometric-mean
+    ratio :math:`e^{\bar d}` with its interval :math:`e^{\bar d \pm t\, s_d / \sqrt n}`; for a
+    ``linear`` one it is the mean difference. The deciding test is the paired t-test at every n
+    (:func:`~lyaptune.analysis.stats.paired_test`); the Wilcoxon signed-rank and exact sign-flip p
+    are robustness columns, ``disagree`` flagging one on the other side of ``alpha`` from t. Only the
+    arms with ``decided[arm] is None`` (valid arm, valid reference: :func:`status_verdict`) and at least
+    2 pairs are tested and form the Holm family; the others take ``decided[arm]`` as their verdict
+    (their effect and interval are still shown, without a p). The verdict of a tested arm is
+    ``better`` / ``worse`` exactly when its Holm-adjusted p < ``alpha``, the direction from the sign
+    of the tested mean difference and ``mode``; else ``no significant difference``.
+
+    Args:
+      values: ``{arm: metric value per seed}`` (``None`` for an arm without completed runs).
+      reference: the reference arm (a key of ``values``), or ``None`` (no comparison).
+      scale: ``log`` or ``linear``.
+      mode: ``min`` or ``max`` (which way is better).
+      decided: verdicts fixed by collapse and failure (default: every arm tested).
+      level, method, seed: the interval (``t``; ``bca`` only from n = 20 pairs, else ``t``).
+      alpha: the level of the verdicts.
+
+    Returns:
+      One row per arm (in ``values``' order), columns :data:`COMPARISON_COLUMNS`; the reference's
+      verdict is ``reference``; with no reference every verdict is empty.
+    """
+    decided = dict(decided or {})
+    log = scale == "log"
+    rows = []
+    ref_vals = values.get(reference) if reference is not None else None
+    for arm, vals in values.items():
+        rec: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
+        rec.update({"n_pairs": 0, "disagree": False, "test": "", "tested": False, "ci_method": ""})
+        if arm != reference and vals is not None and ref_vals is not None and len(vals) and len(ref_vals):
+            common = sorted(set(vals.index) & set(ref_vals.index))
+            xa = pd.to_numeric(vals.loc[common], errors="coerce").to_numpy(float)
+            xb = pd.to_numeric(ref_vals.loc[common], errors="coerce").to_numpy(float)
+            if log:  # the log of a non-positive value is no value: that pair drops out
+                xa = np.where(xa > 0, np.log(np.where(xa > 0, xa, 1.0)), np.nan)
+                xb = np.where(xb > 0, np.log(np.where(xb > 0, xb, 1.0)), np.nan)
+            d = paired_test(xa, xb, alpha)
+            ci_m = method if (method != "bca" or d["n"] >= BCA_MIN_N) else "t"
+            lo, hi = paired_interval(xa, xb, level, ci_m, seed=seed)
+            rec.update(diff=d["mean_diff"], diff_ci_low=lo, diff_ci_high=hi, n_pairs=d["n"], ci_method=ci_m)
+            if log and d["n"]:
+                rec.update(
+                    ratio=math.exp(d["mean_diff"]), ratio_ci_low=math.exp(lo), ratio_ci_high=math.exp(hi)
+                )
+            if decided.get(arm) is None and d["n"] >= 2:  # a valid arm against a valid reference
+                for k in ("p_ttest", "p_wilcoxon", "p_signflip", "disagree", "p", "test"):
+                    rec[k] = d[k]
+                rec["tested"] = True
+        rows.append(rec)
+    out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    # Holm across the tested arms compared with this reference (NaN p outside the family)
+    out["p_adj"] = holm_adjust(out["p"].to_numpy(float))
+    verdicts = []
+    for arm, (_, r) in zip(values, out.iterrows()):
+        if reference is None:
+            verdicts.append("")
+        elif arm == reference:
+            verdicts.append("reference")
+        elif decided.get(arm) is not None:
+            verdicts.append(str(decided[arm]))
+        else:
+            n = int(r["n_pairs"]) if r["tested"] else 0
+            verdicts.append(verdict(float(r["diff"]), float(r["p_adj"]), mode, n, alpha))
+    out["verdict"] = verdicts
+    return out
+
+
+def _outcome_counts(r: pd.Series | dict[str, Any]) -> tuple[int, int, int]:
+    """``(collapsed, failed, finished)`` final runs of one row of the table (running runs aside)."""
+    k, j = int(r["n_collapsed"]), int(r["n_failed"])
+    return k, j, int(r["n_completed"]) + j
+
+
+def _counts_text(k: int, j: int, n: int, *, both: bool = False, who: str = "") -> str:
+    parts = []
+    if k or both:
+        parts.append(f"{who}collapsed {k} of {n}")
+    if j or both:
+        parts.append(f"{'' if parts else who}failed {j} of {n}")
+    return ", ".join(parts)
+
+
+def status_verdict(arm_row: pd.Series | dict[str, Any], ref_row: pd.Series | dict[str, Any]) -> str | None:
+    """The verdict collapse and failure decide without a test, or ``None`` when both arms are valid.
+
+    METHODS.md section 8 "Who is tested": only an arm whose final runs all completed (runs still going
+    aside) and none collapsed is t-tested, against a reference of which the same holds. Otherwise:
+
+    - the arm collapsed or failed on most (more than half) of its finished final runs and the
+      reference is valid: ``worse (collapsed k of n)`` (``failed j of n`` where runs failed), on every
+      metric, however small a dead network's gradient norm;
+    - the arm is valid and the reference collapsed or failed on most of its runs:
+      ``better (reference collapsed k of n)``;
+    - any other mix: ``not tested (collapsed k of n, failed j of n)`` (the reference's counts, so
+      named, when the arm is valid).
+
+    Args:
+      arm_row, ref_row: rows of the comparison table (``n_collapsed``, ``n_failed``, ``n_completed``).
+
+    Returns:
+      The verdict text, or ``None`` for a pair to be t-tested.
+    """
+    k, j, n = _outcome_counts(arm_row)
+    rk, rj, rn = _outcome_counts(ref_row)
+    arm_ok = n > 0 and k == 0 and j == 0
+    ref_ok = rn > 0 and rk == 0 and rj == 0
+    if arm_ok and ref_ok:
+        return None
+    if n == 0:
+        return "not tested (no finished final run)"
+    if rn == 0:
+        return "not tested (the reference has no finished final run)"
+    arm_most = 2 * (k + j) > n
+    ref_most = 2 * (rk + rj) > rn
+    if arm_most and ref_ok:
+        return f"worse ({_counts_text(k, j, n)})"
+    if arm_ok and ref_most:
+        return f"better ({_counts_text(rk, rj, rn, who='reference ')})"
+    if arm_ok:
+        return f"not tested ({_counts_text(rk, rj, rn, both=True, who='reference ')})"
+    return f"not tested ({_counts_text(k, j, n, both=True)})"
 
 
 def _study_num_classes(study: Study) -> int | None:
@@ -338,6 +514,24 @@ def _study_num_classes(study: Study) -> int | None:
         if c:
             return c
     return num_classes_of({}, {"dataset": study.task.get("dataset"), **study.task})
+
+
+def study_labels(studies: Sequence[Study]) -> list[str]:
+    """One label per study, told apart: the spec's name, or the run directory's name where two
+    studies share a spec name (two runs of one spec are two studies), numbered if that collides too."""
+    names = [s.name for s in studies]
+    out = []
+    for s in studies:
+        if names.count(s.name) == 1:
+            out.append(s.name)
+        else:
+            out.append(os.path.basename(os.fspath(s.path).rstrip("/")) or s.name)
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(out):
+        if out.count(lab) > 1:
+            seen[lab] = seen.get(lab, 0) + 1
+            out[i] = f"{lab}#{seen[lab]}"
+    return out
 
 
 def compare(
@@ -407,7 +601,11 @@ def compare(
     if method not in INTERVAL_METHODS:
         raise ConfigError(f"interval method={method!r} is unknown; choices: {', '.join(INTERVAL_METHODS)}")
     th = thresholds or CollapseThresholds()
-    tables = [_study_table(s, reference, metrics, th, rank_by, level, method, seed, labels) for s in studies]
+    names = study_labels(studies)
+    tables = [
+        _study_table(s, reference, metrics, th, rank_by, level, method, seed, labels, name)
+        for s, name in zip(studies, names)
+    ]
     out = pd.concat(tables, ignore_index=True)
     out.attrs["thresholds"] = th.to_dict()
     out.attrs["metrics"] = list(

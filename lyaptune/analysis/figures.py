@@ -261,10 +261,13 @@ def budget_figure(
     """Best validation objective against the number of search trials, each arm by its own estimator.
 
     Each arm's curve (:func:`~lyaptune.analysis.budget.budget_curve`) is labelled with its estimator:
-    ``expected-max`` (Dodge et al. 2019; band +-1 sd, cut at the best trial's value, which no budget
-    can beat) or ``best-so-far`` (mean over search repeats, dashed; band from the worst to the best
-    repeat). The reference arm's mean final objective is a horizontal dashed line, and the smallest
-    budget at which an arm matches it is marked.
+    ``expected-max`` (expected best of k drawn without replacement, the exact form; band +-1 sd, the
+    spread of the best of k draws, not an uncertainty of the curve, cut at the best trial's value,
+    which no budget can beat) or ``best-so-far`` (mean over search repeats, dashed; band from the
+    worst to the best repeat; "1 repeat, no spread" where there is one). A note under the axes says
+    what the bands are. The reference arm's mean final objective is a horizontal dashed line, and the
+    smallest budget at which an arm matches it is marked (an optimistic number: a selected best
+    against an unselected mean).
 
     Returns:
       The figure.
@@ -280,7 +283,10 @@ def budget_figure(
         method = str(c["method"].iloc[0]) if "method" in c else "expected-max"
         col = colors.get(arm, "C0")
         reps = int(c["n_repeats"].max()) if "n_repeats" in c else 1
-        label = f"{arm} ({method}" + (f", {reps} repeats)" if method == "best-so-far" else ")")
+        if method == "best-so-far":
+            label = f"{arm} (best-so-far, " + (f"{reps} repeats)" if reps > 1 else "1 repeat: no spread)")
+        else:
+            label = f"{arm} (expected max, without replacement)"
         ax.plot(k, e, "-o" if method == "expected-max" else "--s", ms=3, color=col, label=label)
         if method == "expected-max":
             # the best of k trials is never better than the best trial run (the curve's last value)
@@ -309,7 +315,15 @@ def budget_figure(
     ax.set_ylabel(f"best {metric} after k trials ({'lower' if mode == 'min' else 'higher'} is better)")
     ax.grid(True, alpha=0.3)
     shared_legend(fig, ax, max_columns=2)
-    ax.set_title("budget curves (stars: first k matching the reference)", fontsize="medium")
+    ax.set_title("budget curves (stars: first k matching the reference, optimistic)", fontsize="medium")
+    fig.text(
+        0.01,
+        0.995,
+        "bands: expected max +-1 sd = spread of the best of k draws (not an uncertainty of the curve); "
+        "best-so-far = worst to best search repeat",
+        fontsize="x-small",
+        va="top",
+    )
     return fig
 
 

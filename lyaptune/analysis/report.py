@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
-from lyaptune.analysis.budget import BUDGET_COLUMNS, budget_curve, budget_method, matching_budgets
+from lyaptune.analysis.budget import (
+    BUDGET_COLUMNS,
+    MATCHING_NOTE,
+    budget_curve,
+    budget_method,
+    matching_budgets,
+)
 from lyaptune.analysis.claims import ClaimResult, evaluate_claims
 from lyaptune.analysis.collapse import CollapseThresholds, LabelStats, classify_collapse, task_label_stats
 from lyaptune.analysis.compare import (
@@ -33,7 +40,7 @@ from lyaptune.analysis.compare import (
     compare,
     compare_json,
 )
-from lyaptune.analysis.crossstudy import pairwise_improvement, performance_profile, study_scores
+from lyaptune.analysis.crossstudy import FEW_RUNS, pairwise_improvement, performance_profile, study_scores
 from lyaptune.analysis.figures import (
     arm_colors,
     budget_figure,
@@ -56,6 +63,7 @@ __all__ = [
     "write_cross_study",
     "write_report",
     "format_compare_tables",
+    "format_effect",
     "render_markdown_table",
     "render_text_table",
 ]
@@ -100,14 +108,51 @@ def _fmt_p(p: Any) -> str:
     return "-" if not math.isfinite(f) else (f"{f:.2g}" if f >= 1e-3 else f"{f:.1e}")
 
 
+def _fmt_ratio(v: Any) -> str:
+    """A ratio A / reference, 3 significant digits: ``0.52x``."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if not math.isfinite(f) else f"{f:.3g}x"
+
+
+def format_effect(r: pd.Series | dict[str, Any], m: str) -> str:
+    """The effect of one arm against the reference on metric ``m``, as the table shows it.
+
+    A log-scale metric (``<m>_scale == "log"``) shows the geometric-mean ratio A / reference with its
+    t interval (``0.52x [0.38, 0.71] t n=5``), an accuracy the difference in points
+    (``+1.20 pt [+0.50, +1.90] t n=5``), any other metric the signed difference. ``-`` without pairs.
+    """
+    n = int(r.get(f"{m}_n_pairs", 0) or 0)
+    if n == 0:
+        return "-"
+    ci_m = r.get(f"{m}_diff_ci_method", "t") or "t"
+    if r.get(f"{m}_scale") == "log":
+        cell = _fmt_ratio(r[f"{m}_ratio"])
+        lo, hi = r[f"{m}_ratio_ci_low"], r[f"{m}_ratio_ci_high"]
+        fmt = _fmt_ratio
+    else:
+        fmt = _pp if m.endswith("_acc") else partial(_fmt_diff, m)
+        cell = fmt(r[f"{m}_diff"])
+        lo, hi = r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"]
+    if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+        cell += f" [{fmt(lo)}, {fmt(hi)}]"
+    return cell + f" {ci_m} n={n}"
+
+
 def format_compare_tables(
     table: pd.DataFrame, metrics: Sequence[str] | None = None
 ) -> dict[str, tuple[list[str], list[list[str]]]]:
     """The comparison table as three display tables of strings: outcomes, differences, cost and rank.
 
-    Every interval cell says its method and n (``[low, high] t n=5``); the differences give the raw
-    and the Holm-adjusted p of the deciding paired test (t-test below 6 pairs, Wilcoxon from 6), named
-    in the cell, and the verdict (better / worse / no significant difference at adjusted p < 0.05).
+    Every interval cell says its method and n (``[low, high] t n=5``). Log-scale metrics show the
+    geometric mean per arm and the geometric-mean ratio A / reference with its t interval
+    (``0.52x [0.38, 0.71]``), accuracies the difference in points. A tested arm's cell gives the raw and
+    Holm-adjusted p of the deciding paired t-test, the robustness p-values (Wilcoxon signed-rank,
+    exact sign-flip) with a flag where they disagree with t, and the verdict (better / worse at
+    adjusted p < 0.05, else no significant difference); an arm decided by collapse or failure shows its
+    effect and that verdict, without a p (METHODS.md section 8).
 
     Args:
       table: the output of :func:`~lyaptune.analysis.compare.compare`.
@@ -128,10 +173,13 @@ def format_compare_tables(
     def label(m: str) -> str:
         return METRIC_LABELS.get(m, m) + (" (primary)" if m in primary else "")
 
+    def is_log(m: str) -> bool:
+        return bool(len(table)) and f"{m}_scale" in table and (table[f"{m}_scale"] == "log").any()
+
     def key_cells(r: pd.Series) -> list[str]:
         cells = [str(r[k]) for k in keys]
         if r.get("is_reference"):
-            cells[-1] += " (ref)" if r.get("reference_source") != "best" else " (ref: best arm)"
+            cells[-1] += " (ref)" if r.get("reference_source") != "best" else " (ref: best on search)"
         if r.get("n_collapsed", 0) > 0:
             cells[-1] += f" [collapsed {r['n_collapsed']}/{r['n_completed']}]"
         return cells
@@ -139,7 +187,12 @@ def format_compare_tables(
     head = (
         keys
         + ["runs", "collapsed", "diverged"]
-        + [f"{label(m)}: mean +- sd [{level:.0%} CI, method, n]" for m in metrics]
+        + [
+            f"{label(m)}: "
+            + ("geometric mean" if is_log(m) else "mean +- sd")
+            + f" [{level:.0%} CI, method, n]"
+            for m in metrics
+        ]
     )
     outcomes = []
     for _, r in table.iterrows():
@@ -152,6 +205,18 @@ def format_compare_tables(
             if r[f"{m}_n"] == 0:
                 row.append("-")
                 continue
+            if r.get(f"{m}_scale") == "log":
+                if not math.isfinite(float(r[f"{m}_gmean"])):
+                    row.append(f"- (a value <= 0; mean {_num(r[f'{m}_mean'])})")
+                    continue
+                cell = _num(r[f"{m}_gmean"])
+                if r[f"{m}_n"] >= 2:
+                    lo, hi = _num(r[f"{m}_gmean_ci_low"]), _num(r[f"{m}_gmean_ci_high"])
+                    cell += f" [{lo}, {hi}] {r[f'{m}_ci_method']} n={r[f'{m}_n']}"
+                else:
+                    cell += f" (n={r[f'{m}_n']}, no interval)"
+                row.append(cell)
+                continue
             cell = _fmt_metric(m, r[f"{m}_mean"])
             if r[f"{m}_n"] >= 2:
                 sd, lo, hi = (_fmt_metric(m, r[f"{m}_{k}"]) for k in ("std", "ci_low", "ci_high"))
@@ -161,29 +226,27 @@ def format_compare_tables(
             row.append(cell)
         outcomes.append(row)
     dhead = keys + [
-        f"{label(m)}: diff [{level:.0%} CI, method], p raw / Holm-adjusted (test), verdict" for m in metrics
+        f"{label(m)}: "
+        + ("ratio A/ref" if is_log(m) else "diff A-ref")
+        + f" [{level:.0%} CI, method, n], p t raw / Holm; robustness p (Wilcoxon, sign-flip); verdict"
+        for m in metrics
     ]
     diffs = []
     for _, r in table.iterrows():
         row = key_cells(r)
         for m in metrics:
-            v = r.get(f"{m}_verdict", "")
+            v = str(r.get(f"{m}_verdict", "") or "")
             if v == "reference":
                 row.append("reference")
                 continue
-            if r[f"{m}_n_pairs"] == 0:
-                row.append("-")
+            effect = format_effect(r, m)
+            if not bool(r.get(f"{m}_tested", False)):
+                row.append(f"{effect}, {v}" if v and effect != "-" else (v or "-"))
                 continue
-            acc = m.endswith("_acc")
-            cell = _pp(r[f"{m}_diff"]) if acc else _num(r[f"{m}_diff"])
-            lo, hi = r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"]
-            if math.isfinite(lo):
-                fmt = _pp if acc else _num
-                cell += f" [{fmt(lo)}, {fmt(hi)}, {r[f'{m}_diff_ci_method']}]"
             p_raw, p_a = (_fmt_p(r[f"{m}_{k}"]) for k in ("p", "p_adj"))
-            cell += f", p {p_raw} / {p_a} ({'Wilcoxon' if r[f'{m}_test'] == 'wilcoxon' else 't-test'})"
-            cell += f", {v} (n={r[f'{m}_n_pairs']})"
-            row.append(cell)
+            pw, ps = (_fmt_p(r.get(f"{m}_{k}")) for k in ("p_wilcoxon", "p_signflip"))
+            flag = " DISAGREE with t" if bool(r.get(f"{m}_disagree", False)) else ""
+            row.append(f"{effect}, p {p_raw} / {p_a} (t); Wilcoxon {pw}, sign-flip {ps}{flag}; {v}")
         diffs.append(row)
     rank_by = str(table["rank_by"].iloc[0]) if len(table) else "objective"
     has_pop = "population_wall_s" in table and table["population_wall_s"].notna().any()
@@ -533,21 +596,26 @@ def write_report(
             f"Each arm's best configuration (by the validation objective {obj['metric']}) re-run on the "
             f"final seeds. Primary metric(s), at the final epoch: {primary}; ranking uses the first. "
             f"Statistics over completed final runs: mean, sample sd and a {level:.0%} "
-            f"{'Student-t' if method == 't' else 'BCa bootstrap (t below n = 10)'} interval; each cell "
-            f"gives its method and n. Reference arm: {ref_text}. Differences are paired by seed (arm "
-            "minus reference) with a t interval and a paired test: the paired t-test below 6 pairs, the "
-            "Wilcoxon signed-rank test from 6 pairs on (each cell names it); the p-values are "
-            f"Holm-adjusted across the arms compared with the reference, per metric; 'better'/'worse' "
-            f"only at adjusted p < {ALPHA:g}, else 'no significant difference'. (An exact Wilcoxon "
-            "test cannot go below p = 2 / 2^n, so at 6-7 pairs and several arms a Holm-adjusted "
-            "Wilcoxon p rarely reaches 0.05: more seeds are the remedy.)",
+            f"{'Student-t' if method == 't' else 'BCa bootstrap (t below n = 20)'} interval; log-scale "
+            "metrics (losses, gradient norms, seconds) show the geometric mean instead; each cell gives "
+            f"its method and n. Reference arm: {ref_text}. Differences are paired by seed: for a "
+            "log-scale metric the ratio arm / reference of geometric means with its t interval (tested "
+            "on log differences), for an accuracy the difference in points. The deciding test is the "
+            "paired t-test at every n; its p-values are Holm-adjusted across the tested arms, per metric; "
+            f"'better'/'worse' only at adjusted p < {ALPHA:g} (the direction from the tested mean "
+            "difference, so it agrees with the interval), else 'no significant difference'. The "
+            "Wilcoxon signed-rank and exact sign-flip p-values are robustness columns; 'DISAGREE with "
+            "t' marks a comparison where one falls on the other side of 0.05. Only arms whose final runs "
+            "all completed and none collapsed are tested (against a reference of which the same "
+            "holds); collapse and failure decide the others without a test: 'worse (collapsed k of n)', "
+            "'better (reference collapsed k of n)', or 'not tested (collapsed k of n, failed j of n)'.",
         ),
         (
             "p",
             f"Collapse rule (thresholds stored in compare.json): {th.describe()} (loss_rel={th.loss_rel:g}, "
             f"acc_points={th.acc_points:g}; {_labels_text(labels)}). Collapsed runs count in the "
             "statistics but an arm with any collapsed (or diverged, errored, stopped) final run is never "
-            "ranked.",
+            "ranked nor t-tested.",
         ),
         ("table", *tabs["outcomes"]),
         ("h3", "Difference to the reference"),
@@ -616,18 +684,25 @@ def write_report(
             matches=matches,
             colors=colors,
         )
-        est = [f"{a}: {c['method'].iloc[0]} (sampler {study.sampler_of(a)})" for a, c in curves.items()]
+        est = [
+            f"{a}: {c['method'].iloc[0]} (sampler {study.sampler_of(a)}): {c['estimator'].iloc[0]}; "
+            f"band: {c['band'].iloc[0]}"
+            for a, c in curves.items()
+        ]
         blocks += [
             (
                 "p",
                 f"Best validation {obj['metric']} after k search trials, each arm by the estimator its "
-                "sampler allows. 'expected-max' (random, quasi-random, grid search): Dodge et al. 2019's "
-                "expected best of k trials drawn without replacement from those run, +-1 sd. "
+                "sampler allows. 'expected-max' (random, quasi-random, grid search): the expected best of "
+                "k trials drawn without replacement from those run, in its exact form (Dodge et al. 2019 "
+                "draw with replacement; the two agree for k much smaller than the trials run); its band, "
+                "+-1 sd, is the spread of the best of k draws, not an uncertainty of the curve. "
                 "'best-so-far' (adaptive samplers such as TPE, CMA-ES, GP, whose trials learn from "
                 "earlier ones and are not independent draws): the best of the first k trials in trial "
                 "order, averaged over the arm's independent search repeats, the band spanning the worst "
-                "to the best repeat (none with a single repeat). Failed trials (diverged, errored, "
-                "stopped) count as the arm's worst completed value; pending trials are left out.",
+                "to the best repeat; with a single repeat no spread can be shown (the legend says so). "
+                "Failed trials (diverged, errored, stopped) count as the arm's worst completed value; "
+                "pending trials are left out.",
             ),
             ("ul", est),
             fig_block(
@@ -652,6 +727,7 @@ def write_report(
             ]
             blocks += [
                 ("h3", "Trials needed to match the reference"),
+                ("p", f"Read with care: these numbers are {MATCHING_NOTE}."),
                 (
                     "table",
                     [
@@ -804,23 +880,47 @@ def _fmt_diff(metric: str, v: Any) -> str:
 
 
 def _claim_statement(c: ClaimResult) -> str:
-    than = "every other arm" if c.than == "all" else f"'{c.than}'"
-    margin = f" by more than {_fmt_diff(c.metric, c.margin).lstrip('+')}" if c.margin else ""
-    words = f"'{c.arm}' has a {c.direction} {c.metric} (final epoch) than {than}{margin}"
+    words = str(getattr(c, "statement", "") or "")
+    if not words:
+        than = "every other arm" if c.than == "all" else f"'{c.than}'"
+        margin = f" by more than {_fmt_diff(c.metric, c.margin).lstrip('+')}" if c.margin else ""
+        words = f"'{c.arm}' has a {c.direction} {c.metric} (final epoch) than {than}{margin}"
     return f"{c.text} [{words}]" if c.text else words
+
+
+def _comparison_effect(metric: str, x: Any, level: float) -> str:
+    """One comparison's effect: a ratio with its interval on the log scale, else a difference."""
+    n = int(getattr(x, "n", 0) or 0)
+    method = getattr(x, "ci_method", "") or "t"
+    if getattr(x, "scale", "linear") == "log" and math.isfinite(float(getattr(x, "ratio", math.nan))):
+        lo, hi = getattr(x, "ratio_low", math.nan), getattr(x, "ratio_high", math.nan)
+        ci = f"[{_fmt_ratio(lo)}, {_fmt_ratio(hi)}]" if n >= 2 else "[-]"
+        return f"{_fmt_ratio(x.ratio)} {ci} ({level:.0%}, {method}, n={n})"
+    ci = f"[{_fmt_diff(metric, x.ci_low)}, {_fmt_diff(metric, x.ci_high)}]" if n >= 2 else "[-]"
+    return f"{_fmt_diff(metric, x.effect)} {ci} ({level:.0%}, {method}, n={n})"
 
 
 def _claim_effect(c: ClaimResult, level: float) -> str:
     d = c.decisive
     if d is None:
         return "-"
-    ci = f"[{_fmt_diff(c.metric, d.ci_low)}, {_fmt_diff(c.metric, d.ci_high)}]" if d.n >= 2 else "[-]"
-    return f"{c.arm} - {d.other}: {_fmt_diff(c.metric, d.effect)} {ci} ({level:.0%}, t, n={d.n})"
+    log = getattr(d, "scale", "linear") == "log" and math.isfinite(float(getattr(d, "ratio", math.nan)))
+    return f"{c.arm} {'/' if log else '-'} {d.other}: {_comparison_effect(c.metric, d, level)}"
+
+
+def _claim_place(c: ClaimResult) -> str:
+    paper, place = str(getattr(c, "paper", "") or ""), str(getattr(c, "place", "") or "")
+    return ", ".join(x for x in (paper, place) if x) or "-"
 
 
 def claims_blocks(claims: Sequence[ClaimResult], level: float = 0.95) -> list[Block]:
-    """The report's opening "Claims" section: per claim its id, statement, measured effect with its
-    interval (method and n) and the verdict, then every comparison with its raw and Holm-adjusted p.
+    """The report's opening "Claims" section: the paper's claims first, then our extensions.
+
+    Per claim its id, where the paper says it (paper and place; extensions have none), the statement,
+    the measured effect with its interval (method and n; a ratio for a log-scale metric) and the
+    verdict with the rule that decided it; then every comparison with its raw and Holm-adjusted p.
+    Claims are grouped by ``source`` (``getattr(claim, "source", "paper")``: ``extension`` for ours,
+    anything else the paper's).
 
     Args:
       claims: the output of :func:`~lyaptune.analysis.claims.evaluate_claims`.
@@ -833,39 +933,48 @@ def claims_blocks(claims: Sequence[ClaimResult], level: float = 0.95) -> list[Bl
         return [("h2", "Claims"), ("p", "This spec states no claims.")]
     alpha = claims[0].alpha
     intro = (
-        "Each claim of the spec, checked on the final-seed runs at the final epoch. Runs are paired by "
-        "seed; the effect is the mean paired difference (claimed arm minus the other) with its "
-        f"{level:.0%} Student-t interval and n pairs; under 'than: all' the row shows the comparison least "
-        "favourable to the claim. Each comparison is a two-sided paired test (t-test below 6 pairs, "
-        "Wilcoxon signed-rank from 6) against the claimed bound "
-        "(0, or the margin), Holm-adjusted across the claim's comparisons. Verdicts: 'supported' = every "
-        f"comparison significant (adjusted p < {alpha:g}) in the claimed direction beyond the margin; "
-        "'contradicted' = the opposite holds significantly in at least one comparison; 'inconclusive' = "
-        "neither, or an arm is missing, has fewer than 2 completed final runs, or has a collapsed or "
-        "failed final run (the reason is given)."
+        "Each claim of the spec, checked on the final-seed runs at the final epoch (or on the whole-run "
+        "metric it names). Runs are paired by seed; the effect is the claimed arm against the other: the "
+        f"geometric-mean ratio with its {level:.0%} Student-t interval for a log-scale metric (loss, "
+        "gradient norm), else the mean difference (accuracies in points), with n pairs; under 'than: "
+        "all' the row shows the comparison least favourable to the claim. Each comparison is a paired "
+        "t-test against the claimed bound (on log differences for a log-scale metric). A claim over "
+        f"all of several comparisons is 'supported' when each is significant in the claimed direction "
+        f"at {alpha:g} unadjusted (an intersection-union test needs no adjustment), a claim over any "
+        "one comparison after Holm; it is 'contradicted' when a comparison is significant the other "
+        "way after Holm. Collapse and failure count: a claimed winner that collapsed or failed on most "
+        "of its final seeds is contradicted (a dead network's small gradient norm is no win), a claim "
+        "against an arm that did is supported when the claimed arm has no such run, any other mix is "
+        "inconclusive with the counts. 'inconclusive' otherwise; the reason names the rule that decided."
     )
-    rows = []
-    for c in claims:
-        verdict = c.verdict + (f": {c.reason}" if c.reason else "")
-        rows.append([c.id, _claim_statement(c), _claim_effect(c, level), verdict])
+    paper = [c for c in claims if getattr(c, "source", "paper") != "extension"]
+    ours = [c for c in claims if getattr(c, "source", "paper") == "extension"]
+    blocks: list[Block] = [("h2", "Claims"), ("p", intro)]
+    head = ["claim", "where", "statement", "measured effect [interval, method, n]", "verdict"]
+    for title, group in (("The paper's claims", paper), ("Our extensions", ours)):
+        if not group:
+            continue
+        rows = []
+        for c in group:
+            verdict = c.verdict + (f": {c.reason}" if c.reason else "")
+            where = _claim_place(c) if group is paper else "extension"
+            rows.append([c.id, where, _claim_statement(c), _claim_effect(c, level), verdict])
+        blocks += [("h3", title), ("table", head, rows)]
     comps = []
-    for c in claims:
+    for c in [*paper, *ours]:
         for x in c.comparisons:
-            ci = f"[{_fmt_diff(c.metric, x.ci_low)}, {_fmt_diff(c.metric, x.ci_high)}]" if x.n >= 2 else "[-]"
+            bound = getattr(x, "bound", 0.0)
             comps.append(
                 [
                     c.id,
-                    f"{c.arm} - {x.other}",
-                    f"{_fmt_diff(c.metric, x.effect)} {ci} t n={x.n}",
-                    _fmt_diff(c.metric, x.bound) if x.bound else "0",
+                    f"{c.arm} {'/' if getattr(x, 'scale', '') == 'log' else '-'} {x.other}",
+                    _comparison_effect(c.metric, x, level),
+                    _fmt_diff(c.metric, bound) if bound else "0",
                     f"{_fmt_p(x.p)} / {_fmt_p(x.p_adj)}",
                     x.outcome + (f" ({x.reason})" if x.reason else ""),
                 ]
             )
-    return [
-        ("h2", "Claims"),
-        ("p", intro),
-        ("table", ["claim", "statement", "measured effect [interval, method, n]", "verdict"], rows),
+    blocks += [
         ("h3", "Comparisons behind the verdicts"),
         (
             "table",
@@ -873,17 +982,18 @@ def claims_blocks(claims: Sequence[ClaimResult], level: float = 0.95) -> list[Bl
                 "claim",
                 "comparison",
                 f"effect [{level:.0%} CI, method, n]",
-                "bound",
+                "bound (tested scale)",
                 "p raw / Holm",
                 "outcome",
             ],
             comps,
         ),
     ]
+    return blocks
 
 
 def _method_name(method: str) -> str:
-    return "Student-t" if method == "t" else "BCa bootstrap (Student-t where n < 10)"
+    return "Student-t" if method == "t" else "BCa bootstrap (Student-t where n < 20)"
 
 
 def _labels_text(labels: LabelStats) -> str:
@@ -913,8 +1023,9 @@ def _how_to_read(
     )
     n_final = sorted({int(n) for n in table["n_completed"]}) if len(table) else []
     ref_line = {
-        "best": "No reference arm is named, so each arm is compared with the best arm on the primary "
-        f"metric ({ref}).",
+        "best": "No reference arm is named, so each arm is compared with the best arm on the search "
+        f"runs' validation objective ({ref or 'none: no arm has a completed search trial'}), never "
+        "chosen on the final seeds it is then tested on.",
         "none": "No reference arm: arms are not compared pairwise.",
     }.get(ref_source, f"Each arm is compared with the reference arm '{ref}'.")
     by_method: dict[str, list[str]] = {}
@@ -924,9 +1035,13 @@ def _how_to_read(
     budget_line = (
         "Budget curves: "
         + "; ".join(f"{m} for {', '.join(a)}" for m, a in by_method.items())
-        + ". 'expected-max' (Dodge et al. 2019) is used only where trials are independent draws (random, "
-        "quasi-random, grid); adaptive searches (TPE, CMA-ES, GP) get the best-so-far in trial order, "
-        "averaged over independent search repeats."
+        + ". 'expected-max' is the expected best of k trials drawn without replacement from those run "
+        "(the exact form; Dodge et al. 2019 draw with replacement), used only where trials are "
+        "independent draws (random, quasi-random, grid); its band is the spread of the best of k, not an "
+        "uncertainty of the curve. Adaptive searches (TPE, CMA-ES, GP) get the best-so-far in trial "
+        "order, averaged over independent search repeats, the band spanning the repeats; with one "
+        "repeat no spread can be shown. 'Trials needed to match the reference' compares a selected best "
+        "with the reference's unselected mean, which favours the tuned arm."
         if by_method
         else "Budget curves: no arm was searched."
     )
@@ -941,17 +1056,29 @@ def _how_to_read(
         f"Primary metric, taken at the final epoch (never the minimum over epochs, which rewards transient "
         f"dips): {primary}. Arms are ranked by it; minima over epochs are secondary columns.",
         f"Intervals are {_method_name(table.attrs.get('method', 't'))} {table.attrs.get('level', 0.95):.0%} "
-        "intervals of the mean over final "
-        f"seeds (n = completed runs per arm: {', '.join(map(str, n_final)) or '-'}); every cell states its "
-        "method and n. With n <= 10, a skewed metric (gradient norms, losses near zero) makes any "
-        "interval less reliable than its nominal level: read it as a rough range.",
+        "intervals (never a plain percentile bootstrap; a BCa bootstrap only from n = 20) of the mean "
+        f"over final seeds (n = completed runs per arm: {', '.join(map(str, n_final)) or '-'}); every "
+        "cell states its method and n. With n <= 10, a skewed metric on the raw scale makes any interval "
+        "less reliable than its nominal level; log-scale metrics are therefore compared on logs.",
         ref_line,
-        f"Differences are paired by seed and tested with a paired t-test (below 6 pairs) or the Wilcoxon "
-        f"signed-rank test (from 6 pairs); the p-values are Holm-adjusted "
-        f"across the arms compared with the reference, per metric. 'better' or 'worse' means the adjusted "
-        f"p < {ALPHA:g} in the metric's direction; 'no significant difference' means the data cannot tell "
-        "the arms apart at that level, whatever the sign of the mean difference (it does not prove them "
-        "equal).",
+        "Scale: losses, gradient norms and seconds vary multiplicatively across seeds, so they are "
+        "compared on the log scale: each arm's geometric mean, and the ratio arm / reference with its "
+        "interval (a halved gradient norm reads 0.5x). Accuracies are compared as differences in "
+        "points. A metric's scale is fixed by its name, not chosen after seeing the data.",
+        "One deciding test: differences are paired by seed and tested with the paired t-test at every "
+        "number of seeds (on log differences for log-scale metrics), so adding a seed never lowers the "
+        "power and the verdict agrees with the interval. The p-values are Holm-adjusted across the arms "
+        f"tested against the reference, per metric. 'better' or 'worse' means the adjusted p < {ALPHA:g}, "
+        "in the direction of the tested mean difference; 'no significant difference' means the data "
+        "cannot tell the arms apart at that level, whatever the sign (it does not prove them equal). "
+        "Where every difference is the same, the t statistic is undefined and the exact sign-flip p "
+        "(2 / 2^n) is used, never p = 0. The Wilcoxon signed-rank and exact sign-flip tests are shown "
+        "beside it as robustness checks; a disagreement with t is flagged, not used to decide.",
+        "Who is tested: only arms whose final runs all completed and none collapsed get a t-test and "
+        "count in the Holm family. An arm that collapsed or failed on most of its final seeds is 'worse "
+        "(collapsed k of n)' than a valid reference on every metric, however small its dead network's "
+        "gradient norm; a valid arm is 'better (reference collapsed k of n)' than such a reference; any "
+        "other mix is 'not tested (collapsed k of n, failed j of n)'. None of these is ranked.",
         budget_line,
         f"Collapse: {th.describe()} ({_labels_text(labels)}). Collapsed runs are counted and shown, never "
         "ranked as wins.",
@@ -970,20 +1097,25 @@ def write_cross_study(
     level: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
+    thresholds: CollapseThresholds | None = None,
 ) -> list[Path]:
     """Write the cross-study answers of several studies into ``out_dir``.
 
-    Files: ``profiles.csv`` (:func:`~lyaptune.analysis.crossstudy.performance_profile` on each
-    study's primary metric at the final epoch), ``improvement.csv`` (P(A beats B) per ordered pair
-    of arms with a stratified-bootstrap interval,
-    :func:`~lyaptune.analysis.crossstudy.pairwise_improvement`), ``cross_study.json`` (both, with the
-    per-study scores and settings) and ``figures/profiles.png`` / ``.svg``.
+    Files: ``scores.csv`` (each study's value per arm, :func:`~lyaptune.analysis.crossstudy.study_scores`),
+    ``profiles.csv`` (:func:`~lyaptune.analysis.crossstudy.performance_profile` on a quantity where
+    smaller is better: loss, gradient norm or error rate, each fraction in [0, 1]), ``improvement.csv``
+    (P(A beats B) per ordered pair of arms with a stratified-bootstrap interval, every study kept, a
+    collapsed or failed run losing to every valid run, ``rough`` marking intervals from fewer than 5 runs
+    per study, :func:`~lyaptune.analysis.crossstudy.pairwise_improvement`), ``cross_study.json`` (all
+    of them, with the settings) and ``figures/profiles.png`` / ``.svg``. Studies are told apart by the
+    table's ``study`` column (the run directory's name where two runs share a spec name).
 
     Args:
-      studies: the loaded studies.
+      studies: the loaded studies, in the table's order.
       table: their :func:`~lyaptune.analysis.compare.compare` table.
       out_dir: a local directory (created).
       level, n_resamples, seed: the bootstrap interval's settings.
+      thresholds: the collapse rule (default :class:`CollapseThresholds`).
 
     Returns:
       The paths written, sorted.
@@ -997,41 +1129,56 @@ def write_cross_study(
         (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the output directory {out}: {err.strerror or err}") from err
+    th = thresholds or CollapseThresholds()
     scores = study_scores(table)
     profile = performance_profile(scores)
     runs: dict[str, dict[str, Any]] = {}
     modes: dict[str, str] = {}
-    for st in studies:
-        rows = table[table["study"] == st.name]
+    labels = list(pd.unique(table["study"]))
+    for st, name in zip(studies, labels):
+        rows = table[table["study"] == name]
         m = str(rows["rank_by"].iloc[0])
-        modes[st.name] = str(rows[f"{m}_mode"].iloc[0])
+        modes[name] = str(rows[f"{m}_mode"].iloc[0])
         t = st.trials
-        fin = t[(t["phase"] == "final") & (t["status"] == "completed")] if len(t) else t
-        runs[st.name] = {}
-        for _, r in rows.iterrows():
-            if not bool(r["eligible"]):
-                continue  # collapsed or failed arms are not counted as wins anywhere
-            vals = fin.loc[fin["arm"] == r["arm"], m] if len(fin) else pd.Series(dtype=float)
-            runs[st.name][str(r["arm"])] = pd.to_numeric(vals, errors="coerce").to_numpy(float)
+        fin = t[t["phase"] == "final"] if len(t) else t
+        if len(fin):
+            stats = task_label_stats(st.task, _study_num_classes(st))
+            fin = classify_collapse(fin, th, labels=stats)
+        runs[name] = {}
+        for arm in rows["arm"]:
+            g = fin[fin["arm"] == arm] if len(fin) else fin
+            g = g[g["status"] != "running"] if len(g) else g
+            if not len(g):
+                continue
+            vals = pd.to_numeric(g[m], errors="coerce").to_numpy(float)
+            # a collapsed or failed run loses to every valid run (NaN): every study is kept
+            dead = (g["status"] != "completed").to_numpy() | g["collapsed"].to_numpy(bool)
+            runs[name][str(arm)] = np.where(dead, np.nan, vals)
     poi = pairwise_improvement(runs, modes, level=level, n_resamples=n_resamples, seed=seed)
     (out / "scores.csv").write_text(scores.to_csv(index=False))
     (out / "profiles.csv").write_text(profile.to_csv(index=False))
     (out / "improvement.csv").write_text(poi.to_csv(index=False))
     data = {
         "settings": {
-            "studies": [s.name for s in studies],
+            "studies": labels,
+            "spec_names": [s.name for s in studies],
+            "run_dirs": [s.path for s in studies],
             "level": level,
             "n_resamples": n_resamples,
             "seed": seed,
             "interval": "stratified percentile bootstrap (rliable), runs resampled within each study",
+            "rough": f"intervals from fewer than {FEW_RUNS} runs of an arm per study are marked rough",
+            "failed_runs": "a collapsed or failed run loses to every valid run (ties 1/2); "
+            "every study counts",
+            "profile_quantity": str(scores["profile_metric"].iloc[0]) if len(scores) else "",
         },
         "scores": json.loads(scores.to_json(orient="records")),
         "improvement": json.loads(poi.to_json(orient="records")),
         "profiles": json.loads(profile.to_json(orient="records")),
     }
     (out / "cross_study.json").write_text(json.dumps(data, indent=2))
-    metric = str(scores["metric"].iloc[0]) if len(scores) else ""
-    fig = performance_profile_figure(profile, metric=metric, mode=next(iter(modes.values()), ""))
+    metric = str(scores["profile_metric"].iloc[0]) if len(scores) else ""
+    fig = performance_profile_figure(profile, metric=metric, mode="smaller is better" if metric else "")
     paths = [Path(p) for p in save_figure(fig, out / FIGURES_DIR / "profiles")]
     return sorted(
         [out / "scores.csv", out / "profiles.csv", out / "improvement.csv", out / "cross_study.json", *paths]
