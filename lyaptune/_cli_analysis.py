@@ -30,7 +30,7 @@ def _add_collapse_args(p: argparse.ArgumentParser) -> None:
         "--interval",
         default="t",
         choices=["t", "bca"],
-        help="interval of means and differences: t (Student-t, default) or bca (BCa bootstrap, n >= 10)",
+        help="interval of means and differences: t (Student-t, default) or bca (BCa bootstrap, n >= 20)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the BCa bootstrap (default 0)")
 

@@ -33,7 +33,8 @@ SPEC = textwrap.dedent(
     max_concurrent: 2
     claims:
       - {id: e2e-derived-loss, text: the derived step reaches a lower final training loss than tuned Adam,
-         metric: final_train_loss, arm: derived, than: adam-exponential, direction: lower}
+         metric: final_train_loss, arm: derived, than: adam-exponential, direction: lower,
+         source: extension}
     arms:
       - {name: derived, optimizer: adam, schedule: derived-constant, lipschitz: {samples: 2}}
       - name: adam-exponential
@@ -172,13 +173,17 @@ def test_the_collapsed_derived_arm_is_found_and_never_ranked(reported):
     # nothing collapsed is ranked, so nothing collapsed is a win
     assert table.loc[table["n_collapsed"] > 0, "rank"].isna().all()
     assert "derived: 2 of 2 completed final runs collapsed" in (out / "report.md").read_text()
-    # a claim about a collapsed arm gets no verdict: inconclusive, saying why (report, JSON, terminal)
+    # the collapsed reference is decided without a test: the valid arm is better on every metric
+    for m in ("final_train_loss", "final_grad_norm", "final_test_acc"):
+        assert table.loc["adam-exponential", f"{m}_verdict"] == "better (reference collapsed 2 of 2)"
+        assert not table.loc["adam-exponential", f"{m}_tested"]
+    # a claimed winner that collapsed on most seeds is contradicted, the reason naming the collapse
     (claim,) = json.loads((out / "compare.json").read_text())["claims"]
-    assert claim["id"] == "e2e-derived-loss" and claim["verdict"] == "inconclusive"
-    assert "arm 'derived' collapsed on 2 of 2" in claim["reason"]
+    assert claim["id"] == "e2e-derived-loss" and claim["verdict"] == "contradicted"
+    assert "collapsed" in claim["reason"]
     md = (out / "report.md").read_text()
     assert md.splitlines()[2] == "## Claims" and "| e2e-derived-loss |" in md
-    assert "e2e-derived-loss: INCONCLUSIVE" in (out / "stdout.txt").read_text()
+    assert "e2e-derived-loss: CONTRADICTED" in (out / "stdout.txt").read_text()
     runs = pd.read_csv(out / "runs.csv")
     fin = runs[(runs["arm"] == "derived") & (runs["phase"] == "final")]
     assert fin["collapsed"].all() and fin["collapse_reason"].str.len().gt(0).all()

@@ -41,10 +41,13 @@ from lyaptune.analysis.collapse import (
 from lyaptune.analysis.compare import (
     DEFAULT_METRICS,
     METRIC_SENSE,
+    best_on_search,
     compare,
+    paired_comparisons,
     reference_choice,
     resolve_reference,
     run_device_seconds,
+    status_verdict,
 )
 from lyaptune.analysis.crossstudy import (
     pairwise_improvement,
@@ -75,9 +78,21 @@ from lyaptune.analysis.sensitivity import (
     sensitivity,
     study_k_hat,
 )
-from lyaptune.analysis.stats import holm_adjust, mean_interval, paired_interval, paired_test
+from lyaptune.analysis.stats import (
+    holm_adjust,
+    mean_interval,
+    paired_interval,
+    paired_t_p,
+    paired_test,
+    signflip_p,
+)
 
 __all__ = [
+    "best_on_search",
+    "paired_comparisons",
+    "paired_t_p",
+    "signflip_p",
+    "status_verdict",
     "CLAIM_VERDICTS",
     "ClaimComparison",
     "ClaimResult",

@@ -2,12 +2,20 @@
 
 The protocol is METHODS.md section 8. For each arm, on its ``phase == "final"`` runs that completed,
 :func:`compare` reports the mean, the sample standard deviation and a Student-t interval (BCa as an
-option from n = 10) of each metric, the paired difference to the reference arm (runs matched by
-seed) with its t interval, the paired t-test (the decision test; Wilcoxon shown from 6 pairs),
-Holm-adjusted p-values across the arms compared with the reference per metric, and a verdict
-(better / worse / no significant difference) from the adjusted p. Arms are ranked by the spec's
-primary metric at the final epoch (``compare:``; never a minimum over epochs), collapsed arms
-(:mod:`.collapse`) never. The tuning cost is counted in device-seconds per run (a population member
+option from n = 20) of each metric, and for a log-scale metric (losses, gradient norms, seconds:
+:data:`lyaptune.metrics.METRICS` ``scale == "log"``) the geometric mean with its interval. Against the
+reference arm (runs matched by seed) it reports the paired difference on the tested scale (of logs for
+a log-scale metric, shown as the geometric-mean ratio A / reference with its t interval; accuracies as
+differences) and the deciding test, the paired t-test at every n; the Wilcoxon signed-rank and exact
+sign-flip p-values are robustness columns, with a flag where they disagree with t. Only arms whose
+final runs all completed and none collapsed are t-tested, against a reference of which the same
+holds, and only they form the Holm family (per metric); collapse and failure decide the others without
+a test (:func:`status_verdict`). A tested arm is better / worse exactly when its Holm-adjusted p <
+:data:`ALPHA`, the direction from the sign of the tested mean difference, so the verdict agrees with
+the interval; else no significant difference. Arms are ranked by the spec's primary metric at the final
+epoch (``compare:``; never a minimum over epochs), collapsed or failed arms never. With no reference
+named and no derived arm, the reference is the best arm on the *search* runs' validation objective
+(:func:`best_on_search`). The tuning cost is counted in device-seconds per run (a population member
 charged wall / P), the derived arm's K_hat estimate included.
 """
 
@@ -553,15 +561,22 @@ def compare(
 
     - ``<m>_n``, ``<m>_mean``, ``<m>_std`` (ddof = 1) and the interval ``<m>_ci_low`` / ``_high`` of
       the mean (:func:`~lyaptune.analysis.stats.mean_interval`; ``<m>_ci_method`` says which: ``t``, or
-      ``bca`` where asked for and n >= 10);
-    - against the reference, over the seeds both arms completed: ``<m>_diff = mean_s (x_s - x_s^ref)``,
-      its interval ``<m>_diff_ci_low`` / ``_high`` (:func:`~lyaptune.analysis.stats.paired_interval`),
-      ``<m>_n_pairs``, the raw p of the paired t-test ``<m>_p_ttest`` and of the Wilcoxon signed-rank
-      test ``<m>_p_wilcoxon`` (from 6 pairs), the deciding test ``<m>_test`` (``t`` below 6 pairs,
-      ``wilcoxon`` from 6, METHODS section 8) with its raw p ``<m>_p`` and its Holm-adjusted p
-      ``<m>_p_adj`` (across the arms compared with the reference, for this metric) and
-      ``<m>_verdict``: ``better`` / ``worse`` when the adjusted p < :data:`ALPHA` (direction by the
-      metric's mode ``<m>_mode``), else ``no significant difference``; ``reference`` for the reference arm;
+      ``bca`` where asked for and n >= 20); ``<m>_scale`` (``log`` / ``linear``, fixed by the metric's
+      name) and, for a log-scale metric, the geometric mean ``<m>_gmean`` with its t interval
+      ``<m>_gmean_ci_low`` / ``_high``;
+    - against the reference (:func:`paired_comparisons`), over the seeds both arms completed:
+      ``<m>_diff``, the mean paired difference on the tested scale (``mean_s (ln x_s - ln x_s^ref)``
+      for a log-scale metric, ``mean_s (x_s - x_s^ref)`` otherwise), its t interval
+      ``<m>_diff_ci_low`` / ``_high`` (``<m>_diff_ci_method``), ``<m>_n_pairs``, for a log-scale metric
+      the ratio ``<m>_ratio`` = exp(diff) with ``<m>_ratio_ci_low`` / ``_high``; ``<m>_tested``
+      (the arm was t-tested and is in the Holm family), the paired t p ``<m>_p_ttest`` = ``<m>_p``
+      (``<m>_test`` = ``t``), the robustness p-values ``<m>_p_wilcoxon`` and ``<m>_p_signflip`` with
+      ``<m>_disagree``, the Holm-adjusted ``<m>_p_adj`` (across the tested arms, for this metric) and
+      ``<m>_verdict``: ``better`` / ``worse`` when the adjusted p < :data:`ALPHA` (direction from the
+      sign of ``<m>_diff`` and the metric's mode ``<m>_mode``), else ``no significant difference``;
+      for an untested arm the verdict of :func:`status_verdict` (``worse (collapsed k of n)``,
+      ``better (reference collapsed k of n)``, ``not tested (collapsed k of n, failed j of n)``);
+      ``reference`` for the reference arm;
     - counts of final runs by status (``n_final``, ``n_completed``, ``n_diverged``, ...), collapsed runs
       ``n_collapsed`` (:func:`~lyaptune.analysis.collapse.classify_collapse`) and ``collapsed`` (any);
     - the tuning cost in device-seconds: ``search_trials``, ``search_runs``, ``search_wall_s``,
@@ -570,18 +585,21 @@ def compare(
       ``tuning_device_s`` (their sum), ``population_wall_s`` (population wall time, when recorded),
       ``cpu_s`` / ``gpu_s`` (tuning device-seconds x the spec's per-trial resources) and
       ``lipschitz_s`` (mean K_hat time of a final run);
-    - ``rank`` (1 = best) by ``<rank_by>_mean`` among arms with at least one completed final run
-      and no collapsed, diverged, errored or stopped one; other arms get no rank.
+    - ``rank`` (1 = best) by ``<rank_by>_mean`` (``_gmean`` for a log-scale metric) among arms with
+      at least one completed final run and no collapsed, diverged, errored or stopped one (``valid``,
+      ``eligible``); other arms get no rank; ``n_failed`` counts diverged, errored and stopped runs;
+    - ``study`` (the study's label: its spec name, or its run directory's name where several studies
+      share a spec name) and ``spec_name``.
 
     Args:
       study: a :class:`Study`, or several (e.g. the same study on several datasets).
       reference: see :func:`reference_choice` (default ``"auto"``: the spec's, else the derived arm,
-        else the best arm); ``None`` for no differences.
+        else the best arm on the search runs' validation objective); ``None`` for no differences.
       metrics: ``trials.parquet`` columns to summarise besides the primary metrics.
       thresholds: collapse thresholds (default :class:`CollapseThresholds`).
       rank_by: the ranking metric (default the spec's first primary metric, at the final epoch).
       level: confidence level of every interval.
-      method: ``t`` (default) or ``bca`` (used where n >= 10, ``t`` below, each cell saying which).
+      method: ``t`` (default) or ``bca`` (used where n >= 20, ``t`` below, each cell saying which).
       seed: seed of the BCa resampling.
       labels: the task's label statistics for the collapse rule (default: read from the dataset,
         :func:`~lyaptune.analysis.collapse.task_label_stats`).
@@ -616,6 +634,14 @@ def compare(
     out.attrs["method"] = method
     out.attrs["alpha"] = ALPHA
     out.attrs["seed"] = seed
+    out.attrs["test"] = (
+        "paired t-test at every n (on log differences for log-scale metrics), Holm-adjusted across the "
+        "tested arms per metric; Wilcoxon signed-rank and exact sign-flip p as robustness columns"
+    )
+    out.attrs["who_is_tested"] = (
+        "arms whose final runs all completed and none collapsed, against such a reference; collapse and "
+        "failure decide the others (METHODS.md section 8)"
+    )
     return out
 
 

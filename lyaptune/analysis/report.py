@@ -523,7 +523,7 @@ def write_report(
       reference: the reference arm (see :func:`~lyaptune.analysis.compare.reference_choice`; default
         ``"auto"``: the spec's, else the derived arm, else the best arm on the primary metric).
       thresholds: collapse thresholds (stored in the report).
-      level, method, seed: interval level and method (``t``, or ``bca`` where n >= 10), BCa seed.
+      level, method, seed: interval level and method (``t``, or ``bca`` where n >= 20), BCa seed.
       importance: compute hyperparameter importances (needs the Optuna journal).
       figures: draw the figures (``False``: tables, CSV and JSON only, the report says so; the
         figures are most of a small study's report time).
