@@ -546,6 +546,10 @@ class RunStore:
         # finished runs recorded in their own files since the last compaction
         self._uncompacted = 0
         self._needs_recovery = False
+        # what this writer wrote to the runs' own files since their last compaction (trial_id -> table),
+        # so that a compaction need not read them back
+        self._held_rows: dict[str, pa.Table] = {}
+        self._held_epochs: dict[str, pa.Table] = {}
         #: compact after this many finished runs in their own files (0: only on :meth:`compact`)
         self.compact_every = COMPACT_EVERY
         #: called with each step of a compaction (:data:`COMPACTION_STEPS`): the fault-injection hook
@@ -999,9 +1003,13 @@ class RunStore:
             path = self._epoch_path(arm, tid)
             old_path = self._epoch_path(old_arm, tid) if old_arm is not None and old_arm != arm else None
             try:
+                self._held_rows.pop(tid, None)
                 if epochs_table is not None:
+                    self._held_epochs.pop(tid, None)
                     self._write_parquet(path, epochs_table)
+                    self._held_epochs[tid] = epochs_table
                 elif epochs is not None:
+                    self._held_epochs.pop(tid, None)
                     if self._exists(path):
                         self._fs.delete_file(path)
                     if compacted:
@@ -1016,8 +1024,11 @@ class RunStore:
                     moved = self._epochs_arrow([old_arm], None, include_orphans=True, trial_ids=[tid])
                     if moved.num_rows:
                         moved = moved.drop_columns([_ARM_KEY])
-                        self._write_parquet(path, moved.select(_order_epoch_columns(moved.column_names)))
+                        moved = moved.select(_order_epoch_columns(moved.column_names))
+                        self._write_parquet(path, moved)
+                        self._held_epochs[tid] = moved
                 self._write_parquet(self._trial_path(tid), table)
+                self._held_rows[tid] = table
                 self._known[tid] = (arm, created, updated)
                 if old_path is not None and self._exists(old_path):
                     self._fs.delete_file(old_path)
@@ -1147,28 +1158,35 @@ class RunStore:
             small, trial_parts = self._list_trials()
             if not small:
                 return 0
-            rows = self._reading(
-                TRIALS_DIR,
-                lambda: [(p, _SMALL_RANK) for p in self._list_trials()[0].values()],
-                lambda files: self._scan(files, None, TRIALS_SCHEMA, keep_path=True),
+            # the runs this writer recorded are in memory as written; the others are read
+            held = {t: p for t, p in small.items() if t in self._held_rows}
+            rest = [(p, _SMALL_RANK) for t, p in small.items() if t not in held]
+            tables = [self._held_rows[t] for t in held]
+            if rest:
+                read = self._reading(TRIALS_DIR, lambda: rest, lambda f: self._scan(f, None, TRIALS_SCHEMA))
+                tables.append(read.drop_columns([_RANK]))
+            rows = _fill_defaults(
+                pa.concat_tables(tables, promote_options="permissive").select(TRIALS_SCHEMA.names)
             )
             rows = rows.filter(pc.not_equal(rows.column("status"), "running"))
             if not rows.num_rows:
                 return 0
             ids = rows.column("trial_id").to_pylist()
             arm_of = dict(zip(ids, rows.column("arm").to_pylist()))
-            trial_deletes = sorted(set(rows.column(_FILENAME).to_pylist()))
-            rows = _fill_defaults(rows.drop_columns([_RANK, _FILENAME]))
+            trial_deletes = sorted(small[t] for t in ids)
             epoch_files = self._list_epochs()
-            folded = [(a, p) for a, p, r, t in epoch_files if r == _SMALL_RANK and arm_of.get(t) == a]
+            folded = [(a, p, t) for a, p, r, t in epoch_files if r == _SMALL_RANK and arm_of.get(t) == a]
             seq = 1 + max([*trial_parts.values(), *(r for _, _, r, _ in epoch_files if r != _SMALL_RANK), 0])
             epoch_parts: dict[str, pa.Table] = {}
-            for a in sorted({a for a, _ in folded}):
-                files = [(p, _SMALL_RANK) for b, p in folded if b == a]
-                t = self._reading(
-                    EPOCHS_DIR, lambda files=files: files, lambda f: self._scan(f, None, None, epochs=True)
-                )
-                t = t.drop_columns([_RANK, _ARM_KEY])
+            for a in sorted({a for a, _, _ in folded}):
+                tables = [self._held_epochs[t] for b, _, t in folded if b == a and t in self._held_epochs]
+                rest = [(p, _SMALL_RANK) for b, p, t in folded if b == a and t not in self._held_epochs]
+                if rest:
+                    read = self._reading(
+                        EPOCHS_DIR, lambda rest=rest: rest, lambda f: self._scan(f, None, None, epochs=True)
+                    )
+                    tables.append(read.drop_columns([_RANK, _ARM_KEY]))
+                t = pa.concat_tables(tables, promote_options="permissive")
                 epoch_parts[f"{self._epoch_dir(a)}/{_part_name(seq)}"] = t.select(
                     _order_epoch_columns(t.column_names)
                 )
@@ -1177,15 +1195,13 @@ class RunStore:
             # parts holding older copies of these runs are rewritten without them
             index = self._part_index()
             again = [t for t in ids if t in index]
-            epoch_deletes = [p for _, p in folded]
+            epoch_deletes = [p for _, p, _ in folded]
             if again:
                 old = self._scan(sorted(trial_parts.items()), None, TRIALS_SCHEMA, keep_path=True)
                 seq = self._rewrite_without(
                     old, again, new_parts, trial_deletes, seq, lambda p: p.rsplit("/", 1)[0]
                 )
-                with_epochs = {
-                    t for a, p in folded for t in [unquote(p.rsplit("/", 1)[1][: -len(".parquet")])]
-                }
+                with_epochs = {t for _, _, t in folded}
                 again_epochs = [t for t in again if t in with_epochs]
                 if again_epochs:
                     parts = [(p, r) for _, p, r, _ in epoch_files if r != _SMALL_RANK]
@@ -1194,6 +1210,9 @@ class RunStore:
                         old, again_epochs, epoch_parts, epoch_deletes, seq, lambda p: p.rsplit("/", 1)[0]
                     )
             self._commit(epoch_parts, new_parts, trial_deletes, epoch_deletes)
+            for t in ids:
+                self._held_rows.pop(t, None)
+                self._held_epochs.pop(t, None)
             return len(ids)
 
     def _rewrite_without(
