@@ -33,7 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_resources(p, resume=True)
     p.set_defaults(func=_cmd_resume)
 
-    p = sub.add_parser("status", help="runs done / failed per arm and the best objective so far")
+    p = sub.add_parser(
+        "status",
+        help="running / interrupted / finished, runs done / failed per arm and the best objective so far",
+    )
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_status)
 
@@ -146,8 +149,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     spec = store.read_spec()
     info = store.read_study_info()
     trials = store.trials()
-    state = "finished" if info.get("finished") else "in progress or interrupted"
-    print(f"study {spec.get('name', '?')} ({state}; started {info.get('started', '?')})")
+    from lyaptune._lock import run_state
+
+    state = run_state(args.run_dir, info)
+    print(f"study {spec.get('name', '?')} ({state.describe()}; started {info.get('started', '?')})")
+    if state.state == "interrupted":
+        print(f"  continue with: lyaptune resume {args.run_dir}")
     cluster = info.get("cluster")
     if cluster:
         nodes = cluster.get("nodes", [])

@@ -29,12 +29,23 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, Literal
 
 from lyaptune.errors import UserError
 
-__all__ = ["LOCK_FILE", "LockHolder", "RunDirLock", "RunDirLockedError", "lock_run_dir"]
+__all__ = [
+    "LOCK_FILE",
+    "LockHolder",
+    "RunDirLock",
+    "RunDirLockedError",
+    "RunState",
+    "lock_run_dir",
+    "read_holder",
+    "run_state",
+]
 
 #: Name of the lock file inside the run directory (a leading ``.``: dataset readers skip it).
 LOCK_FILE = ".lyaptune.lock"
@@ -264,3 +275,74 @@ def lock_run_dir(path: str | os.PathLike[str]) -> RunDirLock:
       ValueError: ``path`` is a remote URI.
     """
     return RunDirLock(path).acquire()
+
+
+def read_holder(path: str | os.PathLike[str]) -> LockHolder | None:
+    """The holder named in a run directory's lock file, or ``None`` (no lock file, a remote URI, or a
+    file its holder has not written yet). Reads only; takes no lock."""
+    try:
+        with open(os.path.join(_local_dir(path), LOCK_FILE), encoding="utf-8") as f:
+            return _parse_holder(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Whether a study's driver is at work on a run directory, stopped before the end, or done.
+
+    Attributes:
+      state: ``running`` (the lock file names a live process, or one on another host, which lyaptune
+        cannot check), ``interrupted`` (no live holder and the study did not finish: a stale lock file
+        left by a killed driver, or none; ``lyaptune resume`` continues it) or ``finished``.
+      holder: the process named in the lock file (live for ``running``, dead for a stale lock), or None.
+      checked: False when the holder runs on another host (its liveness is not known here).
+    """
+
+    state: Literal["running", "interrupted", "finished"]
+    holder: LockHolder | None = None
+    checked: bool = True
+
+    def describe(self) -> str:
+        """One phrase: ``running (pid 12 on host h since ...)``, ``interrupted (...)`` or ``finished``."""
+        if self.state == "running" and self.holder is not None:
+            note = "" if self.checked else "; on another host, not checked from here"
+            h = self.holder
+            return f"running (pid {h.pid} on host {h.host} since {h.since}{note})"
+        if self.state == "interrupted":
+            if self.holder is not None:
+                return f"interrupted (its driver, pid {self.holder.pid} on host {self.holder.host}, is gone)"
+            return "interrupted"
+        return self.state
+
+
+def run_state(run_dir: str | os.PathLike[str], info: Mapping[str, Any] | None = None) -> RunState:
+    """The :class:`RunState` of a run directory: running, interrupted or finished (issue 21).
+
+    A live holder of the run-directory lock means ``running`` (however far the study got); otherwise
+    ``finished`` when ``study.json`` records the end of the study, else ``interrupted``. Reads the lock
+    file and ``study.json`` only (no lock is taken, nothing is written).
+
+    Args:
+      run_dir: the run directory (a local path; for a URI the lock lives in the local journal
+        directory, not known here, so only ``finished`` / ``interrupted`` are told apart).
+      info: ``study.json``'s contents when already read (default: read through the store).
+
+    Returns:
+      The state and the lock file's holder.
+    """
+    if info is None:
+        from lyaptune.store import RunStore
+
+        info = RunStore(run_dir).read_study_info()
+    text = os.fspath(run_dir)
+    holder = None if ("://" in text and not text.startswith("file://")) else read_holder(run_dir)
+    if holder is not None:
+        alive = holder.is_alive()
+        if alive is None:
+            return RunState("running", holder, checked=False)
+        if alive:
+            return RunState("running", holder)
+    if info.get("finished"):
+        return RunState("finished", None)
+    return RunState("interrupted", holder)

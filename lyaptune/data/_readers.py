@@ -47,7 +47,8 @@ def raise_missing(
     """Raise the :class:`DataError` for missing dataset files: which, where, and how to get them."""
     if can_download:
         how = (
-            f"pass download=True (CLI: --download) to fetch them into {root}, or put the files there "
+            f"set download (a study spec's task.download: true; `lyaptune trial --download`) to fetch them "
+            f"into {root}, or put the files there "
             "yourself (or point data_root / $LYAPTUNE_DATA_ROOT at the directory holding them)"
         )
     else:
@@ -61,7 +62,7 @@ def read_failed(name: str, path: Path | str, exc: BaseException) -> DataError:
     """The :class:`DataError` for a file that exists but cannot be read."""
     return DataError(
         f"dataset '{name}': cannot read {path} ({type(exc).__name__}: {exc}); the file looks corrupt or "
-        "incomplete: delete it and fetch it again (download=True / --download)"
+        "incomplete: delete it and fetch it again (task.download: true; `lyaptune trial --download`)"
     )
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore, lock_run_dir
-from lyaptune.study.searcher import Job, StudyPlan
 from lyaptune.study.check import check_study
+from lyaptune.study.searcher import Job, StudyPlan, resolve_data_roots
 from lyaptune.study.spec import ResourcesSpec, StudySpec
 
 __all__ = [
@@ -434,13 +434,14 @@ def _check_auth(address: str) -> None:
         return
 
 
-def _dataset_configs(spec: StudySpec) -> list[dict[str, Any]]:
+def _dataset_configs(spec: StudySpec, data_roots: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One trial config (as a dict, data root resolved as trials get it) per distinct dataset of the study."""
     from lyaptune.study.searcher import _absolute_data_root
 
     seen, out = set(), []
     for arm in spec.arms:
-        config = _absolute_data_root(spec.trial_config(arm, {}, spec.search.seeds[0]).to_dict())
+        config = spec.trial_config(arm, {}, spec.search.seeds[0]).to_dict()
+        config = _absolute_data_root(config, (data_roots or {}).get(arm.name))
         key = json.dumps(
             {k: config.get(k) for k in ("dataset", "dataset_args", "data_root", "validation_fraction")},
             sort_keys=True,
@@ -465,14 +466,19 @@ def _check_data(configs: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _preflight_nodes(spec: StudySpec, nodes: list[dict[str, Any]], request: Mapping[str, float]) -> None:
+def _preflight_nodes(
+    spec: StudySpec,
+    nodes: list[dict[str, Any]],
+    request: Mapping[str, float],
+    data_roots: Mapping[str, str] | None = None,
+) -> None:
     """Every node that can host a trial loads the study's datasets once before any trial starts, so a
     node without the files fails the study at once, naming the node and the path, instead of every trial
     failing on its own."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    configs = _dataset_configs(spec)
+    configs = _dataset_configs(spec, data_roots)
     check = ray.remote(num_cpus=0, max_retries=0)(_check_data)
     pending = {}
     for node in nodes:
@@ -499,17 +505,20 @@ def _ray_initialized() -> bool:
     return ray.is_initialized()
 
 
-def _preflight_datasets(spec: StudySpec) -> None:
+def _preflight_datasets(spec: StudySpec, data_roots: Mapping[str, str] | None = None) -> None:
     """Load every dataset the study uses once in the driver, so a missing file fails before Ray starts."""
-    from lyaptune.train import load_task_data
+    from lyaptune.train import TrialConfig, load_task_data
 
     seen = set()
-    for arm in spec.arms:
-        config = spec.trial_config(arm, {}, spec.search.seeds[0])
-        key = (config.dataset, config.dataset_args, config.data_root, config.validation_fraction)
+    for config in _dataset_configs(spec, data_roots):
+        key = json.dumps(
+            {k: config.get(k) for k in ("dataset", "dataset_args", "data_root", "validation_fraction")},
+            sort_keys=True,
+            default=str,
+        )
         if key not in seen:
             seen.add(key)
-            load_task_data(config)
+            load_task_data(TrialConfig.from_dict(config))
 
 
 def _init_ray(address: str | None, quiet: _RayQuiet | None = None) -> bool:
@@ -708,8 +717,12 @@ def run_study(
     root = run_dir or run_dir_for(spec, out, storage)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     local = None if _has_scheme(root) else Path(root.removeprefix("file://"))
+    # the data directories as resolved when the study started (study.json), else now: a resume reads its
+    # data where the study started, whatever the shell's LYAPTUNE_DATA_ROOT and working directory
+    stored = RunStore(root).read_study_info() if resume else {}
+    data_roots = {**resolve_data_roots(spec), **(stored.get("data_roots") or {})}
     if not remote:
-        _preflight_datasets(spec)  # on a cluster the files may live on the workers only
+        _preflight_datasets(spec, data_roots)  # on a cluster the files may live on the workers only
     if not resume and local is not None and (local / "spec.yaml").exists():
         raise UserError(
             f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
@@ -757,6 +770,7 @@ def run_study(
             total,
             request,
             log,
+            data_roots,
         )
     finally:
         run_lock.release()
@@ -781,6 +795,7 @@ def _run_locked(
     total: int,
     request: dict[str, float],
     log: Callable[[str], None],
+    data_roots: dict[str, str],
 ) -> RunStore:
     """The body of :func:`run_study`, run while the run directory's lock is held."""
     interrupt = _Interrupt()
@@ -801,7 +816,7 @@ def _run_locked(
             if problem:
                 log(f"warning: {problem} (waiting: the cluster may add nodes)")
             if remote:
-                _preflight_nodes(spec, nodes, request)
+                _preflight_nodes(spec, nodes, request, data_roots)
             if resume:
                 store = RunStore(root)
             else:
@@ -819,6 +834,9 @@ def _run_locked(
                 cluster=_cluster_info(nodes),
                 resources=request,
                 resources_override=dict(resources) if resources else None,
+                # what `lyaptune resume` needs besides the spec: it never depends on the shell (issue 21)
+                data_roots=data_roots,
+                max_concurrent_override=max_concurrent,
             )
             journal = _RemoteJournal(store, journal_dir / JOURNAL_FILE) if local is None else None
             if journal is not None:
@@ -829,7 +847,14 @@ def _run_locked(
             checkpoints = (
                 tune_adapter.TuneCheckpoints(tune_adapter.tune_storage_path(root)) if resume else None
             )
-            plan = StudyPlan(spec, store, journal_dir / JOURNAL_FILE, log=log, checkpoints=checkpoints)
+            plan = StudyPlan(
+                spec,
+                store,
+                journal_dir / JOURNAL_FILE,
+                log=log,
+                checkpoints=checkpoints,
+                data_roots=data_roots,
+            )
             already = len(plan.done)
             if resume:
                 log(f"resuming {root}: {already} of {total} runs already recorded")
@@ -890,15 +915,28 @@ def resume_study(
       run_dir: the run directory (a local path or a URI).
       address, max_concurrent, log: as for :func:`run_study`.
       resources: per-trial override; default the one the study was started with (``study.json``).
+      max_concurrent: default the ``--max-concurrent`` the study was started (or last resumed) with.
+
+    A finished study (``study.json`` has ``finished``) is said to be finished, without starting Ray.
+    The data directories are those the study resolved when it started (``study.json``'s
+    ``data_roots``), so the resume does not depend on the shell's ``LYAPTUNE_DATA_ROOT`` or directory.
 
     Returns:
       The run directory's :class:`lyaptune.store.RunStore`.
     """
     store = RunStore(run_dir)
+    info = store.read_study_info()
+    if info.get("finished"):  # nothing to do: said without starting Ray
+        n = len(store.trial_ids())
+        name = store.read_spec().get("name", "?")
+        log(f"study {name} is finished ({info['finished']}): {n} runs stored in {run_dir}; nothing to resume")
+        return store
     # loading is pure; the registries are checked here, before Ray starts (a renamed optimizer, ...)
     spec = check_study(StudySpec.from_dict(store.read_spec()))
     if resources is None:
-        resources = store.read_study_info().get("resources_override") or None
+        resources = info.get("resources_override") or None
+    if max_concurrent is None:
+        max_concurrent = info.get("max_concurrent_override") or None
     out = str(Path(run_dir).parent) if not _has_scheme(run_dir) else "runs"
     return run_study(
         spec,

@@ -24,9 +24,12 @@ configuration; documented in the README); a run stopped early by ASHA makes it P
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +47,15 @@ from lyaptune.study.spaces import ask, enqueue_grid, make_sampler
 from lyaptune.study.spec import ArmSpec, StudySpec
 from lyaptune.train import TrialResult
 
-__all__ = ["Job", "StudyPlan", "objective_value", "journal_storage", "repeat_of", "TERMINAL"]
+__all__ = [
+    "Job",
+    "StudyPlan",
+    "objective_value",
+    "journal_storage",
+    "repeat_of",
+    "resolve_data_roots",
+    "TERMINAL",
+]
 
 #: statuses of a finished run
 TERMINAL = ("completed", "diverged", "stopped", "errored")
@@ -64,17 +75,26 @@ class Job:
     members: list[Job] | None = None  # a population: these jobs trained together in one process
     checkpoint: str | None = None  # a checkpoint left by an earlier, interrupted attempt (resume)
 
-    def payload(self, spec: StudySpec, arm: ArmSpec) -> dict[str, Any]:
-        """What the trainable needs (plain, picklable data)."""
+    def payload(self, spec: StudySpec, arm: ArmSpec, data_root: str | None = None) -> dict[str, Any]:
+        """What the trainable needs (plain, picklable data).
+
+        Args:
+          spec, arm: the study and the job's arm.
+          data_root: the arm's data directory as the study resolved it when it started
+            (:func:`resolve_data_roots`, kept in ``study.json``); default: resolved now.
+        """
         if self.members is not None:
-            return {"trial_id": self.trial_id, "population": [m.payload(spec, arm) for m in self.members]}
+            members = [m.payload(spec, arm, data_root) for m in self.members]
+            return {"trial_id": self.trial_id, "population": members}
         return {
             "trial_id": self.trial_id,
             "arm": self.arm,
             "phase": self.phase,
             "seed": self.seed,
             "repeat": self.repeat,
-            "trial_config": _absolute_data_root(spec.trial_config(arm, self.params, self.seed).to_dict()),
+            "trial_config": _absolute_data_root(
+                spec.trial_config(arm, self.params, self.seed).to_dict(), data_root
+            ),
             "metric": spec.objective.metric,
             "report_every_epoch": spec.search.scheduler == "asha",
             "checkpoint_every": spec.checkpoint_every,
@@ -96,13 +116,61 @@ def repeat_of(trial_id: str) -> int | None:
     return 0 if re.search(r"-search-\d+-s-?\d+$", trial_id) else None
 
 
-def _absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
-    """Resolve ``data_root`` on the driver: Ray workers run in other working directories."""
+def _absolute_data_root(config: dict[str, Any], resolved: str | None = None) -> dict[str, Any]:
+    """Resolve ``data_root`` on the driver: Ray workers run in other working directories.
+
+    ``resolved`` (the root the study resolved when it started) wins over resolving now, so a resumed
+    study reads its data where it started, whatever the shell's ``LYAPTUNE_DATA_ROOT`` and working
+    directory are.
+    """
     from lyaptune.data import default_data_root
 
     root = config.get("data_root")
-    config["data_root"] = str(Path(root).expanduser().resolve()) if root else str(default_data_root())
+    if resolved:
+        config["data_root"] = resolved
+    else:
+        config["data_root"] = str(Path(root).expanduser().resolve()) if root else str(default_data_root())
     return config
+
+
+def resolve_data_roots(spec: StudySpec) -> dict[str, str]:
+    """The absolute data directory of every arm, resolved now (issue 21).
+
+    An arm's task ``data_root`` taken from the current working directory when relative, else
+    ``$LYAPTUNE_DATA_ROOT``, else ``./data`` (:func:`lyaptune.data.default_data_root`). The runner keeps
+    the result in ``study.json`` (``data_roots``) when a study starts, and ``lyaptune resume`` uses it, so
+    a resume never depends on the shell it runs in.
+
+    Returns:
+      arm name -> absolute path.
+    """
+    return {
+        arm.name: _absolute_data_root(spec.trial_config(arm, {}, spec.search.seeds[0]).to_dict())["data_root"]
+        for arm in spec.arms
+    }
+
+
+def _fault_point(trial_id: str, where: str) -> None:
+    """Testing hook of the driver, the driver-side twin of :mod:`lyaptune.study.trainable`'s: with
+    ``LYAPTUNE_FAULT_INJECTION='{"match": ..., "block": "recorded", "dir": ...}'`` in the driver's
+    environment, the driver stops right after a matching run is stored and before Optuna is told,
+    writes ``<trial id>.recorded`` in ``dir`` and waits there to be killed (a known point for tests and
+    benchmarks/chaos_soak.py; once per marker)."""
+    text = os.environ.get("LYAPTUNE_FAULT_INJECTION")
+    if not text:
+        return
+    fault = json.loads(text)
+    if fault.get("block") != where or fault["match"] not in trial_id:
+        return
+    marker = Path(fault["dir"]) / f"{trial_id}.{where}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, marker)
+    while True:  # ended by a kill
+        time.sleep(0.2)
 
 
 def objective_value(records: list[Mapping[str, Any]], metric: str, mode: str, at: str) -> float:
@@ -172,6 +240,8 @@ class StudyPlan:
       store: the run directory's store (results are written there, exactly once per job).
       journal: path of the Optuna journal file.
       log: called with one-line progress messages.
+      data_roots: arm name -> the data directory the study resolved when it started
+        (:func:`resolve_data_roots`); arms left out resolve theirs when a job is handed out.
       checkpoints: asked with a run's trial id for a checkpoint an earlier, interrupted attempt left
         (a local path or a URI, or None); the run then continues from it. Default: none. The Ray
         adapter's :class:`lyaptune.study.tune_adapter.TuneCheckpoints` finds Tune's.
@@ -184,8 +254,10 @@ class StudyPlan:
         journal: Path | str,
         log: Callable[[str], None] | None = None,
         checkpoints: Callable[[str], str | None] | None = None,
+        data_roots: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.data_roots: dict[str, str] = dict(data_roots or {})
         self.store = store
         self.log = log or (lambda msg: None)
         self.checkpoints = checkpoints
@@ -404,6 +476,7 @@ class StudyPlan:
             if "repeat" in TRIAL_COLUMNS:  # the search repeat of a search run (0 for final runs)
                 row["repeat"] = job.repeat
             self.store.record_trial(row, records)
+            _fault_point(job.trial_id, "recorded")  # testing hook: stored, Optuna not yet told
             self.done.add(job.trial_id)
             if job.phase == "search":
                 rep = self.arms[job.arm].repeats[job.repeat]

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 from ray import tune
+from ray.air.constants import EXPR_RESULT_FILE
+from ray.tune.logger import LoggerCallback
 from ray.tune.search import Searcher
 
 from lyaptune.train import TrialResult
@@ -303,7 +305,8 @@ class StudySearcher(Searcher):
         if job is None:
             return None
         self.jobs[trial_id] = job
-        return {"job": job.payload(self.plan.spec, self.plan.arms[job.arm].spec)}
+        plan = self.plan
+        return {"job": job.payload(plan.spec, plan.arms[job.arm].spec, plan.data_roots.get(job.arm))}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Keep the epoch records and the error message a run reports on its way."""
@@ -396,6 +399,45 @@ class StudyErrorCallback(tune.Callback):
         self.searcher.record_error(trial.trial_id, _error_message(trial))
 
 
+class ResultFileCallback(LoggerCallback):
+    """Writes each trial's ``result.json`` (one JSON line per report), without lyaptune's payload.
+
+    The study turns Tune's default loggers off (``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``: they copy what
+    the store keeps). But at the end of ``Tuner.fit`` Tune's ``ExperimentAnalysis`` reads every trial's
+    ``result.json`` (or ``progress.csv``), and without either it logged one "Failed to fetch metrics ...
+    FileNotFoundError" warning line per trial in ``ray.log``. This callback writes the file it reads, as
+    Tune's ``JsonLoggerCallback`` does, keeping Tune's own keys and the objective but leaving out the
+    run's payload, epoch records and traceback (the store has them).
+    """
+
+    _DROP = (_PAYLOAD, _RECORD, _TRACEBACK, "config")
+
+    def __init__(self) -> None:
+        self._files: dict[Any, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_files": {}}  # open files stay with this process
+
+    def log_trial_start(self, trial: Any) -> None:
+        if trial in self._files:
+            self._files[trial].close()
+        trial.init_local_path()
+        self._files[trial] = Path(trial.local_path, EXPR_RESULT_FILE).open("a", encoding="utf-8")
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        if trial not in self._files:
+            self.log_trial_start(trial)
+        kept = {k: v for k, v in result.items() if k not in self._DROP}
+        f = self._files[trial]
+        f.write(json.dumps(kept, default=str) + "\n")
+        f.flush()
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        f = self._files.pop(trial, None)
+        if f is not None:
+            f.close()
+
+
 class InterruptStopper(tune.Stopper):
     """Stops the whole experiment once ``stop_all()`` says so (SIGINT / SIGTERM received).
 
@@ -471,7 +513,7 @@ def make_tuner(
             storage_path=tune_storage_path(run_dir),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[StudyErrorCallback(searcher)],
+            callbacks=[StudyErrorCallback(searcher), ResultFileCallback()],
             stop=InterruptStopper(stop_all),
             verbose=0,
         ),
