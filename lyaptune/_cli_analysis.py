@@ -146,6 +146,29 @@ def _print_claims(out: str) -> None:
         print(line + (f"\n    {c['reason']}" if c.get("reason") else ""))
 
 
+def _print_improvement(path: Path, render) -> None:
+    """Print P(A beats B) per ordered pair of arms from ``improvement.csv``, rough intervals marked."""
+    import pandas as pd
+
+    try:
+        poi = pd.read_csv(path)
+    except (OSError, ValueError):
+        return
+    if poi.empty:
+        return
+    rows = []
+    for _, r in poi.iterrows():
+        ci = f"[{r['low']:.2f}, {r['high']:.2f}]" if pd.notna(r["low"]) else "[-]"
+        mark = f" rough: {int(r['min_runs'])} runs per study (< 5)" if bool(r["rough"]) else ""
+        p = f"{r['p_a_beats_b']:.2f}" if pd.notna(r["p_a_beats_b"]) else "-"
+        rows.append([str(r["arm_a"]), str(r["arm_b"]), f"{p} {ci}{mark}", str(int(r["n_studies"]))])
+    print(
+        "\nP(A beats B) over studies (a collapsed or failed run loses to every valid run; every study "
+        "counts; stratified bootstrap interval):"
+    )
+    print(render(["A", "B", "P(A > B) [95% CI]", "studies"], rows))
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from lyaptune.analysis import compare, load_study
     from lyaptune.analysis.report import format_compare_tables, render_markdown_table, render_text_table
@@ -189,5 +212,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 raise UserError(f"--out is required when the first run directory is a URI ({first})")
             out = os.path.join(os.path.dirname(os.path.abspath(first)), os.path.basename(first) + "-compare")
         files = write_cross_study(studies, table, out, seed=args.seed, thresholds=thresholds)
+        _print_improvement(Path(out) / "improvement.csv", render)
         print(f"cross-study answers ({len(studies)} studies): " + ", ".join(str(f) for f in files))
     return 0

@@ -339,3 +339,7 @@ def test_compare_of_two_runs_of_one_spec(tmp_path):
     assert (below["fraction"] == 0.0).all()
     imp = json.loads((out / "cross_study.json").read_text())["improvement"]
     assert all(r["rough"] for r in imp)  # 3 runs per study < 5
+    # y beats x on every run of both studies: P(y > x) = 1, printed with its rough-interval mark
+    y_x = next(r for r in imp if r["arm_a"] == "y" and r["arm_b"] == "x")
+    assert y_x["p_a_beats_b"] == 1.0 and y_x["n_studies"] == 2
+    assert "rough: 3 runs per study (< 5)" in res.stdout
