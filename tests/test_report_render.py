@@ -164,3 +164,53 @@ def test_templates_are_package_data():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     globs = pyproject["tool"]["setuptools"]["package-data"]["lyaptune.analysis"]
     assert all(any(Path("templates", n).match(g) for g in globs) for n in names), globs
+
+
+def test_claims_section_puts_the_papers_claims_before_our_extensions():
+    import math
+
+    from lyaptune.analysis.claims import ClaimComparison, ClaimResult
+    from lyaptune.analysis.report import claims_blocks
+
+    d = [math.log(0.5), math.log(0.6), math.log(0.55)]
+    mean = sum(d) / 3
+    comp = ClaimComparison(
+        other="adam",
+        n=3,
+        effect=mean,
+        ci_low=mean - 0.2,
+        ci_high=mean + 0.2,
+        ci_method="t",
+        bound=0.0,
+        p=0.01,
+        p_wilcoxon=0.25,
+        p_adj=0.01,
+        outcome="claimed",
+        scale="log",
+        ratio=math.exp(mean),
+        ratio_low=math.exp(mean - 0.2),
+        ratio_high=math.exp(mean + 0.2),
+    )
+    common = dict(metric="final_grad_norm", arm="derived", than="adam", direction="lower", margin=0.0)
+    ours = ClaimResult(id="ours", text="", verdict="inconclusive", reason="", source="extension", **common)
+    paper = ClaimResult(
+        id="theirs",
+        text="",
+        verdict="supported",
+        reason="",
+        comparisons=(comp,),
+        source="paper",
+        paper="papers/003",
+        place="Figure 2",
+        **common,
+    )
+    blocks = claims_blocks([ours, paper])  # given in the other order
+    heads = [b[1] for b in blocks if b[0] == "h3"]
+    assert heads[:2] == ["The paper's claims", "Our extensions"]
+    tables = [b for b in blocks if b[0] == "table"]
+    row = tables[0][2][0]
+    assert row[0] == "theirs" and row[1] == "papers/003, Figure 2"
+    # a log-scale metric: the ratio derived / adam with its interval, 3 significant digits
+    assert row[3].startswith(f"derived / adam: {math.exp(mean):.3g}x [{math.exp(mean - 0.2):.3g}x, ")
+    assert "(95%, t, n=3)" in row[3]
+    assert tables[1][2][0][:2] == ["ours", "extension"]
