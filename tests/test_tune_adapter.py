@@ -241,6 +241,26 @@ def test_checkpoints_of_earlier_experiments_newest_first(tmp_path):
     assert read_checkpoint(str(tmp_path / "missing.pt")) is None
 
 
+@pytest.mark.parametrize("fill", [b"\0", b"\xff", b"x"])
+def test_a_checkpoint_of_the_right_size_but_never_written_is_no_checkpoint(tmp_path, fill):
+    """The errored-after-resume path of issue 21: a checkpoint file whose bytes were not (yet) written
+    when its node or driver died (all zeros) made ``torch.load`` raise ``pickle.UnpicklingError``, which
+    escaped ``read_checkpoint``: the resumed run failed on every retry and was stored ``errored``.
+    It is read as no checkpoint (the run starts over); so is a file holding something else."""
+    import io
+    import pickle
+
+    path = tmp_path / "trial.pt"
+    _save(path, 2)
+    size = len(path.read_bytes())
+    path.write_bytes(fill * size)
+    with pytest.raises(pickle.UnpicklingError):  # torch on these bytes, read as read_checkpoint reads
+        torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+    assert read_checkpoint(str(path)) is None
+    torch.save({"records": []}, path)  # loads, but is not a run's state (no epoch)
+    assert read_checkpoint(str(path)) is None
+
+
 def test_the_plan_asks_for_earlier_checkpoints_of_single_runs(tmp_path):
     asked = []
 

@@ -41,11 +41,13 @@ __all__ = ["train_job", "CHECKPOINT_FILE"]
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
+    """The checkpoint Tune restores this run from (a retry in the same experiment), or None; one that
+    cannot be read is none (the run starts over: :func:`read_checkpoint`)."""
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
+        return read_checkpoint(os.path.join(d, CHECKPOINT_FILE))
 
 
 def _fault(trial_id: str) -> dict[str, Any] | None:

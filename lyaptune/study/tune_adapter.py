@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 from ray import tune
 from ray.air.constants import EXPR_RESULT_FILE
@@ -237,17 +236,25 @@ class TuneCheckpoints:
 
 
 def read_checkpoint(location: str) -> dict[str, Any] | None:
-    """Load a checkpoint file from a local path or a pyarrow URI; ``None`` if it is missing or cut short
-    (a kill during the write: the run then starts over)."""
+    """Load a checkpoint file from a local path or a pyarrow URI; ``None`` if it is missing or cannot be
+    read (the run then starts over).
+
+    Unreadable means anything a kill, a crash or a lost node can leave: a file cut short, empty, or of
+    the right size but not (or not yet) written, e.g. all zeros, which ``torch.load`` rejects with
+    ``pickle.UnpicklingError``, not an ``OSError``. Before issue 21 that error escaped, and a resumed run
+    failed the same way on every retry and was stored ``errored``; a state without its ``epoch`` is
+    not a checkpoint of a run either.
+    """
     import torch
 
     try:
         fs, path = pafs.FileSystem.from_uri(location)
         with fs.open_input_stream(path) as f:
             data = f.read()
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except (OSError, RuntimeError, EOFError, ValueError, pa.ArrowException):
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001  (whatever the bytes are, an unreadable checkpoint is no checkpoint)
         return None
+    return state if isinstance(state, dict) and "epoch" in state else None
 
 
 # --------------------------------------------------------------------------------------------------
