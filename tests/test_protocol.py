@@ -221,7 +221,10 @@ def test_one_better_arm_and_one_equal_arm(tmp_path):
     write_report(study, out, ["md"], importance=False)
     md = (out / "report.md").read_text()
     assert md.index("## How to read this report") < md.index("## Study")
-    for phrase in ("Holm-adjusted", "Student-t", "n <= 10", "final epoch", "disjoint", "device-seconds"):
+    for phrase in (
+        *("Holm-adjusted", "Student-t", "n <= 10", "final epoch", "disjoint", "device-seconds"),
+        *("paired t-test at every number of seeds", "Who is tested", "geometric mean", "robustness"),
+    ):
         assert phrase in md, phrase
     line = next(ln for ln in md.splitlines() if ln.startswith("| better |") and "p " in ln)
     # accuracy: the difference in points with its t interval, the t p raw / Holm, then the verdict
@@ -311,6 +314,33 @@ def test_budget_csv_method_and_best_so_far_over_repeats(tmp_path):
     assert match.loc["tpe-arm", "k"] == 2 and match.loc["tpe-arm", "method"] == "best-so-far"
     md = (out / "report.md").read_text()
     assert "tpe-arm: best-so-far (sampler tpe)" in md
+    # the band says what it is; 'trials to match' carries its optimism note
+    assert set(budget["band"]) == {"worst to best search repeat"}
+    assert match.loc["tpe-arm", "note"].startswith("optimistic for the tuned arm")
+    assert "Read with care: these numbers are optimistic for the tuned arm" in md
+
+    # one repeat only: the curve says no spread can be shown
+    one = [r for r in rows if r.get("repeat", 0) == 0 or r["phase"] == "final"]
+    c1 = budget_curve(load_study(write_study(tmp_path / "b1", spec, one)), "tpe-arm")
+    assert set(c1["band"]) == {"one search repeat: no spread can be shown (set search.repeats for one)"}
+    assert c1["low"].tolist() == c1["high"].tolist() == c1["best"].tolist()
+
+
+def test_expected_max_is_named_as_the_without_replacement_form(tmp_path):
+    spec = spec_of([arm("rnd"), arm("ref", "derived-constant", searched=False)], reference="ref")
+    spec["search"]["sampler"] = "random"
+    rows = [
+        row("rnd", f"r-{n}", "search", 0, optuna_number=n, objective=v) for n, v in enumerate((0.9, 0.4, 0.6))
+    ]
+    rows += [
+        row("ref", f"ref-{s}", "final", s, objective=0.45, schedule="derived-constant") for s in (1, 2, 3)
+    ]
+    c = budget_curve(load_study(write_study(tmp_path / "e", spec, rows)), "rnd")
+    assert c["method"].iloc[0] == "expected-max"
+    assert "drawn without replacement" in c["estimator"].iloc[0] and "Dodge" in c["estimator"].iloc[0]
+    assert c["band"].iloc[0].startswith("+-1 sd: the spread of the best of k draws, not an uncertainty")
+    # k = 2 of 3 without replacement, by hand: best of each pair {0.9,0.4},{0.9,0.6},{0.4,0.6} (min)
+    assert c["best"].iloc[1] == pytest.approx((0.4 + 0.6 + 0.4) / 3)
 
 
 # -- collapse ---------------------------------------------------------------------------------------------
