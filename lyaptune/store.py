@@ -798,11 +798,13 @@ class RunStore:
             table = pa.schema([schema.field(c) for c in names]).empty_table()
             table = table.append_column(_RANK, pa.array([], pa.int64()))
             return table.append_column(_FILENAME, pa.array([], pa.string())) if keep_path else table
-        table = factory.finish(schema).to_table(columns=[*names, _FILENAME])
-        where = pc.index_in(table.column(_FILENAME), value_set=pa.array(paths, pa.string()))
+        # the dataset's fragments are the files in the order given: the fragment index picks the rank
+        table = factory.finish(schema).to_table(columns=[*names, "__fragment_index"])
+        where = table.column("__fragment_index")
+        table = table.drop_columns(["__fragment_index"])
         table = table.append_column(_RANK, pc.take(pa.array([r for _, r in files], pa.int64()), where))
-        if not keep_path:
-            table = table.drop_columns([_FILENAME])
+        if keep_path:
+            table = table.append_column(_FILENAME, pc.take(pa.array(paths, pa.string()), where))
         return table
 
     def _reading(self, what: str, listing: Callable[[], Any], read: Callable[[Any], pa.Table]) -> pa.Table:
@@ -1187,6 +1189,7 @@ class RunStore:
                     )
                     tables.append(read.drop_columns([_RANK, _ARM_KEY]))
                 t = pa.concat_tables(tables, promote_options="permissive")
+                t = t.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
                 epoch_parts[f"{self._epoch_dir(a)}/{_part_name(seq)}"] = t.select(
                     _order_epoch_columns(t.column_names)
                 )
@@ -1339,7 +1342,6 @@ class RunStore:
             where = pc.index_in(table.column("trial_id"), value_set=runs.column("trial_id"))
             same_arm = pc.equal(pc.take(runs.column("arm"), where), table.column(_ARM_KEY))
             table = table.filter(pc.fill_null(same_arm, False))
-        table = table.sort_by([(_ARM_KEY, "ascending"), ("trial_id", "ascending"), ("epoch", "ascending")])
         return table.select(_order_epoch_columns(table.column_names))
 
     def epochs(
@@ -1363,7 +1365,8 @@ class RunStore:
 
         Returns:
           Columns ``arm``, :data:`EPOCH_KEY_COLUMNS`, :data:`EPOCH_RECORD_FIELDS`, then any optimizer
-          diagnostics (missing values are NaN), ordered by arm, trial and epoch.
+          diagnostics (missing values are NaN); by arm, then file (a compacted part is sorted by trial
+          and epoch), then the order the run recorded its epochs.
 
         Raises:
           UserError: an epochs file is corrupt or truncated (the message names it).
