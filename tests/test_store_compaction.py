@@ -339,3 +339,17 @@ def test_compact_cli_is_refused_while_a_driver_holds_the_run(tmp_path: Path):
     assert f"pid {os.getpid()}" in r.stderr
     assert len(list((root / "trials").glob("t*"))) == 3
     assert pd.read_parquet(root / "trials").shape[0] == 3
+
+
+def test_load_study_reads_the_compacted_layout(tmp_path: Path):
+    from lyaptune.analysis.load import load_study
+
+    root = tmp_path / "run"
+    store = _fill(root, 7)
+    store.compact()
+    store.record_trial(_row(5, objective=-5.0), _records(5))  # a retry after its compaction
+    st = load_study(root, epoch_columns=["train_loss"])
+    want = _expected(7, objective={5: -5.0})
+    assert dict(zip(st.trials["trial_id"], st.trials["objective"])) == want["trials"]
+    assert st.epochs.columns.tolist() == ["arm", "trial_id", "phase", "seed", "epoch", "train_loss"]
+    assert {(r.trial_id, r.epoch): r.train_loss for r in st.epochs.itertuples()} == want["epochs"]

@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError, UserError
@@ -180,16 +179,22 @@ class Study:
         return p is not None and bool(p.log)
 
 
-def load_study(path_or_uri: str | os.PathLike[str], *, epochs: bool = True) -> Study:
+def load_study(
+    path_or_uri: str | os.PathLike[str], *, epochs: bool = True, epoch_columns: Sequence[str] | None = None
+) -> Study:
     """Read a run directory (finished or still running) into a :class:`Study`.
 
-    A study in progress is readable: the store writes every file atomically, so a reader sees whole
-    files; trials still running have ``status == "running"`` or are absent, and the final phase may
-    be missing.
+    The trials table and the epochs are each read as one pyarrow dataset over the runs' own files and
+    the compacted parts (:meth:`RunStore.trials`, :meth:`RunStore.epochs`), one row per run (its newest
+    copy). A study in progress is readable: the store writes every file atomically and a compaction
+    keeps every run readable exactly once, so a reader sees whole runs; trials still running have
+    ``status == "running"`` or are absent, and the final phase may be missing.
 
     Args:
       path_or_uri: the run directory, a local path or a URI pyarrow understands (``s3://``, ...).
       epochs: also read the per-epoch records (``False`` leaves :attr:`Study.epochs` empty).
+      epoch_columns: read only these epoch fields (``arm``, the key columns and ``epoch`` come along);
+        default all.
 
     Returns:
       The study's trials, epochs, spec and info.
@@ -201,19 +206,16 @@ def load_study(path_or_uri: str | os.PathLike[str], *, epochs: bool = True) -> S
     store = RunStore(path_or_uri)
     spec = store.read_spec()
     info = store.read_study_info()
-    has_trials = getattr(store, "has_trials", None)
-    if has_trials is not None:
-        recorded = has_trials()
-    else:  # a store from before the one-file-per-run layout
-        trials_path = store.path.rstrip("/") + "/" + TRIALS_FILE
-        recorded = store.filesystem.get_file_info(trials_path).type == pafs.FileType.File
-    if not recorded:
+    if not store.has_trials():
         raise UserError(
             f"no trials recorded in {store.uri.rstrip('/')} (neither trials/*.parquet nor {TRIALS_FILE}): "
             "no run of this study has finished yet"
         )
     trials = store.trials()
-    ep = store.epochs() if epochs else pd.DataFrame(columns=["arm", *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS])
+    if epochs:
+        ep = store.epochs(columns=epoch_columns)
+    else:
+        ep = pd.DataFrame(columns=["arm", *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS])
     journal = None
     if store.is_local:
         candidate = os.path.join(store.path, JOURNAL_FILE)
