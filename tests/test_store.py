@@ -811,3 +811,28 @@ def test_new_columns_from_trial_row(store: RunStore):
     assert row["population_wall_s"] is None and row["population_size"] is None
     bare = trial_row(study="q", arm="a", trial_id="s1", phase="search", seed=0, config={}, result=None)
     assert bare["repeat"] == 0
+
+
+def test_readme_one_line_reads_are_correct_after_a_compaction_and_a_retry(store: RunStore):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = re.findall(r"`((?:pd|duckdb|polars)\.[^`]*runs/quickstart/trials[^`]*)`", readme)
+    assert [line.split(".")[0] for line in lines] == ["pd", "duckdb", "polars"], lines
+    duckdb, polars = pytest.importorskip("duckdb"), pytest.importorskip("polars")
+    store.record_trial(_row("t1", "adam", objective=1.0), _records(2))
+    store.record_trial(_row("t2", "rlo", objective=2.0), _records(2))
+    store.compact()
+    store.record_trial(_row("t1", "adam", objective=3.0), _records(2))  # a retry: two copies on disk
+    for line in lines:
+        got = eval(
+            line.replace("runs/quickstart", store.path), {"pd": pd, "duckdb": duckdb, "polars": polars}
+        )
+        if line.startswith("pd"):
+            table = pa.Table.from_pandas(got, preserve_index=False)
+        else:
+            table = got.to_arrow_table() if line.startswith("duckdb") else got.to_arrow()
+        assert sorted((r["trial_id"], r["objective"]) for r in table.to_pylist()) == [
+            ("t1", 3.0),
+            ("t2", 2.0),
+        ]
