@@ -4,8 +4,11 @@ Layout of ``<out>/<name>/`` (a local path or any URI that :mod:`pyarrow.fs` unde
 
     spec.yaml                        the resolved spec (``yaml.safe_dump``)
     study.json                       versions, host, device, start / end (merge-updated)
-    trials/<trial_id>.parquet        one file per run: its row of the trials table (:data:`TRIALS_SCHEMA`)
+    trials/<trial_id>.parquet        a run's own file: its row of the trials table (:data:`TRIALS_SCHEMA`)
+    trials/@part-<n>.parquet         a compacted part: the rows of many finished runs
     epochs/arm=<arm>/<trial_id>.parquet   one row per epoch of one run (hive-partitioned by arm)
+    epochs/arm=<arm>/@part-<n>.parquet    a compacted part: the epochs of many finished runs of that arm
+    _compaction.json                 the compaction in progress (its manifest), while one runs
     .lyaptune.lock                   the writer's lock (:func:`lock_run_dir`), while a driver runs
 
 Write cost does not grow with the study: recording a run writes its own two files and reads at most its
@@ -14,16 +17,29 @@ written to a hidden temporary name in its own directory (a leading ``.``, which 
 DuckDB and Polars skip; the name does not end in ``.parquet``, so globs skip it too) and then renamed
 over the target, so a reader of a study in progress sees either the previous or the new version of a
 file, never a partial one. A run is recorded epochs first, then its row, so a row never points at
-missing epochs; recording a run again (a retry, a resume, a status update) replaces its files, so
-``trial_id`` and ``(trial_id, epoch)`` stay unique. The trials files are not partitioned by arm: a run
-that changes arm is still one atomic rename, and ``arm`` is a plain column.
+missing epochs; recording a run again (a retry, a resume, a status update) replaces its own files.
+The trials files are not partitioned by arm: a run that changes arm is still one atomic rename, and
+``arm`` is a plain column.
+
+Compaction (:meth:`RunStore.compact`; the writer runs it every :data:`COMPACT_EVERY` finished runs, and
+``lyaptune compact RUN_DIR``) folds the finished runs' own files into parts, so that reading a
+100,000-run study reads a hundred files, not 200,000. Its steps: write the manifest
+(:data:`COMPACTION_FILE`, naming the parts and the files they replace), the epochs parts, the trials
+part, then delete the replaced files and the manifest. Between two steps a run may have two identical
+copies, and a run recorded again after its compaction has its newer own files beside the part's older
+copy until the next compaction drops it; readers keep each run's newest copy (the trials row with the
+latest ``updated_at``, the epochs of the run's newest file: its own file, else the latest part), so a
+reader at any moment sees each run exactly once. A compaction killed between two steps is finished by
+the next writer (forward when all its parts were written, else back): nothing is lost and nothing stays
+twice. :meth:`RunStore.trials` and :meth:`RunStore.epochs` read each table as one pyarrow dataset.
 
 Every trials file has exactly :data:`TRIALS_SCHEMA`, so each tool reads the whole table in one line,
-while a study runs too::
+while a study runs too (keeping each run's newest copy)::
 
-    pandas.read_parquet(run + "/trials")
-    duckdb.sql(f"SELECT * FROM read_parquet('{run}/trials/*.parquet')")
-    polars.read_parquet(run + "/trials/*.parquet")
+    pd.read_parquet(run + "/trials").sort_values("updated_at").drop_duplicates("trial_id", keep="last")
+    duckdb.sql(f"SELECT * FROM '{run}/trials/*.parquet' "
+               "QUALIFY row_number() OVER (PARTITION BY trial_id ORDER BY updated_at DESC) = 1")
+    polars.read_parquet(run + "/trials/*.parquet").sort("updated_at").unique("trial_id", keep="last")
 
 The searched hyperparameters are in ``params_json`` (a JSON object; their set differs between arms, so
 they cannot be columns of a fixed schema); :meth:`RunStore.trials` expands them into ``param_<name>``
@@ -91,6 +107,11 @@ __all__ = [
     "STATUSES",
     "PHASES",
     "PARAM_PREFIX",
+    "PART_PREFIX",
+    "COMPACT_EVERY",
+    "COMPACTION_FILE",
+    "COMPACTION_STEPS",
+    "COMPACTION_FAULT_ENV",
 ]
 
 #: Trial outcomes. ``running`` marks a trial recorded before it ended.
