@@ -1234,6 +1234,10 @@ class RunStore:
                         old, again_epochs, epoch_parts, epoch_deletes, seq, lambda p: p.rsplit("/", 1)[0]
                     )
             self._commit(epoch_parts, new_parts, trial_deletes, epoch_deletes)
+            # the index follows the compaction (rewritten parts keep their other rows as they were)
+            cols = [rows.column(c).to_pylist() for c in ("arm", "created_at", "updated_at")]
+            index.update((t, (a, c or u, u)) for t, a, c, u in zip(ids, *cols))
+            self._index = index
             for t in ids:
                 self._held_rows.pop(t, None)
                 self._held_epochs.pop(t, None)
