@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 
 from lyaptune.errors import ConfigError
 from lyaptune.store import TRIAL_COLUMNS, RunStore, trial_row
-from lyaptune.study.spaces import ask, enqueue_grid, make_sampler
+from lyaptune.study.spaces import _values, ask, enqueue_grid, make_sampler
 from lyaptune.study.spec import ArmSpec, StudySpec
 from lyaptune.train import TrialResult
 
@@ -326,7 +326,10 @@ class StudyPlan:
             if t.state != TrialState.RUNNING:
                 continue
             # an Optuna trial left open by a killed driver: finish it from the store, re-run the rest
-            params = dict(t.user_attrs.get("params", t.params))
+            # its parameters as asked; a driver killed between the ask and storing them left Optuna's
+            # searched values only, completed with the space's fixed values as the ask did
+            stored = t.user_attrs.get("params")
+            params = dict(stored) if stored is not None else _values(state.spec.resolved_space(), t.params)
             seeds: dict[int, float | None] = {}
             for seed in self.spec.search.seeds:
                 job = self._search_job(state.spec, rep.index, t.number, seed, params)
