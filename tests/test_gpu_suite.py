@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.gpu.common import KEYS, NO_CUDA, PARTS, STATUSES, fallback
+from benchmarks.gpu.common import KEYS, NO_CUDA, PARTS, STATUSES, Cut, Part, fallback, run_command
 from benchmarks.gpu.d_paper003 import cut_spec
 from benchmarks.gpu.e_device_checks import compare
 
@@ -163,3 +163,24 @@ def test_fallback_marks_a_killed_part_cut(tmp_path: Path) -> None:
     fallback(["--out", str(tmp_path), "--part", "a_optimizer_step", "--rc", "1"])
     data = json.loads((tmp_path / "a_optimizer_step.json").read_text())
     assert data["status"] == "failed" and set(KEYS) <= set(data)
+
+
+def test_a_part_out_of_budget_is_cut_and_an_error_fails(tmp_path: Path) -> None:
+    with Part("c_khat", tmp_path, 0.0, toy=True) as part:
+        part.figure("khat_s", 1.5)
+        part.check(10, "the estimate")
+        part.figure("k_hat", 2.0)  # never reached
+    data = json.loads((tmp_path / "c_khat.json").read_text())
+    assert data["status"] == "cut" and data["message"].startswith("the estimate left out")
+    assert data["figures"] == {"khat_s": 1.5}  # what was measured before the cut is kept
+    with Part("a_optimizer_step", tmp_path, 60.0, toy=True):
+        raise ValueError("no kernel")
+    data = json.loads((tmp_path / "a_optimizer_step.json").read_text())
+    assert data["status"] == "failed" and data["message"] == "ValueError: no kernel"
+
+
+def test_a_command_past_its_limit_is_stopped_and_cuts(tmp_path: Path) -> None:
+    with pytest.raises(Cut, match="stopped after 1 s"):
+        run_command([sys.executable, "-c", "import time; time.sleep(120)"], 1.0, tmp_path / "log")
+    with pytest.raises(RuntimeError, match="exited 3"):
+        run_command([sys.executable, "-c", "raise SystemExit(3)"], 60.0, tmp_path / "log")

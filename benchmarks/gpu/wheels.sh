@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds .whl/ in the repo root: wheels of what lyaptune needs on the GPU machine (Python 3.12, x86-64,
-# no package registry). This is ../shared/tools/device-wheels.sh with its list checked against
+# no package registry), under 64 MiB with the data (Ray's Java jars, dashboard front end, RLlib, Serve and
+# LLM folders are stripped). This is ../shared/tools/device-wheels.sh with its list checked against
 # pyproject.toml (`pip install --dry-run --report` of lyaptune in a venv holding only torch, torchvision,
 # timm, pandas and pyarrow): it lacked pytorch-optimizer, which the GPU image does not have either.
 #
@@ -47,7 +48,9 @@ python3 - "$tmp" <<'PY'
 import glob, os, sys, zipfile
 src = glob.glob(os.path.join(sys.argv[1], "ray-*.whl"))[0]
 dst = src + ".slim"
-drop = ("ray/jars/",)
+# not used by Ray Tune with the dashboard off (lyaptune's ray.init(include_dashboard=False)); rllib is
+# imported by tune only inside a try (registry._has_rllib_trainable)
+drop = ("ray/jars/", "ray/dashboard/client/", "ray/rllib/", "ray/serve/", "ray/llm/")
 with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
     for info in zin.infolist():
         if info.filename.startswith(drop):
