@@ -1,9 +1,12 @@
 """Budget curves: best validation objective after k search trials, per tuned arm.
 
-Each arm by the estimator its sampler allows (METHODS.md section 8): Dodge et al. (2019)'s expected
-maximum for random / quasi-random / grid search, the best-so-far in trial order averaged over search
-repeats for adaptive samplers (TPE, CMA-ES, GP). The reference arm's (derived step's) mean final
-objective as a line; for each baseline the smallest k at which its own curve matches it.
+Each arm by the estimator its sampler allows (METHODS.md section 8): the expected best of k trials
+drawn without replacement from those run (the exact form; Dodge et al. 2019 draw with replacement;
+its band the spread of the best of k, not an uncertainty of the curve) for random / quasi-random /
+grid search, the best-so-far in trial order averaged over search repeats for adaptive samplers (TPE,
+CMA-ES, GP; one repeat: no spread can be shown). The reference arm's (derived step's) mean final
+objective as a line; for each baseline the smallest k at which its own curve matches it, an
+optimistic number (a selected best against an unselected mean).
 
     python analysis/budget_curves.py runs/quickstart [--out figures/] [--failed worst|exclude]
 """
@@ -23,6 +26,7 @@ from lyaptune.analysis import (
     resolve_reference,
     save_figure,
 )
+from lyaptune.analysis.budget import MATCHING_NOTE
 from lyaptune.errors import UserError
 
 
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, r in match.iterrows():
             k = "not matched" if pd.isna(r["k"]) else f"k = {int(r['k'])}"
             print(f"  {r['arm']}: {k} of {r['budget']} trials ({r['method']})")
+        print(f"  ({MATCHING_NOTE})")
     return 0
 
 
