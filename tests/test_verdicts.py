@@ -343,3 +343,34 @@ def test_compare_of_two_runs_of_one_spec(tmp_path):
     y_x = next(r for r in imp if r["arm_a"] == "y" and r["arm_b"] == "x")
     assert y_x["p_a_beats_b"] == 1.0 and y_x["n_studies"] == 2
     assert "rough: 3 runs per study (< 5)" in res.stdout
+
+
+def test_cross_study_keeps_the_studies_where_an_arm_collapsed(tmp_path):
+    from lyaptune.analysis.report import write_cross_study
+
+    roots = []
+    for i in range(3):
+        spec = spec_of(
+            [arm("x"), arm("y")], compare={"metric": "final_test_acc", "mode": "max"}, reference="y"
+        )
+        spec["name"] = f"study-{i}"
+        spec["search"]["final_seeds"] = [1, 2, 3]
+        rows = []
+        for s in (1, 2, 3):
+            dead = {"final_train_loss": L0, "final_test_acc": 0.1} if i > 0 else {}
+            rows.append(row("x", f"x-{s}", "final", s, **{"final_test_acc": 0.95 + 0.001 * s, **dead}))
+            rows.append(row("y", f"y-{s}", "final", s, final_test_acc=0.85 + 0.001 * s))
+        roots.append(write_study(tmp_path / f"s{i}", spec, rows))
+    studies = [load_study(r) for r in roots]
+    table = compare(studies)
+    assert (table.loc[table["arm"] == "x", "n_collapsed"].tolist()) == [0, 3, 3]
+    write_cross_study(studies, table, tmp_path / "cross", n_resamples=200)
+    imp = pd.read_csv(tmp_path / "cross" / "improvement.csv")
+    x_y = imp[(imp["arm_a"] == "x") & (imp["arm_b"] == "y")].iloc[0]
+    # x wins every pair in study 0 and loses every pair in the two studies where it collapsed
+    assert x_y["p_a_beats_b"] == pytest.approx(1 / 3) and x_y["n_studies"] == 3
+    assert x_y["high"] < 1.0
+    prof = pd.read_csv(tmp_path / "cross" / "profiles.csv")
+    assert prof["fraction"].between(0.0, 1.0).all()
+    # x is best (smallest error rate) in study 0 only: at tau = 1 its fraction is 1/3
+    assert prof[(prof["arm"] == "x")]["fraction"].iloc[0] == pytest.approx(1 / 3)
