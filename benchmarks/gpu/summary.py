@@ -76,6 +76,23 @@ def render(parts: dict[str, dict[str, Any] | None], wall_s: float | None) -> str
         lines.append(
             f"- **{title}**: " + ("; ".join(shown) or "no figures") + (f" ({notes})" if notes else "")
         )
+    arms = ((parts.get("d_paper003") or {}).get("details") or {}).get("arms") or []
+    if arms:
+        lines += [
+            "",
+            "## papers/003 arms (medians over runs)",
+            "",
+            "| arm | phase | runs done | final grad norm | train loss | test acc | collapsed |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for a in arms:
+            lines.append(
+                f"| {a['arm']} | {a['phase']} | {a['completed']}/{a['runs']} | "
+                f"{_fmt(a['final_grad_norm'])} | {_fmt(a['final_train_loss'])} | "
+                f"{_fmt(a['final_test_acc'])} | {a['collapsed']} |"
+            )
+    if first.get("toy"):
+        lines += ["", "Toy sizes: the figures show that every code path runs, not how the goals fare."]
     return "\n".join(lines) + "\n"
 
 
