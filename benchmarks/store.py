@@ -37,7 +37,6 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {
@@ -175,13 +174,31 @@ def measure(
                 "write_last_cpu_ms": cpu[n - k : n].mean() * 1e3,
                 "write_all_ms": wall[:n].mean() * 1e3,
             }
+            # the end of a study: fold what the writer has not compacted yet (a store without compaction
+            # reads its one file per run)
+            t0 = time.perf_counter()
+            if hasattr(store, "compact"):
+                store.compact()
+            out["compact_s"] = time.perf_counter() - t0
             out.update(_read_back(store_mod, root, n, n_epochs, pandas_max))
             yield out
     shutil.rmtree(root, ignore_errors=True)
 
 
+_ONE_LINE = """
+import resource, sys, time
+import pandas as pd
+t0 = time.perf_counter()
+df = pd.read_parquet(sys.argv[1]).sort_values("updated_at").drop_duplicates("trial_id", keep="last")
+print(len(df), time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def _read_back(store_mod: ModuleType, root: Path, n: int, n_epochs: int, pandas_max: int) -> dict[str, float]:
-    """Seconds to read the whole store with each reader; checks that each sees every run."""
+    """Seconds to read the whole store with each reader; checks that each sees every run.
+
+    README's one-line pandas read runs in a fresh process, which also reports its peak resident memory.
+    """
     out: dict[str, float] = {}
     reader = store_mod.RunStore(root)
     t0 = time.perf_counter()
@@ -190,17 +207,60 @@ def _read_back(store_mod: ModuleType, root: Path, n: int, n_epochs: int, pandas_
     t0 = time.perf_counter()
     epochs = reader.epochs()
     out["read_epochs_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    one_arm = reader.epochs("adam")
+    out["read_epochs_arm_s"] = time.perf_counter() - t0
     trials_path = root / ("trials" if (root / "trials").is_dir() else "trials.parquet")
     assert len(trials) == n, (len(trials), n)
-    out["read_pandas_s"] = math.nan
+    assert len(one_arm) == len(epochs[epochs["arm"] == "adam"])
+    out["read_pandas_s"] = out["pandas_peak_mb"] = math.nan
     if n <= pandas_max:
-        t0 = time.perf_counter()
-        one_line = pd.read_parquet(trials_path)
-        out["read_pandas_s"] = time.perf_counter() - t0
-        assert len(one_line) == n, (len(one_line), n)
+        r = subprocess.run(
+            [sys.executable, "-c", _ONE_LINE, str(trials_path)], check=True, capture_output=True, text=True
+        )
+        rows, seconds, peak = r.stdout.split()
+        assert int(rows) == n, (rows, n)
+        out["read_pandas_s"], out["pandas_peak_mb"] = float(seconds), float(peak)
     assert len(epochs) == n * n_epochs, (len(epochs), n * n_epochs)
     assert {f"param_{p}" for ps in ARMS.values() for p in ps} <= set(trials.columns)
     out["disk_mb"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+    out["files"] = sum(1 for p in root.rglob("*.parquet"))
+    return out
+
+
+def replicated_reads(n: int, n_epochs: int, where: Path) -> dict[str, float]:
+    """Read figures of an ``n``-run store in the layout compaction leaves, without recording ``n`` runs.
+
+    1,000 runs are recorded through ``record_trial`` and compacted; their parts are then copied
+    ``n / 1000`` times with fresh trial ids (``<id>-c<k>``), as the parts of 1,000 compacted runs each.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import lyaptune.store as store_mod
+
+    root = where / "run"
+    shutil.rmtree(root, ignore_errors=True)
+    store = store_mod.RunStore(root, create=True)
+    store.write_spec({"name": "bench"})
+    rng = np.random.default_rng(0)
+    for i in range(1000):
+        store.record_trial(*_run(store_mod, i, n_epochs, rng))
+    store.compact()
+    parts = sorted(root.rglob("@part-*.parquet"))
+    tables = {p: pq.read_table(p) for p in parts}
+    for p in parts:
+        p.unlink()
+    for k in range(n // 1000):
+        for p, t in tables.items():
+            ids = pc.binary_join_element_wise(t.column("trial_id"), pa.scalar(f"c{k}"), "-")
+            t2 = t.set_column(t.schema.get_field_index("trial_id"), "trial_id", ids)
+            pq.write_table(t2, p.with_name(f"@part-{k + 1:010d}.parquet"), compression="zstd")
+    out = {"n": n, "write_last_ms": math.nan, "write_last_cpu_ms": math.nan, "write_all_ms": math.nan}
+    out["compact_s"] = math.nan
+    out.update(_read_back(store_mod, root, n, n_epochs, 10**9))
+    shutil.rmtree(root, ignore_errors=True)
     return out
 
 
@@ -214,9 +274,16 @@ def main() -> None:
     ap.add_argument(
         "--pandas-max",
         type=int,
-        default=20_000,
-        help="skip the one-line pandas read above this many runs: it goes through pyarrow.dataset, whose "
-        "scan of many small files peaked at about 120 kB of memory per file (12 GB at 100,000)",
+        default=1_000_000,
+        help="skip the one-line pandas read above this many runs (a store without compaction: its "
+        "pyarrow.dataset scan of many small files peaked at about 120 kB of memory per file)",
+    )
+    ap.add_argument(
+        "--replicated",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the read figures of an N-run compacted store built by copying the parts of 1,000 runs",
     )
     args = ap.parse_args()
     if any(n < 1 for n in args.sizes):
@@ -224,6 +291,20 @@ def main() -> None:
 
     where = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lyaptune-bench-store-"))
     where.mkdir(parents=True, exist_ok=True)
+    if args.replicated:
+        try:
+            r = replicated_reads(args.replicated, args.epochs, where)
+        finally:
+            if not args.dir:
+                shutil.rmtree(where, ignore_errors=True)
+        print(
+            f"{r['n']} runs (replicated parts): trials() {r['read_trials_s']:.2f}s, epochs() "
+            f"{r['read_epochs_s']:.2f}s, epochs(one arm) {r['read_epochs_arm_s']:.2f}s, pandas one-line "
+            f"{r['read_pandas_s']:.2f}s (peak {r['pandas_peak_mb']:.0f} MB), {r['files']:.0f} files, "
+            f"{r['disk_mb']:.0f} MB",
+            flush=True,
+        )
+        return
     versions = [("current", None)] + ([(args.baseline, args.baseline)] if args.baseline else [])
     results = {}
     try:
@@ -232,7 +313,8 @@ def main() -> None:
             print(f"store: {label} ({store_mod.__file__}), {args.epochs} epochs per run", flush=True)
             print(
                 f"{'runs':>8} {'write/rec last 1k':>18} {'cpu':>8} {'all':>8} {'ratio':>6} "
-                f"{'trials()':>9} {'epochs()':>9} {'pandas 1-line':>14} {'disk':>8}",
+                f"{'compact':>8} {'trials()':>9} {'epochs()':>9} {'1 arm':>7} {'pandas 1-line':>14} "
+                f"{'peak':>7} {'files':>7} {'disk':>6}",
                 flush=True,
             )
             rows: list[dict[str, float]] = []
@@ -242,8 +324,10 @@ def main() -> None:
                 print(
                     f"{r['n']:>8} {r['write_last_ms']:>15.2f} ms {r['write_last_cpu_ms']:>5.2f} ms "
                     f"{r['write_all_ms']:>5.2f} ms {ratio:>5.2f}x "
-                    f"{r['read_trials_s']:>8.2f}s {r['read_epochs_s']:>8.2f}s {r['read_pandas_s']:>13.2f}s "
-                    f"{r['disk_mb']:>6.0f}MB",
+                    f"{r['compact_s']:>7.2f}s {r['read_trials_s']:>8.2f}s {r['read_epochs_s']:>8.2f}s "
+                    f"{r['read_epochs_arm_s']:>6.2f}s {r['read_pandas_s']:>13.2f}s "
+                    f"{r['pandas_peak_mb']:>5.0f}MB "
+                    f"{r['files']:>7.0f} {r['disk_mb']:>4.0f}MB",
                     flush=True,
                 )
             results[label] = rows
