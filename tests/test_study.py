@@ -344,7 +344,10 @@ def test_search_repeats_are_independent_studies_and_the_finals_take_the_best_of_
     grid = trials[(trials["phase"] == "search") & (trials["arm"] == "adam-grid")]
     assert sorted(grid["param_lr"]) == [1e-3, 1e-2] and {repeat_of(t) for t in grid["trial_id"]} == {0}
 
-    # each repeat is its own Optuna study whose draws are those of a random sampler seeded 4 + r
+    # each repeat is its own Optuna study; trial k of repeat r is the draw of a random sampler seeded
+    # trial_seed(4, arm, r, k) (one sampler per ask: issue 21), whatever was asked before it
+    from lyaptune.study.spaces import trial_seed
+
     storage = journal_storage(run / "optuna.journal")
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     assert names == [
@@ -354,9 +357,10 @@ def test_search_repeats_are_independent_studies_and_the_finals_take_the_best_of_
         "tiny/adam-grid",
     ]
     for r in range(3):
-        reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4 + r))
         expected = []
-        for _ in range(4):
+        for k in range(4):
+            seed = trial_seed(4, "adam-exponential", r, k)
+            reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
             t = reference.ask()
             lr = t.suggest_float("lr", space["lr"]["low"], space["lr"]["high"], log=True)
             gamma = t.suggest_float("gamma", space["gamma"]["low"], space["gamma"]["high"])
