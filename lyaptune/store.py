@@ -1062,7 +1062,7 @@ class RunStore:
             if self.compact_every and self._uncompacted >= self.compact_every:
                 try:
                     self.compact()
-                except UserError as err:  # the run is recorded; the next threshold tries again
+                except (UserError, OSError, pa.ArrowException) as err:  # the run is recorded; retried later
                     warnings.warn(f"compaction of {self.uri} failed, retried later: {err}", stacklevel=2)
                     self._uncompacted = 0
 
