@@ -230,3 +230,42 @@ def test_data_root_from_the_environment_status_and_a_finished_resume(tmp_path, m
     assert sorted(p.name for p in (run_dir / "ray").iterdir()) == experiments  # no Tune experiment
     log = (run_dir / "ray.log").read_text()
     assert "Failed to fetch metrics" not in log
+
+
+@pytest.mark.slow
+def test_an_unreadable_checkpoint_left_by_a_killed_driver_does_not_error_the_resumed_run(tmp_path):
+    """The driver is killed right after run 1 stored its checkpoint at epoch 2; the checkpoint file is
+    then overwritten, at its size, with bytes that are neither a zip nor a tar archive (what a damaged
+    or foreign file can hold). Before issue 21 ``torch.load`` raised ``pickle.UnpicklingError``, which
+    escaped ``read_checkpoint``: the resumed run failed on every retry and was stored ``errored``
+    (checked against the previous commit). Now it starts over and completes, equal to the uninterrupted
+    run's."""
+    spec = {
+        "name": "zeroed",
+        "task": {**TASK, "epochs": 4},
+        "search": {"sampler": "random", "trials_per_arm": 2, "seeds": [0], "final_seeds": [1]},
+        "max_concurrent": 1,
+        "checkpoint_every": 2,
+        "arms": [ARMS[0]],
+    }
+    path = _spec_file(tmp_path, spec)
+    out, marks = tmp_path / "runs", tmp_path / "marks"
+    run_dir = out / "zeroed"
+    fault = {"match": "adam-search-0001-s0", "block": "checkpoint", "dir": str(marks)}
+    _killed_at(_cli("run", path, "--out", out), fault, marks / "adam-search-0001-s0.blocked")
+    (ckpt,) = [p for p in (run_dir / "ray").rglob("trial.pt") if "adam-search-0001-s0-" in str(p)]
+    ckpt.write_bytes(b"x" * ckpt.stat().st_size)
+    r = subprocess.run(_cli("resume", run_dir), capture_output=True, text=True, env=_env(), timeout=1500)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    trials = RunStore(run_dir).trials().set_index("trial_id")
+    assert dict(trials["status"]) == {
+        "adam-search-0000-s0": "completed",
+        "adam-search-0001-s0": "completed",
+        "adam-final-s1": "completed",
+    }, trials["message"].to_dict()
+    assert json.loads(trials.loc["adam-search-0001-s0", "info_json"])["resumed_from_epoch"] == 0
+    ref = subprocess.run(
+        _cli("run", path, "--out", tmp_path / "ref"), capture_output=True, text=True, env=_env(), timeout=1500
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert _table(run_dir).equals(_table(tmp_path / "ref" / "zeroed"))

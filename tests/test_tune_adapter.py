@@ -242,11 +242,11 @@ def test_checkpoints_of_earlier_experiments_newest_first(tmp_path):
 
 
 @pytest.mark.parametrize("fill", [b"\0", b"\xff", b"x"])
-def test_a_checkpoint_of_the_right_size_but_never_written_is_no_checkpoint(tmp_path, fill):
-    """The errored-after-resume path of issue 21: a checkpoint file whose bytes were not (yet) written
-    when its node or driver died (all zeros) made ``torch.load`` raise ``pickle.UnpicklingError``, which
-    escaped ``read_checkpoint``: the resumed run failed on every retry and was stored ``errored``.
-    It is read as no checkpoint (the run starts over); so is a file holding something else."""
+def test_a_checkpoint_that_torch_cannot_unpickle_is_no_checkpoint(tmp_path, fill):
+    """An errored-after-resume path of issue 21: a checkpoint file holding bytes that are neither a zip
+    nor a tar archive made ``torch.load`` raise ``pickle.UnpicklingError``, which escaped
+    ``read_checkpoint``: the resumed run failed on every retry and was stored ``errored``. It is read
+    as no checkpoint (the run starts over); so is a loaded object that is not a run's state."""
     import io
     import pickle
 

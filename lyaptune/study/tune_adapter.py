@@ -239,11 +239,11 @@ def read_checkpoint(location: str) -> dict[str, Any] | None:
     """Load a checkpoint file from a local path or a pyarrow URI; ``None`` if it is missing or cannot be
     read (the run then starts over).
 
-    Unreadable means anything a kill, a crash or a lost node can leave: a file cut short, empty, or of
-    the right size but not (or not yet) written, e.g. all zeros, which ``torch.load`` rejects with
-    ``pickle.UnpicklingError``, not an ``OSError``. Before issue 21 that error escaped, and a resumed run
-    failed the same way on every retry and was stored ``errored``; a state without its ``epoch`` is
-    not a checkpoint of a run either.
+    Unreadable means anything: a file cut short or empty (``EOFError``, ``RuntimeError``), or one whose
+    bytes are neither a zip nor a tar archive, which ``torch.load`` rejects with
+    ``pickle.UnpicklingError``, not an ``OSError``: before issue 21 that error escaped, and the resumed
+    run failed the same way on every retry and was stored ``errored``. A loaded object without an
+    ``epoch`` is not a run's state either.
     """
     import torch
 
