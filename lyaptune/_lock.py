@@ -316,7 +316,7 @@ class RunState:
         return self.state
 
 
-def run_state(run_dir: str | os.PathLike[str], info: Mapping[str, Any] | None = None) -> RunState:
+def run_state(run_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> RunState:
     """The :class:`RunState` of a run directory: running, interrupted or finished (issue 21).
 
     A live holder of the run-directory lock means ``running`` (however far the study got); otherwise
@@ -326,15 +326,11 @@ def run_state(run_dir: str | os.PathLike[str], info: Mapping[str, Any] | None = 
     Args:
       run_dir: the run directory (a local path; for a URI the lock lives in the local journal
         directory, not known here, so only ``finished`` / ``interrupted`` are told apart).
-      info: ``study.json``'s contents when already read (default: read through the store).
+      info: ``study.json``'s contents (``RunStore.read_study_info()``; the lock sits below the store).
 
     Returns:
       The state and the lock file's holder.
     """
-    if info is None:
-        from lyaptune.store import RunStore
-
-        info = RunStore(run_dir).read_study_info()
     text = os.fspath(run_dir)
     holder = None if ("://" in text and not text.startswith("file://")) else read_holder(run_dir)
     if holder is not None:

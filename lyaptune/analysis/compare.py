@@ -39,6 +39,7 @@ from lyaptune.analysis.collapse import (
     task_label_stats,
 )
 from lyaptune.analysis.load import DERIVED_SCHEDULE, Study, parse_json_column
+from lyaptune.analysis.search_trials import search_trial_values
 from lyaptune.analysis.stats import (
     BCA_MIN_N,
     INTERVAL_METHODS,
@@ -102,8 +103,6 @@ def best_on_search(study: Study) -> str | None:
     Returns:
       The arm's name, or ``None`` when no arm has a completed search trial (untuned arms have none).
     """
-    from lyaptune.analysis.budget import search_trial_values  # budget imports this module
-
     mode = study.objective["mode"]
     best_arm, best_val = None, math.nan
     for arm in study.arms:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -30,6 +31,11 @@ __all__ = [
     "ClaimSpec",
     "CompareSpec",
 ]
+
+#: Set while :meth:`~lyaptune.study.spec.StudySpec.from_stored` reads a run directory's spec: rules on
+#: how a *new* study must be designed (fresh final seeds, a claim's source) are not applied to a study
+#: that already ran under older rules.
+_READING_STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("reading_stored", default=False)
 
 
 def metric_check(
@@ -399,8 +405,6 @@ def _claims_list(value: Any, arms: Sequence[str], *, stored: bool | None = None)
     """The spec's ``claims:`` checked against its arms; ``stored`` (default: whether a stored spec is
     being read, :meth:`StudySpec.from_stored`) lets a claim without ``source`` read as ``extension``."""
     if stored is None:
-        from lyaptune.study.spec import _READING_STORED
-
         stored = _READING_STORED.get()
     if not isinstance(value, (list, tuple)):
         raise _FieldError(

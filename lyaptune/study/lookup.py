@@ -26,8 +26,6 @@ __all__ = [
 ]
 
 
-
-
 def dataset_names() -> list[str] | None:
     try:
         from lyaptune.data import list_datasets

@@ -842,6 +842,7 @@ def _run_locked(
             if journal is not None:
                 journal.pull(resume)
             from lyaptune.study import tune_adapter
+            from lyaptune.study.trainable import train_job
 
             # checkpoints that killed drivers' Tune experiments left (a local path or an object store)
             checkpoints = (
@@ -872,6 +873,7 @@ def _run_locked(
                     spec,
                     root,
                     searcher,
+                    trainable=train_job,
                     stop_all=lambda: interrupt.signum is not None,
                     max_concurrent=max_concurrent,
                 )
@@ -892,6 +894,7 @@ def _run_locked(
         )
         log(message)
         raise StudyInterrupted(message, interrupt.signum)
+    store.compact()  # the driver holds the run-directory lock: fold the finished runs into parts
     store.write_study_info(finished=_now())
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     log(

@@ -68,7 +68,6 @@ optimizer and the schedule take is written ``optimizer.<name>`` or ``schedule.<n
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import importlib.util
 import itertools
@@ -106,6 +105,7 @@ from lyaptune.config import SCHEDULE_PERS, TaskConfig, positive_or_full, registr
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
 from lyaptune.study.comparison import (
+    _READING_STORED,
     CLAIM_DIRECTIONS,
     COMPARE_METRICS,
     ClaimSpec,
@@ -158,9 +158,6 @@ SCHEDULERS: tuple[str, ...] = ("none", "asha")
 
 DEFAULT_FINAL_SEEDS = 3
 
-#: Set while :meth:`StudySpec.from_stored` reads a run directory's spec: rules on how a *new* study must
-#: be designed (fresh final seeds) are not applied to a study that already ran under older rules.
-_READING_STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("reading_stored", default=False)
 """How many final seeds a spec without ``search.final_seeds`` gets (after its largest search seed)."""
 
 AT: tuple[str, ...] = ("final", "best")

@@ -470,6 +470,7 @@ def make_tuner(
     run_dir: str,
     searcher: StudySearcher,
     *,
+    trainable: Callable[[dict[str, Any]], None],
     stop_all: Callable[[], bool] | None = None,
     max_concurrent: int | None = None,
 ) -> tune.Tuner:
@@ -479,6 +480,8 @@ def make_tuner(
       spec: the study (resources per trial, scheduler, failures, ``max_concurrent``).
       run_dir: the run directory (local path or URI); Tune's storage is :func:`tune_storage_path` of it.
       searcher: the study's searcher.
+      trainable: the function Tune runs per trial (:func:`lyaptune.study.trainable.train_job`; passed
+        in, since the trainable imports this module).
       stop_all: when it returns True, Tune stops every trial (an interruption).
       max_concurrent: overrides ``spec.max_concurrent``.
 
@@ -486,8 +489,6 @@ def make_tuner(
       The ``tune.Tuner`` (call ``fit()``).
     """
     from ray.tune.schedulers import ASHAScheduler
-
-    from lyaptune.study.trainable import train_job
 
     scheduler = None
     max_epochs = max(arm.task_for(spec.task).epochs for arm in spec.arms)
@@ -500,7 +501,7 @@ def make_tuner(
             grace_period=min(spec.search.grace_period, max_epochs),
             reduction_factor=spec.search.reduction_factor,
         )
-    trainable = tune.with_resources(train_job, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
