@@ -276,6 +276,7 @@ def test_missing_files_data_error_names_files_path_and_fix(tmp_path):
             load_dataset(name, data_root=empty)
         msg = str(err.value)
         assert str(empty) in msg and needed in msg and "download=True" in msg and "--download" in msg
+        assert "task.download: true" in msg
         assert isinstance(err.value, FileNotFoundError)
     assert not empty.exists()  # nothing was downloaded or created
 

@@ -47,7 +47,8 @@ def raise_missing(
     """Raise the :class:`DataError` for missing dataset files: which, where, and how to get them."""
     if can_download:
         how = (
-            f"set download (a study spec's task.download: true; `lyaptune trial --download`) to fetch them "
+            f"fetch them with download=True (load_dataset(..., download=True); a study spec's "
+            f"task.download: true; `lyaptune trial --download`) "
             f"into {root}, or put the files there "
             "yourself (or point data_root / $LYAPTUNE_DATA_ROOT at the directory holding them)"
         )
