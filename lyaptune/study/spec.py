@@ -297,8 +297,9 @@ class SearchSpec:
         ``seeds`` (a final run on a search seed would repeat the run that won selection, a winner's-curse
         bias the untuned arms never get; METHODS.md section 8). Default: the
         :data:`DEFAULT_FINAL_SEEDS` seeds after the largest search seed (``seeds: [0]`` -> ``[1, 2, 3]``).
-      repeats: independent Optuna studies per searched arm (>= 1), repeat ``r`` with sampler seed
-        ``sampler_seed + r`` and the full ``trials_per_arm`` budget each, so an arm runs
+      repeats: independent Optuna studies per searched arm (>= 1), repeat ``r``'s trial ``k`` proposed
+        by a sampler seeded with ``trial_seed(sampler_seed, arm, r, k)`` (``study/spaces.py``; the same
+        proposals after any interruption) and the full ``trials_per_arm`` budget each, so an arm runs
         ``repeats x trials_per_arm`` search trials; the final phase re-runs the best configuration over
         all repeats. Budget curves of adaptive samplers average over the repeats. A grid arm runs its
         grid once whatever ``repeats`` says: a grid is not sampled, so a repeat would re-run the same
