@@ -43,6 +43,9 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from _procs import kill_family  # noqa: E402  (the tests' process helpers: one copy of them)
+
 COMPARED = [
     "arm",
     "phase",
@@ -83,38 +86,6 @@ SMALL = {
         {"name": "lyam", "optimizer": "lyam", "space": "default"},
     ],
 }
-
-
-def _descendants(pid: int) -> list[int]:
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        frontier += kids
-    return out
-
-
-def kill_family(proc: subprocess.Popen) -> None:
-    """SIGKILL a driver started in its own session, its process group and every process below it."""
-    family = _descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
-    for pid in family:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    proc.wait()
 
 
 def _env() -> dict[str, str]:
