@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from lyaptune._termtable import fill, fit_markdown_table, fit_table
 from lyaptune.errors import UserError
 
 __all__ = ["add_commands"]
@@ -17,27 +18,28 @@ def _add_collapse_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.05,
         metavar="REL",
-        help="a run is collapsed if its final train loss is within REL of L(w0) (default 0.05)",
+        help="a run is collapsed if its final train loss is within REL of L(w0) (default: %(default)s)",
     )
     p.add_argument(
         "--collapse-acc",
         type=float,
         default=2.0,
         metavar="POINTS",
-        help="... or its test accuracy within POINTS points of the majority-class rate (default 2)",
+        help="... or its test accuracy within POINTS points of the majority-class rate "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--interval",
         default="t",
         choices=["t", "bca"],
-        help="interval of means and differences: t (Student-t, default) or bca (BCa bootstrap, n >= 20)",
+        help="interval of means and differences: t (Student-t) or bca (BCa bootstrap, n >= 20) (default: t)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the BCa bootstrap (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the BCa bootstrap (default: %(default)s)")
 
 
 _REFERENCE_HELP = (
-    "the arm to compare against (default: the spec's 'reference', else the derived arm, else the best "
-    "arm on the primary metric; 'none': compare with the best arm)"
+    "the arm to compare against, or 'none': the best arm on the search runs' validation objective "
+    "(default: the spec's 'reference', else the derived arm, else that best arm)"
 )
 
 
@@ -48,21 +50,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
     p.add_argument("--format", default="md,html", help="comma-separated formats: md, html (default md,html)")
     p.add_argument("--reference", default="auto", help=_REFERENCE_HELP)
-    p.add_argument("--no-importance", action="store_true", help="skip PED-ANOVA / fANOVA importances")
+    p.add_argument(
+        "--no-importance", action="store_true", help="skip PED-ANOVA / fANOVA importances (default: computed)"
+    )
     p.add_argument(
         "--no-figures",
         action="store_true",
-        help="write the tables, CSV and JSON but draw no figures (most of a small study's report time)",
+        help="write the tables, CSV and JSON but draw no figures, most of a small study's report time "
+        "(default: figures drawn)",
     )
     _add_collapse_args(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("compare", help="print the comparison table of one or several runs")
+    p = sub.add_parser(
+        "compare",
+        help="print the comparison table of one or several runs",
+        description="Print the comparison table of one or several run directories, at most 100 columns "
+        "wide: a wide table is split into blocks of columns, each naming its rows, and long cells wrap. "
+        "--csv writes the full table; with several runs, --out gets the cross-study files.",
+    )
     p.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (several: one combined table)"
     )
     p.add_argument("--reference", default="auto", help=_REFERENCE_HELP)
-    p.add_argument("--csv", default=None, metavar="FILE", help="also write the full table as CSV")
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="FILE",
+        help="also write the full table, every column, as CSV (default: not written)",
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -70,7 +86,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="with several runs: where the performance profiles and probabilities of improvement go "
         "(CSV, JSON, figure; default: a folder '<first run>-compare' beside the first run directory)",
     )
-    p.add_argument("--markdown", action="store_true", help="print Markdown tables instead of plain text")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print Markdown tables instead of plain text (default: plain text, at most 100 columns wide)",
+    )
     _add_collapse_args(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -142,8 +162,10 @@ def _print_claims(out: str) -> None:
             ci = f"[{lo:+.4g}, {hi:+.4g}]" if lo is not None and hi is not None else "[-]"
             effect = f"{c['arm']} - {other}: {c['effect']:+.4g} {ci} (t, n={iv.get('n', 0)})"
         tag = "  [extension]" if c.get("source", "paper") == "extension" else ""
-        line = f"  {c['id']}: {c['verdict'].upper()}  {c['metric']} {effect}{tag}"
-        print(line + (f"\n    {c['reason']}" if c.get("reason") else ""))
+        head = f"{c['id']}: {c['verdict'].upper()}  {c['metric']} {effect}{tag}"
+        print(fill(head, indent="  ", more="    "))
+        if c.get("reason"):
+            print(fill(c["reason"], indent="    "))
 
 
 def _print_improvement(path: Path, render) -> None:
@@ -163,20 +185,30 @@ def _print_improvement(path: Path, render) -> None:
         p = f"{r['p_a_beats_b']:.2f}" if pd.notna(r["p_a_beats_b"]) else "-"
         rows.append([str(r["arm_a"]), str(r["arm_b"]), f"{p} {ci}{mark}", str(int(r["n_studies"]))])
     print(
-        "\nP(A beats B) over studies (a collapsed or failed run loses to every valid run; every study "
-        "counts; stratified bootstrap interval):"
+        "\n"
+        + fill(
+            "P(A beats B) over studies (a collapsed or failed run loses to every valid run; every study "
+            "counts; stratified bootstrap interval):"
+        )
     )
-    print(render(["A", "B", "P(A > B) [95% CI]", "studies"], rows))
+    print(render(["A", "B", "P(A > B) [95% CI]", "studies"], rows, keys=2))
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from lyaptune.analysis import compare, load_study
-    from lyaptune.analysis.report import format_compare_tables, render_markdown_table, render_text_table
+    from lyaptune.analysis.report import format_compare_tables, render_markdown_table
 
     thresholds = _thresholds(args)
     studies = [load_study(d, epochs=False) for d in args.run_dirs]
     table = compare(studies, args.reference, thresholds=thresholds, method=args.interval, seed=args.seed)
-    render = render_markdown_table if args.markdown else render_text_table
+
+    def render(head, rows, keys=None):
+        # the columns naming a row (study, dataset, arm) repeat in every block of a table split to fit
+        keys = keys or next((i for i, h in enumerate(head) if h not in ("study", "dataset", "arm")), 1)
+        if args.markdown:
+            return fit_markdown_table(head, rows, render_markdown_table, keys=keys)
+        return fit_table(head, rows, keys=keys)
+
     tabs = format_compare_tables(table)
     titles = {
         "outcomes": "final-seed runs",
@@ -188,13 +220,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for key, (head, rows) in tabs.items():
         if key == "differences" and not table["is_reference"].any():
             continue
-        print(f"\n{titles[key]}:" if key != "outcomes" else f"{titles[key]}:")
+        print(("\n" if key != "outcomes" else "") + fill(f"{titles[key]}:"))
         print(render(head, rows))
     print(
-        f"\ncollapsed: {thresholds.describe()}. Only arms whose final runs all completed and none "
-        "collapsed are t-tested and ranked; the others read 'worse (collapsed k of n)', 'better "
-        "(reference collapsed k of n)' or 'not tested (collapsed k of n, failed j of n)'. 'better'/'worse' "
-        "from the test only at Holm-adjusted p < 0.05."
+        "\n"
+        + fill(
+            f"collapsed: {thresholds.describe()}. Only arms whose final runs all completed and none "
+            "collapsed are t-tested and ranked; the others read 'worse (collapsed k of n)', 'better "
+            "(reference collapsed k of n)' or 'not tested (collapsed k of n, failed j of n)'. "
+            "'better'/'worse' from the test only at Holm-adjusted p < 0.05.",
+        )
     )
     if args.csv:
         try:
@@ -213,5 +248,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             out = os.path.join(os.path.dirname(os.path.abspath(first)), os.path.basename(first) + "-compare")
         files = write_cross_study(studies, table, out, seed=args.seed, thresholds=thresholds)
         _print_improvement(Path(out) / "improvement.csv", render)
-        print(f"cross-study answers ({len(studies)} studies): " + ", ".join(str(f) for f in files))
+        print(f"cross-study answers ({len(studies)} studies):")
+        for f in files:
+            print(f"  {f}")
     return 0

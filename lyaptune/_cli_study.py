@@ -142,7 +142,9 @@ def _stored_budget(store: Any, info: dict[str, Any]) -> dict[str, int]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    """Print a run directory's progress from its stored files only (no optimizer is built)."""
+    """Print a run directory's progress from its stored files only (no optimizer is built); every line
+    fits 100 columns (a longer one wraps, indented)."""
+    from lyaptune._termtable import fill
     from lyaptune.store import RunStore
 
     store = RunStore(args.run_dir)
@@ -152,20 +154,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from lyaptune._lock import run_state
 
     state = run_state(args.run_dir, info)
-    print(f"study {spec.get('name', '?')} ({state.describe()}; started {info.get('started', '?')})")
+    print(fill(f"study {spec.get('name', '?')} ({state.describe()}; started {info.get('started', '?')})"))
     if state.state == "interrupted":
-        print(f"  continue with: lyaptune resume {args.run_dir}")
+        print(f"  continue with: lyaptune resume {args.run_dir}")  # one line: copied as it is
     cluster = info.get("cluster")
     if cluster:
         nodes = cluster.get("nodes", [])
         per_node = ", ".join(f"{n.get('host') or '?'} cpu={n['cpu']:g} gpu={n['gpu']:g}" for n in nodes)
-        print(
-            f"  cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({per_node}); "
+        line = (
+            f"cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({per_node}); "
             f"Ray {cluster.get('ray', '?')}, torch {cluster.get('torch', '?')}"
         )
+        print(fill(line, indent="  ", more="    "))
     if info.get("resources_override"):
         res = info["resources_override"]
-        print(f"  resources per trial: {', '.join(f'{k}={v:g}' for k, v in res.items())} (--resources)")
+        line = f"resources per trial: {', '.join(f'{k}={v:g}' for k, v in res.items())} (--resources)"
+        print(fill(line, indent="  ", more="    "))
     objective = spec.get("objective") or {}
     metric, better_min = objective.get("metric", "objective"), objective.get("mode", "min") == "min"
     budgets = _stored_budget(store, info)
@@ -182,8 +186,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             v = vals.min() if better_min else vals.max()
             best = f"; best {metric} {v:.4g}" if math.isfinite(v) else ""
         fails = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "completed")
-        print(
-            f"  {arm}: search {len(search)}/{budgets.get(arm, '?')}"
+        line = (
+            f"{arm}: search {len(search)}/{budgets.get(arm, '?')}"
             f"{f' ({fails})' if fails else ''}; final {len(final)}/{n_final}{best}"
         )
+        print(fill(line, indent="  ", more="    "))
     return 0
