@@ -15,8 +15,9 @@ a test (:func:`status_verdict`). A tested arm is better / worse exactly when its
 the interval; else no significant difference. Arms are ranked by the spec's primary metric at the final
 epoch (``compare:``; never a minimum over epochs), collapsed or failed arms never. With no reference
 named and no derived arm, the reference is the best arm on the *search* runs' validation objective
-(:func:`best_on_search`). The tuning cost is counted in device-seconds per run (a population member
-charged wall / P), the derived arm's K_hat estimate included.
+(:func:`best_on_search`). The tuning cost is counted in device-seconds: the search runs' training
+seconds (a population member charged its 1 / P share; evaluation kept apart) plus every K_hat
+estimate of the arm's runs (the derived step's tuning).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ __all__ = [
     "status_verdict",
     "study_labels",
     "paired_comparisons",
+    "run_train_seconds",
     "COMPARISON_COLUMNS",
 ]
 
@@ -201,19 +203,46 @@ def run_device_seconds(rows: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _lipschitz_each(rows: pd.DataFrame) -> np.ndarray:
-    infos = parse_json_column(rows["info_json"]) if "info_json" in rows and len(rows) else []
-    vals = [i.get("lipschitz_seconds") for i in infos]
+def _info_seconds(rows: pd.DataFrame, key: str) -> np.ndarray:
+    """``info_json[key]`` of each run as seconds (NaN where the run did not record it)."""
+    if "info_json" not in rows or not len(rows):
+        return np.full(len(rows), np.nan)
+    vals = [i.get(key) for i in parse_json_column(rows["info_json"])]
     return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in vals], dtype=float)
 
 
+def _lipschitz_each(rows: pd.DataFrame) -> np.ndarray:
+    return _info_seconds(rows, "lipschitz_seconds")
+
+
+def run_train_seconds(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Training device-seconds charged to each run, and which runs had a training clock.
+
+    A run's training clock is ``info["train_s"]`` (:func:`lyaptune.loop.run_epochs`: the optimizer's
+    epochs only, its evaluation ``info["eval_s"]`` and the K_hat estimate ``lipschitz_seconds`` kept
+    apart; a member of a vmapped population of P runs already charged its share, 1 / P). A run
+    recorded before the clocks were separate falls back to :func:`run_device_seconds` (its wall time,
+    evaluation, data loading and any K_hat estimate included).
+
+    Returns:
+      ``(seconds, clocked)``: one value per row; ``clocked[i]`` is whether row i had ``train_s``.
+    """
+    train = _info_seconds(rows, "train_s") if len(rows) else np.zeros(0)
+    clocked = np.isfinite(train)
+    out = np.where(clocked, train, run_device_seconds(rows)) if len(rows) else train
+    return out, clocked
+
+
 def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
+    """The arm's tuning cost (METHODS.md section 8 "Cost"): its search runs' training device-seconds
+    (:func:`run_train_seconds`) plus the device-seconds of every K_hat estimate of the arm's runs; the
+    search runs' evaluation seconds are recorded beside it (``search_eval_s``), never counted."""
     t = study.trials
     arm_rows = t[t["arm"] == arm] if len(t) else t
     rows = arm_rows[arm_rows["phase"] == "search"] if len(arm_rows) else arm_rows
     key = rows["optuna_number"].astype("object").where(rows["optuna_number"].notna(), rows["trial_id"])
-    device = run_device_seconds(rows)
-    search_s = float(np.nansum(device)) if len(rows) else 0.0
+    train, clocked = run_train_seconds(rows)
+    search_s = float(np.nansum(train)) if len(rows) else 0.0
     khat = _lipschitz_each(arm_rows)
     khat_s = float(np.nansum(khat)) if khat.size else 0.0
     pop_wall = math.nan
@@ -228,7 +257,10 @@ def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
         "search_runs": int(len(rows)),
         "search_wall_s": float(np.nansum(_num_col(rows, "wall_s"))) if len(rows) else 0.0,
         "search_device_s": search_s,
+        "search_runs_unclocked": int((~clocked).sum()) if len(rows) else 0,
+        "search_eval_s": float(np.nansum(_info_seconds(rows, "eval_s"))) if len(rows) else 0.0,
         "khat_s": khat_s,
+        "khat_runs": int(np.isfinite(khat).sum()) if khat.size else 0,
         "tuning_device_s": tuning,
         "population_wall_s": pop_wall,
         "cpu_s": tuning * res["cpu"],
@@ -578,10 +610,15 @@ def compare(
       ``reference`` for the reference arm;
     - counts of final runs by status (``n_final``, ``n_completed``, ``n_diverged``, ...), collapsed runs
       ``n_collapsed`` (:func:`~lyaptune.analysis.collapse.classify_collapse`) and ``collapsed`` (any);
-    - the tuning cost in device-seconds: ``search_trials``, ``search_runs``, ``search_wall_s``,
-      ``search_device_s`` (each search run charged its own seconds, a population member wall / P),
-      ``khat_s`` (K_hat estimation seconds summed over the arm's runs: the derived step's tuning),
-      ``tuning_device_s`` (their sum), ``population_wall_s`` (population wall time, when recorded),
+    - the tuning cost in device-seconds, training + K_hat (:func:`run_train_seconds`):
+      ``search_trials``, ``search_runs``, ``search_wall_s`` (the search runs' wall time, shown for
+      reference), ``search_device_s`` (the search runs' training seconds, ``info["train_s"]``, a
+      population member charged its 1 / P share; a run recorded without that clock is charged its
+      wall time, and ``search_runs_unclocked`` counts such runs), ``search_eval_s`` (their evaluation
+      seconds, not counted), ``khat_s`` (K_hat estimation seconds summed over the arm's runs, search
+      and final: the derived step's tuning) with ``khat_runs`` (the estimates counted),
+      ``tuning_device_s`` = ``search_device_s + khat_s``, ``population_wall_s`` (population wall time,
+      when recorded),
       ``cpu_s`` / ``gpu_s`` (tuning device-seconds x the spec's per-trial resources) and
       ``lipschitz_s`` (mean K_hat time of a final run);
     - ``rank`` (1 = best) by ``<rank_by>_mean`` (``_gmean`` for a log-scale metric) among arms with

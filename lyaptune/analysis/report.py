@@ -23,6 +23,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from lyaptune.analysis.answer import answer_blocks
 from lyaptune.analysis.budget import (
     BUDGET_COLUMNS,
     MATCHING_NOTE,
@@ -52,6 +53,12 @@ from lyaptune.analysis.figures import (
     slices_figure,
     training_curves_figure,
 )
+from lyaptune.analysis.formatting import Block, format_effect
+from lyaptune.analysis.formatting import fmt_diff as _fmt_diff
+from lyaptune.analysis.formatting import fmt_metric as _fmt_metric
+from lyaptune.analysis.formatting import fmt_p as _fmt_p
+from lyaptune.analysis.formatting import fmt_ratio as _fmt_ratio
+from lyaptune.analysis.formatting import num as _num
 from lyaptune.analysis.load import Study
 from lyaptune.analysis.paper_figures import paper_figures
 from lyaptune.analysis.sensitivity import divergence_vs_lr_khat, sensitivity, study_k_hat
@@ -72,73 +79,8 @@ __all__ = [
 REPORT_FORMATS: tuple[str, ...] = ("md", "html")
 FIGURES_DIR = "figures"
 
-#: One piece of a report, rendered by both templates: ``("h1" | "h2" | "h3", text)``, ``("p", text)``,
-#: ``("ul", items)``, ``("table", header, rows)``, ``("fig", png, svg, caption)``, ``("pre", text)``.
-Block = tuple[Any, ...]
-
 
 # -- formatting -------------------------------------------------------------------------------------
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "" if v is None else str(v)
-    if not math.isfinite(f):
-        return "-"
-    return f"{f:.{digits}g}"
-
-
-def _fmt_metric(m: str, v: Any) -> str:
-    if m.endswith("_acc"):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            return "-"
-        return "-" if not math.isfinite(f) else f"{100 * f:.2f}%"
-    return _num(v)
-
-
-def _fmt_p(p: Any) -> str:
-    try:
-        f = float(p)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if not math.isfinite(f) else (f"{f:.2g}" if f >= 1e-3 else f"{f:.1e}")
-
-
-def _fmt_ratio(v: Any) -> str:
-    """A ratio A / reference, 3 significant digits: ``0.52x``."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if not math.isfinite(f) else f"{f:.3g}x"
-
-
-def format_effect(r: pd.Series | dict[str, Any], m: str) -> str:
-    """The effect of one arm against the reference on metric ``m``, as the table shows it.
-
-    A log-scale metric (``<m>_scale == "log"``) shows the geometric-mean ratio A / reference with its
-    t interval (``0.52x [0.38, 0.71] t n=5``), an accuracy the difference in points
-    (``+1.20 pt [+0.50, +1.90] t n=5``), any other metric the signed difference. ``-`` without pairs.
-    """
-    n = int(r.get(f"{m}_n_pairs", 0) or 0)
-    if n == 0:
-        return "-"
-    ci_m = r.get(f"{m}_diff_ci_method", "t") or "t"
-    if r.get(f"{m}_scale") == "log":
-        cell = _fmt_ratio(r[f"{m}_ratio"])
-        lo, hi = r[f"{m}_ratio_ci_low"], r[f"{m}_ratio_ci_high"]
-        fmt = _fmt_ratio
-    else:
-        fmt = _pp if m.endswith("_acc") else partial(_fmt_diff, m)
-        cell = fmt(r[f"{m}_diff"])
-        lo, hi = r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"]
-    if math.isfinite(float(lo)) and math.isfinite(float(hi)):
-        cell += f" [{fmt(lo)}, {fmt(hi)}]"
-    return cell + f" {ci_m} n={n}"
 
 
 def format_compare_tables(
@@ -288,15 +230,6 @@ def format_compare_tables(
             ]
         )
     return {"outcomes": (head, outcomes), "differences": (dhead, diffs), "cost": (chead, cost)}
-
-
-def _pp(v: Any) -> str:
-    """An accuracy difference in percentage points."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if not math.isfinite(f) else f"{100 * f:+.2f} pt"
 
 
 def _md_cell(s: Any) -> str:
@@ -502,19 +435,23 @@ def write_report(
 ) -> list[Path]:
     """Write the study's report into ``out_dir``.
 
-    The report opens with "How to read this report" (the protocol of METHODS.md section 8 in plain
-    words). Files: ``report.md`` / ``report.html`` (per ``formats``), ``compare.csv`` and
-    ``compare.json`` (the full comparison table and its settings: reference, primary metrics,
-    interval method, collapse thresholds and label statistics), ``budget.csv`` (every arm's budget
-    curve, its ``method`` column naming the estimator), ``matching.csv`` (trials each baseline needs to match
-    the reference), ``runs.csv`` (every run with its collapse classification), and under ``figures/``
-    PNG and SVG of: ``curves`` (gradient norm, training loss, test accuracy against epoch per arm),
-    ``budget`` (budget curves), ``slices_<arm>``, ``grid_<arm>`` (grid arms), ``importance_<arm>``
-    (where importances exist), ``divergence`` (where lr x K_hat is known) and papers/003's figures
-    where the study's arms fit them (:func:`~lyaptune.analysis.paper_figures.paper_figures`):
-    ``constant_steps`` (a constant-step grid arm and a derived arm: one line per grid point plus the
-    derived step, as papers/003 Figure 2) and ``gradnorm_vs_schedulers`` (schedule arms and a derived
-    arm, as Figure 1), each referenced in the report with a one-line caption.
+    The report opens with the Answer (:func:`~lyaptune.analysis.answer.answer_blocks`: a few sentences
+    and one table per arm: primary metric with its interval, test accuracy, collapsed / failed runs,
+    verdict against the reference, tuning cost, K_hat and alpha of derived arms; in HTML the section
+    ``answer``), then the claims, then "How to read this report" (the protocol of METHODS.md section
+    8 in plain words), then the detail. Files: ``report.md`` / ``report.html`` (per ``formats``),
+    ``compare.csv`` and ``compare.json`` (the full comparison table and its settings: reference, primary
+    metrics, interval method, collapse thresholds and label statistics), ``budget.csv`` (every arm's
+    budget curve, its ``method`` column naming the estimator), ``matching.csv`` (trials each baseline
+    needs to match the reference), ``runs.csv`` (every run with its collapse classification), and under
+    ``figures/`` PNG and SVG of: ``curves`` (gradient norm, training loss, test accuracy against epoch
+    per arm), ``budget`` (budget curves), ``slices_<arm>``, ``grid_<arm>`` (grid arms),
+    ``importance_<arm>`` (where importances exist), ``divergence`` (where lr x K_hat is known) and
+    papers/003's figures where the study's arms fit them
+    (:func:`~lyaptune.analysis.paper_figures.paper_figures`): ``constant_steps`` (a constant-step grid
+    arm and a derived arm: one line per grid point plus the derived step, as papers/003 Figure 2) and
+    ``gradnorm_vs_schedulers`` (schedule arms and a derived arm, as Figure 1), each referenced in the
+    report with a one-line caption.
 
     Args:
       study: a loaded study (:func:`~lyaptune.analysis.load.load_study`).
@@ -567,7 +504,9 @@ def write_report(
     classified = classify_collapse(study.trials, th, labels=labels) if len(study.trials) else study.trials
     methods = {arm: budget_method(study, arm) for arm in study.arms}
     claims = evaluate_claims(study, thresholds=th, labels=labels, level=level)
+    match = matching_budgets(study, ref) if ref is not None else pd.DataFrame()
     blocks: list[Block] = [("h1", f"lyaptune report: {study.name}")]
+    blocks += answer_blocks(study, table, match)
     if not figures:
         blocks.append(("p", "Figures were not drawn (written with --no-figures); the tables are complete."))
     blocks += claims_blocks(claims, level)
@@ -663,7 +602,6 @@ def write_report(
     blocks.append(("h2", "Budget curves"))
     curves = {arm: budget_curve(study, arm) for arm in study.arms}
     curves = {a: c for a, c in curves.items() if not c.empty}
-    match = matching_budgets(study, ref) if ref is not None else pd.DataFrame()
     long = (
         pd.concat([c.assign(arm=a) for a, c in curves.items()], ignore_index=True)
         if curves
@@ -866,17 +804,6 @@ def _compare_json(
         }
     )
     return json.dumps(data, indent=2, default=str)
-
-
-def _fmt_diff(metric: str, v: Any) -> str:
-    """A difference of ``metric``: percentage points for accuracies, else signed, 4 digits."""
-    if metric.endswith("_acc"):
-        return _pp(v)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if not math.isfinite(f) else f"{f:+.4g}"
 
 
 def _claim_statement(c: ClaimResult) -> str:
@@ -1082,9 +1009,11 @@ def _how_to_read(
         budget_line,
         f"Collapse: {th.describe()} ({_labels_text(labels)}). Collapsed runs are counted and shown, never "
         "ranked as wins.",
-        "Cost: tuning cost is in device-seconds per run (a run trained inside a vmapped population of P "
-        "members is charged the population's wall time / P; the population wall is its own column); the "
-        "derived step's K_hat estimate is its tuning cost, counted the same way.",
+        "Cost: an arm's tuning cost is in device-seconds: its search runs' training time (each run's "
+        "training clock; a run trained inside a vmapped population of P members is charged its 1 / P "
+        "share, the population's wall time its own column) plus every K_hat estimate of its runs, the "
+        "derived step's tuning, counted the same way. Evaluation, data loading and Ray's start-up are "
+        "not counted; the search runs' wall time is shown beside it.",
     ]
     return [("h2", "How to read this report"), ("ul", items)]
 
