@@ -17,8 +17,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from test_report_answer import WINDOW, first_screen
 
 from lyaptune.store import RunStore
 
@@ -156,7 +158,13 @@ def test_report_numbers_match_the_stored_runs(reported):
             assert table.loc[arm, f"{m}_mean"] == pytest.approx(x.mean(), rel=1e-9)
     search = trials[(trials["arm"] == "adam-exponential") & (trials["phase"] == "search")]
     assert table.loc["adam-exponential", "search_runs"] == len(search) == 2
-    assert table.loc["adam-exponential", "search_device_s"] == pytest.approx(search["wall_s"].sum(), rel=1e-9)
+    # tuning cost: the search runs' training clocks (evaluation and wall time not counted) + K_hat
+    train_s = sum(json.loads(i)["train_s"] for i in search["info_json"])
+    assert table.loc["adam-exponential", "search_device_s"] == pytest.approx(train_s, rel=1e-9)
+    assert 0 < train_s < search["wall_s"].sum()
+    derived = trials[trials["arm"] == "derived"]
+    khat_s = sum(json.loads(i)["lipschitz_seconds"] for i in derived["info_json"])
+    assert table.loc["derived", "tuning_device_s"] == pytest.approx(khat_s, rel=1e-9)
     assert table.loc["derived", "search_runs"] == 0
     assert bool(table.loc["derived", "is_reference"])
     md = (out / "report.md").read_text()
@@ -182,7 +190,9 @@ def test_the_collapsed_derived_arm_is_found_and_never_ranked(reported):
     assert claim["id"] == "e2e-derived-loss" and claim["verdict"] == "contradicted"
     assert "collapsed" in claim["reason"]
     md = (out / "report.md").read_text()
-    assert md.splitlines()[2] == "## Claims" and "| e2e-derived-loss |" in md
+    heads = [ln for ln in md.splitlines() if ln.startswith("## ")]
+    assert heads[:3] == ["## Answer", "## Claims", "## How to read this report"]
+    assert "| e2e-derived-loss |" in md
     assert "e2e-derived-loss: CONTRADICTED" in (out / "stdout.txt").read_text()
     runs = pd.read_csv(out / "runs.csv")
     fin = runs[(runs["arm"] == "derived") & (runs["phase"] == "final")]
@@ -209,3 +219,27 @@ def test_html_report_opens_in_headless_chromium(reported, tmp_path):
     n_img = len(re.findall(r"<img ", dom))
     assert n_img == len(re.findall(r"<img ", (out / "report.html").read_text())) >= 4
     assert "Comparison of the final configurations" in dom
+
+
+def test_answer_with_k_hat_and_alpha_on_the_first_screen_in_chromium(reported, tmp_path):
+    """The Answer's table, K_hat and alpha in the text a 1400 x 900 window shows, read from the DOM."""
+    run_dir, out = reported
+    seen = first_screen(out / "report.html", tmp_path)
+    assert seen["width"] == WINDOW[0] and 0 < seen["height"] <= WINDOW[1]
+    assert seen["table"] is not None and seen["table"]["bottom"] <= seen["height"], seen["table"]
+    texts = seen["texts"]
+    assert {"Answer", "K_hat", "alpha", "derived (ref)", "adam-exponential"} <= set(texts)
+    # K_hat and alpha as the derived arm's final runs stored them: mean (min-max), 3 digits
+    trials = RunStore(run_dir).trials()
+    fin = trials[(trials["arm"] == "derived") & (trials["phase"] == "final")]
+    for col in ("k_hat", "derived_lr"):
+        x = fin[col].to_numpy(float)
+        g = [f"{v:.3g}" for v in (np.mean(x), x.min(), x.max())]
+        cell = g[0] + (f" ({g[1]}-{g[2]})" if g[1] != g[2] else "")
+        assert cell in texts, (col, cell)
+        assert any(f"= {g[0]}" in t for t in texts if "alpha = sqrt(2 L(w0) / (K_hat T))" in t)
+    # the collapsed reference and the verdict the comparison table gave, on the first screen
+    table = pd.read_csv(out / "compare.csv").set_index("arm")
+    assert f"{table.loc['derived', 'n_collapsed']} / 0 of 2" in texts
+    primary = json.loads((out / "compare.json").read_text())["settings"]["primary"][0]["metric"]
+    assert table.loc["adam-exponential", f"{primary}_verdict"] in texts
