@@ -19,17 +19,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="Ray cluster address (auto, ray://host:10001); default RAY_ADDRESS or a local Ray",
     )
-    p.add_argument("--storage", default=None, help="local path or URI (s3://, gs://, NFS) for results")
-    p.add_argument("--max-concurrent", type=int, default=None, help="override the spec's max_concurrent")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="local path or URI (s3://, gs://, NFS) for results, in place of --out (default: --out)",
+    )
+    p.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials at once (default: the spec's max_concurrent)"
+    )
     p.add_argument("--smoke", action="store_true", help="2 trials per arm, 2 epochs, 1 final seed")
     _add_resources(p)
-    p.add_argument("--dry-run", action="store_true", help="validate and list arms and spaces; start nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the spec, the data files and (on a local Ray) the resources, list arms, budgets and "
+        "spaces and what was not checked; start nothing",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("resume", help="continue an interrupted run directory")
-    p.add_argument("run_dir")
-    p.add_argument("--address", default=None)
-    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("run_dir", help="the run directory (RUN_DIR/spec.yaml; a local path or a pyarrow URI)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (auto, ray://host:10001); default RAY_ADDRESS or a local Ray",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="trials at once (default: the --max-concurrent the study ran with, else the spec's)",
+    )
     _add_resources(p, resume=True)
     p.set_defaults(func=_cmd_resume)
 
@@ -37,17 +57,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "status",
         help="running / interrupted / finished, runs done / failed per arm and the best objective so far",
     )
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run directory (a local path or a pyarrow URI)")
     p.set_defaults(func=_cmd_status)
 
 
 def _add_resources(p: argparse.ArgumentParser, resume: bool = False) -> None:
-    default = "the override the study started with, else the spec's" if resume else "the spec's resources"
+    default = "the --resources the study ran with, else the spec's" if resume else "the spec's resources"
     p.add_argument(
         "--resources",
         default=None,
         metavar="cpu=N,gpu=G",
-        help=f"per-trial resources replacing {default}, e.g. cpu=1,gpu=0 to run a GPU spec on CPUs",
+        help=f"per-trial resources, e.g. cpu=1,gpu=0 to run a GPU spec on CPUs (default: {default})",
     )
 
 
@@ -99,6 +119,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 else (_describe_space(space) if space else "no search (runs on the final seeds only)")
             )
             print(f"  {arm.name}: {arm.optimizer} + {arm.schedule}; budget {spec.budget(arm)}; {what}")
+        from lyaptune._cli_dryrun import dry_run_checks
+
+        for line in dry_run_checks(spec, resources=resources, address=args.address):
+            print(line)
         return 0
     from lyaptune.study.runner import StudyInterrupted, run_study
 

@@ -47,22 +47,82 @@ def _batch_size(text: str) -> int | str:
         ) from None
 
 
+#: The ``fc`` model's registry defaults (``lyaptune list models``; tests/test_cli_help.py holds them equal):
+#: 3 hidden ReLU layers of width 1000, papers/003's network, about 2.08M parameters on 8x8 digits.
+_FC_DEPTH, _FC_WIDTH = 3, 1000
+
+
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
-    g.add_argument("--dataset", default="digits", help="dataset registry name (default: digits, embedded)")
-    g.add_argument("--data-root", default=None, help="directory of dataset files (env LYAPTUNE_DATA_ROOT)")
-    g.add_argument("--download", action="store_true", help="let torchvision download missing files")
-    g.add_argument("--data-arg", action="append", type=_kv, default=[], metavar="K=V", help="dataset option")
-    g.add_argument("--model", default="fc", help="model registry name or timm:<name> (default: fc)")
-    g.add_argument("--depth", type=int, default=None, help="fc: number of hidden layers")
-    g.add_argument("--width", type=int, default=None, help="fc: hidden width h")
-    g.add_argument("--model-arg", action="append", type=_kv, default=[], metavar="K=V", help="model argument")
-    g.add_argument("--init", default=None, help="initialisation scheme (kaiming-uniform, xavier, ...)")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=_batch_size, default="full", help="an integer or 'full' (default)")
-    g.add_argument("--validation-fraction", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument(
+        "--dataset", default="digits", help="dataset registry name (default: %(default)s, embedded)"
+    )
+    g.add_argument(
+        "--data-root",
+        default=None,
+        help="directory of dataset files (default: env LYAPTUNE_DATA_ROOT, else ./data)",
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download missing files (default: off, nothing is downloaded)",
+    )
+    g.add_argument(
+        "--data-arg",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="K=V",
+        help="dataset option, repeatable (default: none)",
+    )
+    g.add_argument(
+        "--model",
+        default="fc",
+        help=f"model registry name or timm:<name> (default: %(default)s, {_FC_DEPTH} hidden ReLU layers "
+        f"of width {_FC_WIDTH}: about 2.08M parameters on digits, papers/003's network; "
+        "smaller with --depth/--width)",
+    )
+    g.add_argument(
+        "--depth", type=int, default=None, help=f"fc: number of hidden layers (default: {_FC_DEPTH})"
+    )
+    g.add_argument("--width", type=int, default=None, help=f"fc: hidden width h (default: {_FC_WIDTH})")
+    g.add_argument(
+        "--model-arg",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="K=V",
+        help="model argument, repeatable (default: none)",
+    )
+    g.add_argument(
+        "--init",
+        default=None,
+        help="initialisation scheme: kaiming-uniform, xavier, ... (default: each module's own)",
+    )
+    g.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
+    g.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="full",
+        help="an integer or 'full', the whole training set (default: %(default)s)",
+    )
+    g.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the training set held out for val_* metrics (default: %(default)s, none)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed: initial weights, batch order, noise (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)",
+    )
 
 
 def _model_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,45 +136,115 @@ def _model_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="lyaptune", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser = argparse.ArgumentParser(
+        prog="lyaptune",
+        description="Hyperparameter studies of Lyapunov-style optimizer step sizes: one training run "
+        "(trial), a study (run, resume, status) and its analysis (report, compare).",
+        epilog="A user error prints one line and exits with status 2; 'lyaptune COMMAND --help' describes "
+        "each command.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors (default: one line per error)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("trial", help="train one configuration and print one line per epoch")
+    p = sub.add_parser(
+        "trial",
+        help="train one configuration and print one line per epoch",
+        description="Train one configuration and print one line per epoch. The default network is fc: "
+        f"{_FC_DEPTH} hidden ReLU layers of width {_FC_WIDTH} (papers/003), about 2.08M parameters on "
+        "digits; pass --depth 2 --width 128 for the quickstart's network.",
+    )
     _add_task_args(p)
-    p.add_argument("--optimizer", default="adam")
+    p.add_argument(
+        "--optimizer",
+        default="adam",
+        help="optimizer registry name (default: %(default)s; lyaptune list optimizers)",
+    )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the registry's)")
     p.add_argument(
-        "--opt", action="append", type=_kv, default=[], metavar="K=V", help="optimizer hyperparameter"
+        "--opt",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="K=V",
+        help="optimizer hyperparameter, repeatable, e.g. beta2=0.99 (default: the registry's)",
     )
-    p.add_argument("--schedule", default="constant")
-    p.add_argument("--sched", action="append", type=_kv, default=[], metavar="K=V", help="schedule parameter")
-    p.add_argument("--schedule-per", default="epoch", choices=["epoch", "step"])
+    p.add_argument(
+        "--schedule",
+        default="constant",
+        help="step-size schedule registry name (default: %(default)s; lyaptune list schedules)",
+    )
+    p.add_argument(
+        "--sched",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="K=V",
+        help="schedule parameter, repeatable (default: the registry's)",
+    )
+    p.add_argument(
+        "--schedule-per",
+        default="epoch",
+        choices=["epoch", "step"],
+        help="advance the schedule once per epoch or per optimizer step (default: %(default)s)",
+    )
     p.add_argument(
         "--lipschitz",
         action="append",
         type=_kv,
         default=[],
         metavar="K=V",
-        help="K_hat estimate setting for derived-constant (samples, weights, sigma, batch, ...)",
+        help="K_hat estimate setting for derived-constant, repeatable: samples, weights, sigma, batch, ... "
+        "(default: the estimator's)",
     )
-    p.add_argument("--grad-noise", type=float, default=0.0)
+    p.add_argument(
+        "--grad-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise added to every gradient (default: %(default)s, none)",
+    )
     p.set_defaults(func=_cmd_trial)
 
     p = sub.add_parser("lipschitz", help="estimate K_hat (papers/003 Algorithm 2) and the derived step size")
     _add_task_args(p)
-    p.add_argument("--samples", type=int, default=10, help="weight samples N (default 10)")
-    p.add_argument("--weights", default="normal", help="weight distribution W: normal, uniform, init")
+    p.add_argument("--samples", type=int, default=10, help="weight samples N (default: %(default)s)")
+    p.add_argument(
+        "--weights",
+        default="normal",
+        help="weight distribution W: normal, uniform, init (default: %(default)s)",
+    )
     p.add_argument("--sigma", type=float, default=None, help="std of W=normal (default: per model)")
-    p.add_argument("--a", type=float, default=None, help="half-width of W=uniform")
-    p.add_argument("--lipschitz-batch", type=_batch_size, default="full", help="'full' or a batch size")
-    p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--multiplier", type=float, default=1.0)
+    p.add_argument(
+        "--a", type=float, default=None, help="half-width of W=uniform, required there (default: none)"
+    )
+    p.add_argument(
+        "--lipschitz-batch",
+        type=_batch_size,
+        default="full",
+        help="'full' or a batch size for the Hessian-vector products (default: %(default)s)",
+    )
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=100,
+        help="power iterations per weight sample at most (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=1e-3,
+        help="relative change that ends the power iteration (default: %(default)s)",
+    )
+    p.add_argument(
+        "--multiplier", type=float, default=1.0, help="factor on the derived step size (default: %(default)s)"
+    )
     p.set_defaults(func=_cmd_lipschitz)
 
     p = sub.add_parser("list", help="list registered optimizers, schedules, datasets or models")
-    p.add_argument("what", choices=["optimizers", "schedules", "datasets", "models"])
+    p.add_argument(
+        "what", choices=["optimizers", "schedules", "datasets", "models"], help="the registry to list"
+    )
     p.set_defaults(func=_cmd_list)
 
     from lyaptune import _cli_analysis, _cli_store, _cli_study
@@ -285,6 +415,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_dirs(args: argparse.Namespace) -> None:
+    """A local ``RUN_DIR`` argument that is the parent of run directories (a ``--out`` folder) is refused
+    with the run directories it holds, before the command starts anything.
+
+    Raises:
+      UserError: ``runs2 is not a run directory; it holds 1 (an --out folder): did you mean
+        'runs2/quickstart'?``
+    """
+    import os
+
+    given = getattr(args, "run_dirs", None) or [getattr(args, "run_dir", None)]
+    for path in [p for p in given if p]:
+        local = path.removeprefix("file://")
+        if "://" in local or not os.path.isdir(local) or os.path.exists(os.path.join(local, "spec.yaml")):
+            continue
+        with os.scandir(local) as entries:
+            inside = sorted(e.name for e in entries if os.path.isfile(os.path.join(e.path, "spec.yaml")))
+        if inside:
+            runs = ", ".join(f"'{os.path.join(path, name)}'" for name in inside[:5])
+            more = f" (and {len(inside) - 5} more)" if len(inside) > 5 else ""
+            one = "did you mean" if len(inside) == 1 else "did you mean one of"
+            raise UserError(
+                f"{path} is not a run directory; it holds {len(inside)} (an --out folder): "
+                f"{one} {runs}{more}?"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lyaptune`` console script."""
     parser = build_parser()
@@ -293,7 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_run_dirs(args)
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into a reader that stopped (| head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("lyaptune: interrupted", file=sys.stderr)
         return 130

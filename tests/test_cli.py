@@ -1,5 +1,6 @@
 """The real CLI in a subprocess: one trial, bad input as one clear line."""
 
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,84 @@ def test_run_help_names_the_resources_override():
     r = lyaptune("run", "--help")
     assert r.returncode == 0
     assert "--resources cpu=N,gpu=G" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------- --dry-run
+DRY_SPEC = """\
+name: dry
+task: {dataset: DATASET, model: fc, model_args: {depth: 1, width: 8}, epochs: 2, device: cpu}
+search: {sampler: random, trials_per_arm: 2, final_seeds: [1]}
+resources: RESOURCES
+arms: [{name: a, optimizer: adam, space: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}}]
+"""
+
+
+def dry_run(tmp_path, dataset="digits", resources="{cpu: 1, gpu: 0}", *extra, data_root=None):
+    spec = tmp_path / "dry.yaml"
+    spec.write_text(DRY_SPEC.replace("DATASET", dataset).replace("RESOURCES", resources))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LYAPTUNE_DATA_ROOT")}
+    env["LYAPTUNE_DATA_ROOT"] = str(data_root or tmp_path / "no-data")
+    return subprocess.run(
+        [sys.executable, "-m", "lyaptune.cli", "run", str(spec), "--dry-run", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def test_dry_run_says_what_it_checked_and_what_it_did_not(tmp_path):
+    r = dry_run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    checked = out[out.index("checked:\n") : out.index("not checked:\n")]
+    assert "  spec: fields and registry names" in checked
+    assert "  data: digits is bundled or generated (no files to read)" in checked
+    cpus = os.cpu_count()
+    assert f"  resources: one trial's cpu=1, gpu=0 fits this machine (cpu={cpus}," in checked
+    assert "that the data files read correctly, and that training runs" in out[out.index("not checked:") :]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_refuses_missing_data_in_one_line(tmp_path):
+    r = dry_run(tmp_path, dataset="mnist")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(
+        "lyaptune: error: dataset 'mnist' (arm 'a'): missing MNIST/raw/train-images-idx3-ubyte, "
+        "MNIST/raw/train-labels-idx1-ubyte, MNIST/raw/t10k-images-idx3-ubyte, "
+        f"MNIST/raw/t10k-labels-idx1-ubyte in data directory {tmp_path / 'no-data'}; "
+    )
+
+
+def test_dry_run_finds_present_data_and_leaves_a_cluster_unchecked(tmp_path):
+    root = tmp_path / "data"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]
+    for name in names:
+        (raw / name).write_bytes(b"")
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")  # the archive the loader unpacks counts
+    r = dry_run(tmp_path, "mnist", "{cpu: 1, gpu: 0}", data_root=root)
+    assert r.returncode == 0, r.stderr
+    assert f"data: the 4 files of mnist are present in {root}" in " ".join(r.stdout.split())
+    # on a cluster, resources are checked against its nodes when the study starts, not here
+    r = dry_run(tmp_path, "digits", "{cpu: 1, gpu: 64}", "--address", "127.0.0.1:1", data_root=root)
+    assert r.returncode == 0, r.stderr
+    tail = " ".join(r.stdout[r.stdout.index("not checked:") :].split())
+    assert (
+        "resources: cpu=1, gpu=64 per trial on the cluster at 127.0.0.1:1 (checked against its nodes" in tail
+    )
+
+
+def test_dry_run_refuses_resources_this_machine_never_has(tmp_path):
+    r = dry_run(tmp_path, "digits", "{cpu: 1, gpu: 64}")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(
+        "lyaptune: error: resources: each trial asks for cpu=1, gpu=64, but this machine has"
+    )
+    assert "--resources cpu=1,gpu=" in err
