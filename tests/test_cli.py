@@ -1,5 +1,6 @@
 """The real CLI in a subprocess: one trial, bad input as one clear line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,39 @@ def test_dry_run_refuses_resources_this_machine_never_has(tmp_path):
         "lyaptune: error: resources: each trial asks for cpu=1, gpu=64, but this machine has"
     )
     assert "--resources cpu=1,gpu=" in err
+
+
+# ------------------------------------------------------------------------------- 100 columns at most
+def test_compare_of_two_runs_and_status_print_no_line_wider_than_100(tmp_path, capsys, monkeypatch):
+    """Two real run directories (RunStore's Parquet files of a 4-arm study, 6 final seeds each):
+    ``compare A B`` was about 600 characters wide before issue 24; now every line fits 100, and the
+    numbers are still there (the derived arm's geometric mean by numpy), as is every arm in every block."""
+    import numpy as np
+    from test_analysis import DERIVED, build_run
+
+    from lyaptune.cli import main
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    a = build_run(tmp_path / "runs" / "synth")
+    b = build_run(tmp_path / "again" / "synth", shuffle=False)
+    csv = tmp_path / "table.csv"
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp"), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    widths = [len(line) for line in out.splitlines()]
+    assert max(widths) <= 100, max(widths)
+    gmean = float(np.exp(np.mean(np.log(DERIVED["final_grad_norm"]))))
+    assert f"{gmean:.4g} [" in out
+    # each block of the outcome table names its rows: the two studies' four arms
+    first = out[: out.index("\n\n")]
+    assert first.count("derived (ref)") == 2 and first.count("adam-cosine") == 2
+    # the full table, every column, is in the CSV
+    import pandas as pd
+
+    assert len(pd.read_csv(csv)) == 8
+    info = json.loads((a / "study.json").read_text())  # the budgets the runner records
+    info["search_budget"] = {"derived": 0, "adam-cosine": 8, "dead": 8, "lyam-grid": 4}
+    (a / "study.json").write_text(json.dumps(info))
+    assert main(["status", str(a)]) == 0
+    status = capsys.readouterr().out
+    assert max(len(line) for line in status.splitlines()) <= 100
+    assert "adam-cosine: search 8/8 (diverged 1); final 6/6; best val_loss 0.22" in status
