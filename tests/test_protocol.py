@@ -646,7 +646,8 @@ def test_cli_report_opens_with_the_claims_section(tmp_path):
     assert "null: INCONCLUSIVE" in r.stdout
     md = (out / "report.md").read_text()
     lines = md.splitlines()
-    assert lines[0].startswith("# ") and lines[2] == "## Claims"  # right after the title
+    heads = [ln for ln in lines if ln.startswith("## ")]
+    assert lines[0].startswith("# ") and heads[:2] == ["## Answer", "## Claims"]  # after the Answer
     assert md.index("## Claims") < md.index("## How to read this report")
     row_true = next(ln for ln in lines if ln.startswith("| true |"))
     # a gradient norm is a log-scale metric: the effect is the ratio derived / adam with its t interval
