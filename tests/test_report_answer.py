@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from test_analysis import COSINE, DEAD, DERIVED, FINAL_SEEDS, make_spec, run_row, write_trials
@@ -245,13 +246,11 @@ def test_test_accuracy_counts_and_k_hat_alpha(ans):
     assert d["K_hat"] == f"{_g3(np.mean(K_HATS))} ({_g3(min(K_HATS))}-{_g3(max(K_HATS))})"
     assert d["alpha"] == f"{_g3(np.mean(ALPHAS))} ({_g3(min(ALPHAS))}-{_g3(max(ALPHAS))})"
     assert _row(ans, "adam-cosine")["K_hat"] == "-" and _row(ans, "dead")["alpha"] == "-"
-    assert (
-        d["tuning device-s (1)"] == f"{_g3(sum(KHAT_SECONDS))}: K_hat {_g3(sum(KHAT_SECONDS))} (6 estimates)"
-    )
+    assert d["tuning device-s (1)"] == f"{_g3(sum(KHAT_SECONDS))} (K_hat, 6 estimates)"
     search = sum(tr if tr is not None else w for w, tr, _ in SEARCH.values())
-    assert (
-        _row(ans, "adam-cosine")["tuning device-s (1)"] == f"{_g3(search)}: search {_g3(search)} (4 trials)"
-    )
+    assert _row(ans, "adam-cosine")["tuning device-s (1)"] == f"{_g3(search)} (search, 4 trials)"
+    # dead's one search run has no training clock: its wall time, 0.7 s
+    assert _row(ans, "dead")["tuning device-s (1)"] == "0.7 (search, 1 trial)"
 
 
 def test_verdicts_are_the_comparison_tables_and_agree_with_a_hand_test(ans, table):
@@ -326,3 +325,20 @@ def test_answer_on_the_first_screen_in_chromium(report, tmp_path):
     assert f"{_g3(np.mean(K_HATS))} ({_g3(min(K_HATS))}-{_g3(max(K_HATS))})" in texts
     assert f"{_g3(np.mean(ALPHAS))} ({_g3(min(ALPHAS))}-{_g3(max(ALPHAS))})" in texts
     assert {"derived (ref)", "adam-cosine", "dead"} <= set(texts)
+
+
+def test_cost_cell_of_an_arm_with_search_and_k_hat():
+    from lyaptune.analysis.answer import _cost
+
+    r = {"search_runs": 3, "search_trials": 3, "search_device_s": 1.5, "khat_runs": 2, "khat_s": 4.25}
+    r["tuning_device_s"] = 1.5 + 4.25
+    assert _cost(pd.Series(r)) == "5.75 = search 1.5 (3 trials) + K_hat 4.25 (2 estimates)"
+    nothing = {**r, "search_runs": 0, "khat_runs": 0, "khat_s": 0.0, "tuning_device_s": 0.0}
+    assert _cost(pd.Series(nothing)) == "0 (nothing tuned)"
+
+
+def test_without_a_reference_there_are_no_verdicts(study):
+    a = answer(study, compare(study, reference=None))
+    assert a.header[4] == "verdict" and {r[4] for r in a.rows} == {"-"}
+    assert "no reference arm, so no verdicts" in a.sentences[0]
+    assert not any(s.startswith("Against ") for s in a.sentences)

@@ -140,14 +140,21 @@ def _center(r: pd.Series, m: str) -> str:
 
 
 def _cost(r: pd.Series) -> str:
-    """The tuning cost cell: total device-seconds, then what they are."""
+    """The tuning cost cell: device-seconds and what they are: ``1.3 (search, 12 trials)``,
+    ``6.39 (K_hat, 3 estimates)``, or ``7.7 = search 1.3 (12 trials) + K_hat 6.4 (3 estimates)``."""
     parts = []
     if int(r["search_runs"]):
-        parts.append(f"search {num(r['search_device_s'], 3)} ({int(r['search_trials'])} trials)")
-    if int(r.get("khat_runs", 0) or 0) or float(r["khat_s"]) > 0:
-        parts.append(f"K_hat {num(r['khat_s'], 3)} ({int(r.get('khat_runs', 0) or 0)} estimates)")
+        n = int(r["search_trials"])
+        parts.append(("search", num(r["search_device_s"], 3), f"{n} trial{'' if n == 1 else 's'}"))
+    k = int(r.get("khat_runs", 0) or 0)
+    if k or float(r["khat_s"]) > 0:
+        parts.append(("K_hat", num(r["khat_s"], 3), f"{k} estimate{'' if k == 1 else 's'}"))
     total = num(r["tuning_device_s"], 3)
-    return f"{total}: " + " + ".join(parts) if parts else f"{total} (nothing tuned)"
+    if not parts:
+        return f"{total} (nothing tuned)"
+    if len(parts) == 1:
+        return f"{total} ({parts[0][0]}, {parts[0][2]})"
+    return f"{total} = " + " + ".join(f"{what} {secs} ({n})" for what, secs, n in parts)
 
 
 def _test_acc(r: pd.Series) -> str:
