@@ -22,13 +22,16 @@ from functools import partial
 from typing import Any, ClassVar
 
 from lyaptune._fields import (
+    _check_keys,
     _choice,
     _FieldError,
     _flag,
     _integer,
+    _join,
     _mapping,
     _nonnegative,
     _number,
+    _positive,
     config_model,
 )
 from lyaptune._frozen import FrozenDict, freeze, thaw
@@ -98,6 +101,63 @@ def registry_name(kind: str) -> Callable[..., str]:
 def settings(value: Any) -> FrozenDict:
     """A mapping of options (``model_args``, ``optimizer_args``, ...), stored read-only."""
     return freeze(_mapping("", value))
+
+
+#: The options of the K_hat estimate (keywords of :func:`lyaptune.lipschitz.estimate_lipschitz`) an arm
+#: or a trial may set; a spec's arm may also write ``multiplier`` there (it moves to ``schedule_args``).
+LIPSCHITZ_KEYS: tuple[str, ...] = (
+    "samples",
+    "weights",
+    "sigma",
+    "a",
+    "batch",
+    "num_batches",
+    "iters",
+    "tol",
+    "method",
+)
+#: The weight distributions W of papers/003 Algorithm 2 (METHODS.md section 4).
+LIPSCHITZ_WEIGHTS: tuple[str, ...] = ("normal", "init", "uniform")
+
+
+def check_lipschitz(path: str, opts: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Check the K_hat estimate's options: known keys, counts >= 1, a known weight distribution,
+    positive scales, ``a`` with ``weights: uniform``, a batch size or ``full``.
+
+    The one check of these options, for a study spec's arm and for a :class:`TrialConfig`.
+
+    Args:
+      path: the field's path in messages (``arms[0].lipschitz``).
+      opts: the options.
+      extra: keys allowed beyond :data:`LIPSCHITZ_KEYS` (the spec's ``multiplier``), checked positive.
+
+    Raises:
+      ConfigError: the first bad option, named with its path, value and the valid choices.
+    """
+    _check_keys(path, opts, (*LIPSCHITZ_KEYS, *extra), "lipschitz")
+    for key in ("samples", "num_batches", "iters"):
+        if key in opts:
+            _integer(_join(path, key), opts[key], 1)
+    if "weights" in opts:
+        _choice(_join(path, "weights"), opts["weights"], LIPSCHITZ_WEIGHTS, "Lipschitz weight distribution")
+    for key in ("a", "tol", *extra):
+        if key in opts:
+            _positive(_join(path, key), opts[key])
+    if opts.get("sigma") is not None:
+        _positive(_join(path, "sigma"), opts["sigma"])
+    if opts.get("weights") == "uniform" and "a" not in opts:
+        raise _FieldError(_join(path, "a"), "required with weights: uniform (the half-width of U(-a, a))")
+    if "batch" in opts:
+        positive_or_full(_join(path, "batch"), opts["batch"])
+    if "method" in opts and (not isinstance(opts["method"], str) or not opts["method"]):
+        raise _FieldError(_join(path, "method"), f"must be a method name, got {opts['method']!r}")
+
+
+def lipschitz_settings(value: Any) -> FrozenDict:
+    """A trial's K_hat options, checked by :func:`check_lipschitz` and stored read-only."""
+    opts = _mapping("", value)
+    check_lipschitz("", opts)
+    return freeze(opts)
 
 
 def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -213,7 +273,7 @@ _RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
     "schedule": registry_name("schedule"),
     "schedule_args": settings,
     "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
-    "lipschitz": settings,
+    "lipschitz": lipschitz_settings,
     "seed": partial(_integer, ""),
 }
 """The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""

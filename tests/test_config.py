@@ -142,3 +142,40 @@ def test_building_a_task_config_imports_no_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_lipschitz_options_have_one_check_for_the_trial_and_the_spec():
+    """TrialConfig refuses what a spec's arm refuses (it once took ``samplez`` silently), and the
+    option names are exactly estimate_lipschitz's keywords that a user sets."""
+    import inspect
+
+    from lyaptune.config import LIPSCHITZ_KEYS
+    from lyaptune.lipschitz import estimate_lipschitz
+    from lyaptune.study.spec import ArmSpec
+
+    set_by_the_run = {"model_factory", "loss_fn", "data", "seed", "chunk_size", "device", "init", "progress"}
+    keywords = set(inspect.signature(estimate_lipschitz).parameters) - set_by_the_run
+    assert set(LIPSCHITZ_KEYS) == keywords
+    bad = (
+        ({"samplez": 3}, "lipschitz.samplez: unknown lipschitz key 'samplez'; did you mean 'samples'?"),
+        ({"samples": 0}, "lipschitz.samples: must be an integer >= 1, got 0"),
+        ({"weights": "uniform"}, "lipschitz.a: required with weights: uniform"),
+        ({"batch": "half"}, "lipschitz.batch: must be a positive integer or 'full', got 'half'"),
+    )
+    for opts, message in bad:
+        with pytest.raises(ConfigError) as trial:
+            TrialConfig(lipschitz=opts)
+        assert str(trial.value).startswith(message), str(trial.value)
+        with pytest.raises(ConfigError) as arm:
+            ArmSpec.from_dict(
+                {"name": "d", "optimizer": "adam", "schedule": "derived-constant", "lipschitz": opts}
+            )
+        assert str(arm.value).startswith("arm." + message), str(arm.value)
+    # the spec alone takes a multiplier (moved to schedule_args); a trial has it in schedule_args
+    arm = ArmSpec.from_dict(
+        {"name": "d", "optimizer": "adam", "schedule": "derived-constant", "lipschitz": {"multiplier": 2.0}}
+    )
+    assert arm.schedule_args["multiplier"] == 2.0 and not arm.lipschitz
+    with pytest.raises(ConfigError, match="unknown lipschitz key 'multiplier'"):
+        TrialConfig(lipschitz={"multiplier": 2.0})
+    assert TrialConfig(lipschitz={"samples": 3, "weights": "uniform", "a": 0.5}).lipschitz["a"] == 0.5

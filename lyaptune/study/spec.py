@@ -86,7 +86,6 @@ from lyaptune._fields import (
     _field_names,
     _FieldError,
     _integer,
-    _join,
     _mapping,
     _nonnegative,
     _number,
@@ -101,7 +100,13 @@ from lyaptune._fields import (
 from lyaptune._frozen import FrozenDict
 from lyaptune._frozen import freeze as _frozen
 from lyaptune._registry import unknown_choice
-from lyaptune.config import SCHEDULE_PERS, TaskConfig, positive_or_full, registry_name, required_task_field
+from lyaptune.config import (
+    SCHEDULE_PERS,
+    TaskConfig,
+    check_lipschitz,
+    registry_name,
+    required_task_field,
+)
 from lyaptune.config import required_hint as _required_hint
 from lyaptune.errors import ConfigError
 from lyaptune.study.comparison import (
@@ -161,20 +166,6 @@ DEFAULT_FINAL_SEEDS = 3
 """How many final seeds a spec without ``search.final_seeds`` gets (after its largest search seed)."""
 
 AT: tuple[str, ...] = ("final", "best")
-LIPSCHITZ_KEYS: tuple[str, ...] = (
-    "samples",
-    "weights",
-    "sigma",
-    "a",
-    "batch",
-    "num_batches",
-    "iters",
-    "tol",
-    "method",
-    "multiplier",
-)
-LIPSCHITZ_WEIGHTS: tuple[str, ...] = ("normal", "init", "uniform")
-
 _QUALIFIERS = ("optimizer", "schedule")
 
 
@@ -417,7 +408,7 @@ def _settings_as_given(value: Any) -> dict[str, Any]:
 
 def _lipschitz_settings(value: Any) -> dict[str, Any]:
     opts = dict(_mapping("", value))
-    _check_lipschitz("", opts)
+    check_lipschitz("", opts, extra=("multiplier",))
     return opts
 
 
@@ -454,8 +445,9 @@ class ArmSpec:
       optimizer, optimizer_args: registry name and fixed hyperparameters.
       schedule, schedule_args, schedule_per: schedule name (default ``constant``), its fixed
         parameters, and whether it advances per ``epoch`` or per ``step``.
-      lipschitz: settings of the K_hat estimate (keys :data:`LIPSCHITZ_KEYS`), only for a schedule
-        that needs it (``derived-constant``); ``multiplier`` moves to ``schedule_args``.
+      lipschitz: settings of the K_hat estimate (keys :data:`lyaptune.config.LIPSCHITZ_KEYS`, plus
+        ``multiplier``), only for a schedule that needs it (``derived-constant``); ``multiplier``
+        moves to ``schedule_args``.
       space: ``None`` (nothing searched), ``"default"`` (the optimizer's and the schedule's registry
         ranges, minus fixed names and minus ``lr`` for a derived step size) or name -> range.
       grid: name -> list of values; the arm runs their cartesian product (a sensitivity sweep).
@@ -728,26 +720,6 @@ class ArmSpec:
         if self.task:
             out["task"] = _thaw(self.task)
         return out
-
-
-def _check_lipschitz(p: str, opts: Mapping[str, Any]) -> None:
-    _check_keys(p, opts, LIPSCHITZ_KEYS, "lipschitz")
-    for key in ("samples", "num_batches", "iters"):
-        if key in opts:
-            _integer(_join(p, key), opts[key], 1)
-    if "weights" in opts:
-        _choice(_join(p, "weights"), opts["weights"], LIPSCHITZ_WEIGHTS, "Lipschitz weight distribution")
-    for key in ("a", "tol", "multiplier"):
-        if key in opts:
-            _positive(_join(p, key), opts[key])
-    if opts.get("sigma") is not None:
-        _positive(_join(p, "sigma"), opts["sigma"])
-    if opts.get("weights") == "uniform" and "a" not in opts:
-        raise _FieldError(_join(p, "a"), "required with weights: uniform (the half-width of U(-a, a))")
-    if "batch" in opts:
-        positive_or_full(_join(p, "batch"), opts["batch"])
-    if "method" in opts and (not isinstance(opts["method"], str) or not opts["method"]):
-        raise _FieldError(_join(p, "method"), f"must be a method name, got {opts['method']!r}")
 
 
 # --------------------------------------------------------------------------------------------------
