@@ -89,6 +89,18 @@ def _describe_space(space: dict[str, Any]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _run_checked(args, None)
+    from lyaptune.study.progress import ProgressDisplay
+
+    # the progress line from the start: checking the spec imports torch (seconds)
+    with ProgressDisplay.for_stream() as display:
+        display.status("checking the spec")
+        return _run_checked(args, display)
+
+
+def _run_checked(args: argparse.Namespace, display: Any) -> int:
+    """``run`` after its progress display started (None: ``--dry-run``)."""
     from lyaptune.errors import ConfigError
     from lyaptune.study.check import check_study
     from lyaptune.study.spec import load_spec
@@ -100,7 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         spec, swaps = smoke_stand_ins(spec)
         for line in swaps:
-            print(line)
+            (display.log if display is not None else print)(line)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.dry_run:
@@ -134,6 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             address=args.address,
             max_concurrent=args.max_concurrent,
             resources=resources,
+            display=display,
         )
     except StudyInterrupted as exc:
         return _interrupted(exc)
@@ -143,14 +156,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from lyaptune.study.progress import ProgressDisplay
     from lyaptune.study.runner import StudyInterrupted, resume_study
 
-    try:
-        resume_study(
-            args.run_dir, address=args.address, max_concurrent=args.max_concurrent, resources=_resources(args)
-        )
-    except StudyInterrupted as exc:
-        return _interrupted(exc)
+    resources = _resources(args)
+    with ProgressDisplay.for_stream() as display:
+        try:
+            resume_study(
+                args.run_dir,
+                address=args.address,
+                max_concurrent=args.max_concurrent,
+                resources=resources,
+                display=display,
+            )
+        except StudyInterrupted as exc:
+            return _interrupted(exc)
     return 0
 
 

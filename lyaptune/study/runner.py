@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore, lock_run_dir
 from lyaptune.study.check import check_study
+from lyaptune.study.progress import ProgressDisplay, StudyProgress
 from lyaptune.study.searcher import Job, StudyPlan, resolve_data_roots
 from lyaptune.study.spec import ResourcesSpec, StudySpec
 
@@ -629,39 +629,10 @@ class _RemoteJournal:
                 f.write(self.local.read_bytes())
 
 
-class _Progress:
-    """Compact one-line progress per finished run (not Ray's full table)."""
-
-    def __init__(
-        self,
-        plan: StudyPlan,
-        total: int,
-        log: Callable[[str], None],
-        after: Callable[[], None] | None = None,
-    ) -> None:
-        self.plan, self.total, self.log, self.count = plan, total, log, 0
-        self.after = after
-        self.t0 = time.perf_counter()
-
-    def __call__(self, job: Job, status: str, value: float) -> None:
-        if self.after is not None:
-            self.after()
-        self.count += 1
-        parts = []
-        for name, p in self.plan.progress().items():
-            best = "" if p["best"] is None else f" best {p['best']:.4g}"
-            search = f"{p['search']}/{p['budget']}" if p["budget"] else "-"
-            parts.append(f"{name} {search} final {p['final']}/{p['finals']}{best}")
-        val = "" if not math.isfinite(value) else f" {value:.4g}"
-        self.log(
-            f"[{self.count}/{self.total} {time.perf_counter() - self.t0:6.1f}s] {job.trial_id} {status}{val}"
-            f"  | " + " | ".join(parts)
-        )
-
-
-def _total_runs(spec: StudySpec) -> int:
-    n_seeds = len(spec.search.seeds)
-    return sum(spec.budget(a) * n_seeds + len(spec.search.final_seeds) for a in spec.arms)
+def _arm_runs(spec: StudySpec) -> dict[str, int]:
+    """Runs planned per arm: its search budget on every search seed plus its final runs."""
+    n_seeds, n_final = len(spec.search.seeds), len(spec.search.final_seeds)
+    return {a.name: spec.budget(a) * n_seeds + n_final for a in spec.arms}
 
 
 def run_study(
@@ -675,6 +646,7 @@ def run_study(
     run_dir: str | None = None,
     resources: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
+    display: ProgressDisplay | None = None,
 ) -> RunStore:
     """Run (or resume) a study and return its store.
 
@@ -700,7 +672,9 @@ def run_study(
       resources: per-trial ``{"cpu": N, "gpu": G}`` replacing the spec's request (see
         :func:`with_resources`; population mode follows the device used). The spec is stored as written
         and the override in ``study.json`` (``resources_override``), so ``resume`` keeps it.
-      log: where progress lines go.
+      log: where messages and plain progress lines go (when ``display`` is None).
+      display: the progress display (:mod:`lyaptune.study.progress`); default plain lines through
+        ``log``, the first when the study starts, then at most one per 15 s.
 
     Returns:
       The :class:`lyaptune.store.RunStore` of the run directory.
@@ -712,6 +686,14 @@ def run_study(
       RunDirLockedError: another live driver holds the run directory (its pid, host and start time);
         a lock left by a dead driver on this host is taken over.
     """
+    if display is None:  # plain lines through `log` (the Python API's default)
+        with ProgressDisplay(log) as plain:
+            kwargs = dict(out=out, storage=storage, address=address, max_concurrent=max_concurrent)
+            return run_study(
+                spec, **kwargs, resume=resume, run_dir=run_dir, resources=resources, display=plain
+            )
+    log = display.log
+    display.status("checking the spec and the data")
     written = check_study(spec)  # names and arguments against the registries, before anything starts
     spec = with_resources(spec, resources)
     root = run_dir or run_dir_for(spec, out, storage)
@@ -729,7 +711,7 @@ def run_study(
             "or choose another --out"
         )
     journal_dir = local if local is not None else Path(out) / spec.name
-    total = _total_runs(spec)
+    total = sum(_arm_runs(spec).values())
     request = {"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)}
     predicted = None if remote else _local_node()
     if predicted is not None and not _ray_initialized():
@@ -769,7 +751,7 @@ def run_study(
             max_concurrent,
             total,
             request,
-            log,
+            display,
             data_roots,
         )
     finally:
@@ -794,11 +776,15 @@ def _run_locked(
     max_concurrent: int | None,
     total: int,
     request: dict[str, float],
-    log: Callable[[str], None],
+    display: ProgressDisplay,
     data_roots: dict[str, str],
 ) -> RunStore:
     """The body of :func:`run_study`, run while the run directory's lock is held."""
-    interrupt = _Interrupt()
+    interrupt, log = _Interrupt(), display.log
+    progress = StudyProgress(_arm_runs(spec), display)
+    log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
+    progress.phase = "connecting to Ray" if remote else "starting Ray"
+    display.attach(progress.frame)
     with _RayQuiet() as quiet, contextlib.ExitStack() as stack:
         started_ray = _init_ray(address, quiet)
         quiet.reclaim()
@@ -829,6 +815,7 @@ def _run_locked(
             )
             journal_dir.mkdir(parents=True, exist_ok=True)
             quiet.attach(journal_dir / RAY_LOG_FILE)
+            progress.set_phase("preparing the study")
             store.write_study_info(
                 ray_resources=ray.cluster_resources(),
                 cluster=_cluster_info(nodes),
@@ -856,18 +843,22 @@ def _run_locked(
                 checkpoints=checkpoints,
                 data_roots=data_roots,
             )
-            already = len(plan.done)
             if resume:
-                log(f"resuming {root}: {already} of {total} runs already recorded")
-            progress = _Progress(plan, total, log, after=journal.push if journal is not None else None)
-            progress.count = already
-            searcher = tune_adapter.StudySearcher(plan, on_finish=progress)
+                log(f"resuming {root}: {len(plan.done)} of {total} runs already recorded")
+                rows = store.trials()
+                progress.restore(rows[rows["trial_id"].isin(plan.done)].groupby("arm").size().to_dict())
 
-            def stop() -> None:
-                searcher.stopping = True
+            def finished(job: Job, status: str, value: float) -> None:
+                if journal is not None:
+                    journal.push()
+                progress.finished(job, status, value)
+
+            searcher = tune_adapter.StudySearcher(plan, on_finish=finished, on_start=progress.started)
+            interrupt.on_signal = lambda: setattr(searcher, "stopping", True)  # a flag only: no I/O here
+
+            def stop() -> None:  # at Tune's next step after the signal, then `fit` ends at once
                 log(f"stopping ({signal.Signals(interrupt.signum).name}): runs in flight are left for resume")
 
-            interrupt.on_signal = stop
             if interrupt.signum is None:
                 tuner = tune_adapter.make_tuner(
                     spec,
@@ -875,13 +866,16 @@ def _run_locked(
                     searcher,
                     trainable=train_job,
                     stop_all=lambda: interrupt.signum is not None,
+                    on_stop=stop,
                     max_concurrent=max_concurrent,
                 )
-                log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
-                tuner.fit()
+                progress.set_phase("waiting for Ray to start the first run")
+                with contextlib.suppress(tune_adapter.StudyStopped):
+                    tuner.fit()
             if journal is not None:
                 journal.push()
         finally:
+            display.detach(keep=sys.exc_info()[0] is None)
             if started_ray:
                 import ray
 
@@ -911,12 +905,13 @@ def resume_study(
     max_concurrent: int | None = None,
     resources: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
+    display: ProgressDisplay | None = None,
 ) -> RunStore:
     """Continue a run directory from its saved spec; completed runs are never run again.
 
     Args:
       run_dir: the run directory (a local path or a URI).
-      address, max_concurrent, log: as for :func:`run_study`.
+      address, max_concurrent, log, display: as for :func:`run_study`.
       resources: per-trial override; default the one the study was started with (``study.json``).
       max_concurrent: default the ``--max-concurrent`` the study was started (or last resumed) with.
 
@@ -929,6 +924,7 @@ def resume_study(
     """
     store = RunStore(run_dir)
     info = store.read_study_info()
+    log = display.log if display is not None else log
     if info.get("finished"):  # nothing to do: said without starting Ray
         n = len(store.trial_ids())
         name = store.read_spec().get("name", "?")
@@ -950,4 +946,5 @@ def resume_study(
         run_dir=run_dir,
         resources=resources,
         log=log,
+        display=display,
     )

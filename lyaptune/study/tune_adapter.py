@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "InterruptCallback",
     "RunPayload",
     "StudyErrorCallback",
     "StudySearcher",
+    "StudyStopped",
     "TuneCheckpoints",
     "epoch_metrics",
     "error_metrics",
@@ -279,13 +281,20 @@ class StudySearcher(Searcher):
 
     Args:
       plan: the study's plan.
-      on_finish: called with ``(job, status, objective)`` after each run is recorded (progress lines).
+      on_finish: called with ``(job, status, objective)`` after each run is recorded (progress).
+      on_start: called with each job handed to Tune (progress).
     """
 
-    def __init__(self, plan: StudyPlan, on_finish: Callable[[Job, str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        plan: StudyPlan,
+        on_finish: Callable[[Job, str, float], None] | None = None,
+        on_start: Callable[[Job], None] | None = None,
+    ) -> None:
         super().__init__()
         self.plan: StudyPlan | None = plan
         self.on_finish = on_finish or _no_progress
+        self.on_start = on_start
         self.jobs: dict[str, Job] = {}
         self.records: dict[str, dict[int, dict[str, Any]]] = {}
         self.errors: dict[str, str] = {}
@@ -293,7 +302,7 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(plan=None, on_finish=_no_progress, jobs={}, records={}, errors={})
+        state.update(plan=None, on_finish=_no_progress, on_start=None, jobs={}, records={}, errors={})
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -312,6 +321,8 @@ class StudySearcher(Searcher):
         if job is None:
             return None
         self.jobs[trial_id] = job
+        if self.on_start is not None:
+            self.on_start(job)
         plan = self.plan
         return {"job": job.payload(plan.spec, plan.arms[job.arm].spec, plan.data_roots.get(job.arm))}
 
@@ -446,7 +457,8 @@ class ResultFileCallback(LoggerCallback):
 
 
 class InterruptStopper(tune.Stopper):
-    """Stops the whole experiment once ``stop_all()`` says so (SIGINT / SIGTERM received).
+    """Stops the whole experiment once ``stop_all()`` says so (Tune's graceful stop; the study uses
+    :class:`InterruptCallback` instead, which does not wait for the trials to stop).
 
     Args:
       stop_all: asked after every result; left out of the pickled state (Tune's snapshot).
@@ -465,6 +477,42 @@ class InterruptStopper(tune.Stopper):
         return bool(self._stop_all is not None and self._stop_all())
 
 
+class StudyStopped(KeyboardInterrupt):
+    """Raised out of ``Tuner.fit`` by :class:`InterruptCallback` (a ``BaseException``: Tune's loop
+    catches ``Exception`` only, and would then wait for its trials to stop)."""
+
+
+class InterruptCallback(tune.Callback):
+    """Ends ``Tuner.fit`` at the start of Tune's next step (a tenth of a second) once ``stop_all()``
+    says so (SIGINT / SIGTERM received), by raising :class:`StudyStopped`.
+
+    Tune's own stop asks each trial's actor to stop, but the actor runs one task at a time and is busy
+    in the trial's ``train`` call until the run reports again, which it does only at its end (or at
+    a checkpoint): Tune then waits up to 10 s per experiment before it kills the actors, and a run that
+    trains for minutes is not stopped sooner. Raising here, between Tune's events (never while a result
+    is being stored), leaves the trials in flight to ``ray.shutdown``, which ends their workers at once;
+    their runs are not stored and ``lyaptune resume`` runs them again (from their last checkpoint).
+
+    Args:
+      stop_all: asked at every step; left out of the pickled state (Tune's snapshot).
+      on_stop: called once, just before :class:`StudyStopped` is raised.
+    """
+
+    def __init__(
+        self, stop_all: Callable[[], bool] | None, on_stop: Callable[[], None] | None = None
+    ) -> None:
+        self._stop_all, self._on_stop = stop_all, on_stop
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_stop_all": None, "_on_stop": None}
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self._stop_all is not None and self._stop_all():
+            if self._on_stop is not None:
+                self._on_stop()
+            raise StudyStopped("interrupted")
+
+
 def make_tuner(
     spec: StudySpec,
     run_dir: str,
@@ -472,6 +520,7 @@ def make_tuner(
     *,
     trainable: Callable[[dict[str, Any]], None],
     stop_all: Callable[[], bool] | None = None,
+    on_stop: Callable[[], None] | None = None,
     max_concurrent: int | None = None,
 ) -> tune.Tuner:
     """The Tune experiment of a study: lyaptune's searcher and error callback, ASHA if asked.
@@ -482,7 +531,9 @@ def make_tuner(
       searcher: the study's searcher.
       trainable: the function Tune runs per trial (:func:`lyaptune.study.trainable.train_job`; passed
         in, since the trainable imports this module).
-      stop_all: when it returns True, Tune stops every trial (an interruption).
+      stop_all: when it returns True, ``fit`` raises :class:`StudyStopped` at Tune's next step (an
+        interruption; :class:`InterruptCallback`).
+      on_stop: called just before.
       max_concurrent: overrides ``spec.max_concurrent``.
 
     Returns:
@@ -521,8 +572,11 @@ def make_tuner(
             storage_path=tune_storage_path(run_dir),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[StudyErrorCallback(searcher), ResultFileCallback()],
-            stop=InterruptStopper(stop_all),
+            callbacks=[
+                StudyErrorCallback(searcher),
+                ResultFileCallback(),
+                InterruptCallback(stop_all, on_stop),
+            ],
             verbose=0,
         ),
     )
