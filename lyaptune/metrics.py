@@ -24,6 +24,7 @@ __all__ = [
     "MODES",
     "SCALES",
     "SCHEDULE_UNITS",
+    "OBJECTIVE_METRICS",
     "MetricInfo",
     "metric_info",
     "natural_mode",
@@ -88,6 +89,11 @@ METRICS: dict[str, MetricInfo] = {
     "initial_loss": MetricInfo("initial_loss", "initial loss L(w0)", None, "log"),
 }
 """Every numeric run-level column of the trials table that analysis may compare, by name."""
+
+#: Per-epoch metrics a study may tune on (the objective): never a test metric, since tuning never
+#: looks at test data (METHODS.md section 8).
+OBJECTIVE_METRICS: tuple[str, ...] = ("val_loss", "val_acc", "train_loss", "grad_norm", "train_acc")
+assert set(OBJECTIVE_METRICS) == {f for f in _FINAL_LABELS if not f.startswith("test")}
 
 #: Metrics arms are compared (ranked, tested) on in a spec's ``compare:``: a record field at the final
 #: epoch, ``final_<field>`` (never a minimum over epochs, METHODS.md section 8 "Primary metric").

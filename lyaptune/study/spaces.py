@@ -12,7 +12,6 @@ is exactly the grid size.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import warnings
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from optuna.distributions import (
 )
 
 from lyaptune.errors import ConfigError
+from lyaptune.study.sections import SAMPLERS, check_sampler
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
 
 __all__ = [
@@ -217,31 +217,33 @@ def make_sampler(
     """
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
         raise ConfigError(f"search repeat must be an integer >= 0, got {repeat!r}")
+    check_sampler(search.sampler, "search.sampler")  # a stored spec may name one not installed here
     base = search.sampler_seed + repeat
     seed = base if trial is None else trial_seed(search.sampler_seed, arm.name, repeat, trial)
-    samplers = optuna.samplers
     if arm.grid is not None or search.sampler == "grid":
         grid_search_space(arm)  # a grid over a range is an error
-        return samplers.RandomSampler(seed=seed)
-    if search.sampler == "tpe":
-        return samplers.TPESampler(seed=seed)
-    if search.sampler == "random":
-        return samplers.RandomSampler(seed=seed)
-    if search.sampler == "cmaes":
-        if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError(
-                "search.sampler: 'cmaes' needs the cmaes package, which is not installed: pip install cmaes"
-            )
-        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if search.sampler == "gp":
-        return samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if search.sampler == "qmc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return samplers.QMCSampler(
-                scramble=True,
-                seed=base,
-                independent_sampler=samplers.RandomSampler(seed=seed),
-                warn_independent_sampling=False,
-            )
-    raise ConfigError(f"search.sampler: unknown sampler {search.sampler!r}")
+        return optuna.samplers.RandomSampler(seed=seed)
+    return _SAMPLERS[search.sampler](seed, base)
+
+
+def _qmc(seed: int, base: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            scramble=True,
+            seed=base,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_independent_sampling=False,
+        )
+
+
+#: Each drawing sampler of :data:`lyaptune.study.spec.SAMPLERS` from (the ask's seed, the repeat's
+#: seed); ``grid`` is a seeded RandomSampler over enqueued points (:func:`make_sampler`).
+_SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, base: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed, base: optuna.samplers.RandomSampler(seed=seed),
+    "cmaes": lambda seed, base: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "gp": lambda seed, base: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+    "qmc": _qmc,
+}
+assert set(_SAMPLERS) | {"grid"} == set(SAMPLERS)
