@@ -267,31 +267,57 @@ class TaskConfig:
         return dataclasses.replace(self, **changes)
 
 
-_RUN_CHECKS: dict[str, Callable[[Any], Any]] = {
+_UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "optimizer": registry_name("optimizer"),
     "optimizer_args": settings,
     "schedule": registry_name("schedule"),
     "schedule_args": settings,
     "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
     "lipschitz": lipschitz_settings,
-    "seed": partial(_integer, ""),
 }
-"""The check of each field a trial adds to its task (the task's own are :class:`TaskConfig`'s)."""
+"""The one check of each update field (a study spec's arm and a trial share them)."""
 
 
-@config_model(_RUN_CHECKS)
-class TrialConfig(TaskConfig):
-    """Everything one training run needs: the task (:class:`~lyaptune.config.TaskConfig`), the
-    optimizer and schedule of an arm, and the training seed; frozen, so it pickles cleanly to Ray workers.
+@config_model(_UPDATE_CHECKS)
+class UpdateConfig:
+    """How the weights are updated: an optimizer, a step-size schedule, and the K_hat estimate's options.
+
+    A :class:`TrialConfig` is a :class:`TaskConfig`, an update and a seed; a study spec's arm
+    (:class:`lyaptune.study.spec.ArmSpec`) is an update plus what is searched.
 
     Attributes:
-      dataset, ..., eval_chunk_size: the task fields, defined and checked by
-        :class:`~lyaptune.config.TaskConfig` (here with ``validation_fraction`` 0 by default).
       optimizer, optimizer_args: registry name and hyperparameters (``beta1``-style components allowed).
       schedule, schedule_args, schedule_per: the step-size schedule, its rate constants, and whether it
         advances per ``epoch`` or per ``step``.
-      lipschitz: settings of the K_hat estimate for ``derived-constant`` (``samples``, ``weights``,
-        ``sigma``, ``a``, ``batch``, ``num_batches``, ``iters``, ``tol``, ``method``).
+      lipschitz: options of the K_hat estimate for ``derived-constant`` (:data:`LIPSCHITZ_KEYS`, checked
+        by :func:`check_lipschitz`).
+    """
+
+    _ROOT: ClassVar[str] = ""
+    _KIND: ClassVar[str] = "update"
+
+    optimizer: str = "adam"
+    optimizer_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    schedule: str = "constant"
+    schedule_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+    schedule_per: str = "epoch"
+    lipschitz: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
+
+    @classmethod
+    def update_field_names(cls) -> tuple[str, ...]:
+        """The update fields, in order (those of :class:`UpdateConfig`, whatever the subclass)."""
+        return tuple(f.name for f in dataclasses.fields(UpdateConfig))
+
+
+@config_model({"seed": partial(_integer, "")})
+class TrialConfig(UpdateConfig, TaskConfig):
+    """Everything one training run needs, composed: the task (:class:`TaskConfig`), the update
+    (:class:`UpdateConfig`) and the training seed; frozen, so it pickles cleanly to Ray workers.
+
+    Attributes:
+      dataset, ..., eval_chunk_size: the task fields, defined and checked by :class:`TaskConfig` (here
+        with ``validation_fraction`` 0 by default).
+      optimizer, ..., lipschitz: the update fields, defined and checked by :class:`UpdateConfig`.
       seed: training seed (initial weights, batch order, gradient noise).
 
     Every bad value raises a one-line :class:`~lyaptune.errors.ConfigError` naming the field
@@ -301,10 +327,4 @@ class TrialConfig(TaskConfig):
 
     _KIND: ClassVar[str] = "trial config"
 
-    optimizer: str = "adam"
-    optimizer_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
-    schedule: str = "constant"
-    schedule_args: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
-    schedule_per: str = "epoch"
-    lipschitz: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
     seed: int = 0

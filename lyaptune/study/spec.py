@@ -82,7 +82,6 @@ import yaml
 from lyaptune._fields import NAME_RE as _NAME_RE
 from lyaptune._fields import (
     _check_keys,
-    _choice,
     _field_names,
     _FieldError,
     _integer,
@@ -96,11 +95,7 @@ from lyaptune._fields import (
 from lyaptune._frozen import FrozenDict
 from lyaptune._frozen import freeze as _frozen
 from lyaptune._registry import unknown_choice
-from lyaptune.config import (
-    SCHEDULE_PERS,
-    check_lipschitz,
-    registry_name,
-)
+from lyaptune.config import TrialConfig, UpdateConfig, check_lipschitz
 from lyaptune.errors import ConfigError
 from lyaptune.study.comparison import (
     _READING_STORED,
@@ -167,10 +162,6 @@ def _as_given(value: Any) -> Any:
     return value  # checked by __post_init__, with the other fields
 
 
-def _settings_as_given(value: Any) -> dict[str, Any]:
-    return dict(_mapping("", value))  # frozen by __post_init__, after the moves between them
-
-
 def _lipschitz_settings(value: Any) -> dict[str, Any]:
     opts = dict(_mapping("", value))
     check_lipschitz("", opts, extra=("multiplier",))
@@ -183,14 +174,9 @@ def _task_overrides(value: Any) -> Mapping[str, Any]:
     return overrides
 
 
-_ARM_CHECKS: dict[str, Callable[[Any], Any]] = {
+_ARM_CHECKS: dict[str, Callable[[Any], Any]] = {  # beside UpdateConfig's checks of the update fields
     "name": _run_name,
-    "optimizer": registry_name("optimizer"),
-    "optimizer_args": _settings_as_given,
-    "schedule": registry_name("schedule"),
-    "schedule_args": _settings_as_given,
-    "schedule_per": partial(_choice, "", choices=SCHEDULE_PERS, kind="schedule_per"),
-    "lipschitz": _lipschitz_settings,
+    "lipschitz": _lipschitz_settings,  # also a ``multiplier``, moved to schedule_args by __post_init__
     "space": _as_given,  # resolved by __post_init__ (ParamSpec entries), routed by check()
     "grid": _as_given,
     "task": _task_overrides,
@@ -198,7 +184,7 @@ _ARM_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 
 @config_model(_ARM_CHECKS)
-class ArmSpec(ArmRouting):
+class ArmSpec(ArmRouting, UpdateConfig):
     """One arm: an optimizer x a schedule, fixed hyperparameters, and what is searched.
 
     After construction ``space`` is always a mapping name -> searched :class:`ParamSpec` (``"default"``
@@ -223,12 +209,7 @@ class ArmSpec(ArmRouting):
     _KIND: ClassVar[str] = "arm"
 
     name: str
-    optimizer: str
-    optimizer_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    schedule: str = "constant"
-    schedule_args: Mapping[str, Any] = field(default_factory=FrozenDict)
-    schedule_per: str = "epoch"
-    lipschitz: Mapping[str, Any] = field(default_factory=FrozenDict)
+    optimizer: str  # required here (UpdateConfig's default is for a single trial)
     space: Mapping[str, ParamSpec] | str | None = None
     grid: Mapping[str, tuple[Any, ...]] | None = None
     task: Mapping[str, Any] = field(default_factory=FrozenDict)
@@ -484,23 +465,14 @@ class StudySpec:
             return len(arm.grid_points())
         return self.search.trials_per_arm * self.search.repeats if arm.is_searched else 0
 
-    def trial_config(self, arm: ArmSpec | str, params: Mapping[str, Any], seed: int) -> Any:
-        """The :class:`lyaptune.train.TrialConfig` of ``arm`` with sampled ``params`` on ``seed``."""
-        from lyaptune.train import TrialConfig
-
+    def trial_config(self, arm: ArmSpec | str, params: Mapping[str, Any], seed: int) -> TrialConfig:
+        """The :class:`lyaptune.config.TrialConfig` of ``arm`` with sampled ``params`` on ``seed``:
+        the arm's task, its update (:class:`~lyaptune.config.UpdateConfig`) with the sampled values
+        routed into its arguments, and the seed."""
         arm = self._arm(arm)
-        task = arm.task_for(self.task)
-        opt, sched = arm.split_params(params)
-        return TrialConfig(
-            **task.to_dict(),
-            optimizer=arm.optimizer,
-            optimizer_args=opt,
-            schedule=arm.schedule,
-            schedule_args=sched,
-            schedule_per=arm.schedule_per,
-            lipschitz=_thaw(arm.lipschitz),
-            seed=int(seed),
-        )
+        update = {name: getattr(arm, name) for name in UpdateConfig.update_field_names()}
+        update["optimizer_args"], update["schedule_args"] = arm.split_params(params)
+        return TrialConfig(**arm.task_for(self.task).to_dict(), **update, seed=int(seed))
 
     # -- transforms -------------------------------------------------------------------------------
     def smoke(self) -> StudySpec:
