@@ -16,11 +16,9 @@ import logging.handlers
 import math
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.store import RunStore, lock_run_dir
 from lyaptune.study.check import check_study
+from lyaptune.study.interrupt import Interrupt, StudyInterrupted
 from lyaptune.study.progress import ProgressDisplay, StudyProgress
 from lyaptune.study.searcher import Job, StudyPlan, resolve_data_roots
 from lyaptune.study.spec import ResourcesSpec, StudySpec
@@ -553,56 +552,6 @@ def _init_ray(address: str | None, quiet: _RayQuiet | None = None) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------------------
-# Interruptions: SIGINT / SIGTERM stop the study cleanly; `lyaptune resume` continues it.
-
-
-class StudyInterrupted(KeyboardInterrupt):
-    """A study stopped by SIGINT or SIGTERM; completed runs are stored and ``lyaptune resume`` continues.
-
-    Attributes:
-      signum: the signal received.
-      message: one line: how many runs are stored and the exact resume command.
-    """
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.message, self.signum = message, signum
-
-
-class _Interrupt:
-    """SIGINT/SIGTERM handlers (main thread only) that ask Tune to stop every trial; a second signal
-    falls back to the previous handler (Ctrl-C twice: stop at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.on_signal: Callable[[], None] | None = None
-        self._saved: dict[int, Any] = {}
-
-    def _restore(self) -> None:
-        for sig, handler in self._saved.items():
-            # None: a handler installed outside Python (Ray's C++ one), which cannot be put back
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        self._restore()
-        if self.on_signal is not None:
-            self.on_signal()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_Interrupt]:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            if self.signum is None:
-                self._restore()
-
-
 class _RemoteJournal:
     """The Optuna journal of a run directory in an object store (``s3://``, ``gs://``): Optuna writes a
     local file (``<out>/<name>/optuna.journal``), and the store keeps its copy, pulled before the plan
@@ -633,6 +582,24 @@ def _arm_runs(spec: StudySpec) -> dict[str, int]:
     """Runs planned per arm: its search budget on every search seed plus its final runs."""
     n_seeds, n_final = len(spec.search.seeds), len(spec.search.final_seeds)
     return {a.name: spec.budget(a) * n_seeds + n_final for a in spec.arms}
+
+
+def _refuse_existing(root: str, local: Path | None, resume: bool) -> None:
+    """A new study never writes into a run directory that holds one already."""
+    if not resume and local is not None and (local / "spec.yaml").exists():
+        raise UserError(
+            f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
+            "or choose another --out"
+        )
+
+
+def _check_before_ray(request: Mapping[str, float], remote: bool) -> None:
+    """A request no node of a new local Ray could meet fails before Ray starts (seconds, not minutes)."""
+    predicted = None if remote else _local_node()
+    if predicted is not None and not _ray_initialized():
+        problem = check_resources(request, [predicted])
+        if problem:
+            raise ConfigError(problem)
 
 
 def run_study(
@@ -705,19 +672,11 @@ def run_study(
     data_roots = {**resolve_data_roots(spec), **(stored.get("data_roots") or {})}
     if not remote:
         _preflight_datasets(spec, data_roots)  # on a cluster the files may live on the workers only
-    if not resume and local is not None and (local / "spec.yaml").exists():
-        raise UserError(
-            f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
-            "or choose another --out"
-        )
+    _refuse_existing(root, local, resume)
     journal_dir = local if local is not None else Path(out) / spec.name
     total = sum(_arm_runs(spec).values())
     request = {"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)}
-    predicted = None if remote else _local_node()
-    if predicted is not None and not _ray_initialized():
-        problem = check_resources(request, [predicted])
-        if problem:  # before starting Ray: seconds, not Ray's start-up
-            raise ConfigError(problem)
+    _check_before_ray(request, remote)
     if resume:
         RunStore(root)  # not a run directory: fail before a lock file is created
     # one writer per run directory: a second `run` / `resume` is refused with the holder's name
@@ -733,11 +692,7 @@ def run_study(
         if run_lock.taken_over is not None:
             holder = run_lock.taken_over.describe()
             log(f"took over the run directory lock of {holder}: it is no longer running")
-        if not resume and local is not None and (local / "spec.yaml").exists():
-            raise UserError(
-                f"run directory {root} already exists; continue it with `lyaptune resume {root}` "
-                "or choose another --out"
-            )
+        _refuse_existing(root, local, resume)
         return _run_locked(
             spec,
             written,
@@ -780,7 +735,7 @@ def _run_locked(
     data_roots: dict[str, str],
 ) -> RunStore:
     """The body of :func:`run_study`, run while the run directory's lock is held."""
-    interrupt, log = _Interrupt(), display.log
+    interrupt, log = Interrupt(), display.log
     progress = StudyProgress(_arm_runs(spec), display)
     log(f"study {spec.name}: {len(spec.arms)} arms, {total} runs, results in {root}")
     progress.phase = "connecting to Ray" if remote else "starting Ray"
@@ -829,7 +784,6 @@ def _run_locked(
             if journal is not None:
                 journal.pull(resume)
             from lyaptune.study import tune_adapter
-            from lyaptune.study.trainable import train_job
 
             # checkpoints that killed drivers' Tune experiments left (a local path or an object store)
             checkpoints = (
@@ -847,31 +801,7 @@ def _run_locked(
                 log(f"resuming {root}: {len(plan.done)} of {total} runs already recorded")
                 rows = store.trials()
                 progress.restore(rows[rows["trial_id"].isin(plan.done)].groupby("arm").size().to_dict())
-
-            def finished(job: Job, status: str, value: float) -> None:
-                if journal is not None:
-                    journal.push()
-                progress.finished(job, status, value)
-
-            searcher = tune_adapter.StudySearcher(plan, on_finish=finished, on_start=progress.started)
-            interrupt.on_signal = lambda: setattr(searcher, "stopping", True)  # a flag only: no I/O here
-
-            def stop() -> None:  # at Tune's next step after the signal, then `fit` ends at once
-                log(f"stopping ({signal.Signals(interrupt.signum).name}): runs in flight are left for resume")
-
-            if interrupt.signum is None:
-                tuner = tune_adapter.make_tuner(
-                    spec,
-                    root,
-                    searcher,
-                    trainable=train_job,
-                    stop_all=lambda: interrupt.signum is not None,
-                    on_stop=stop,
-                    max_concurrent=max_concurrent,
-                )
-                progress.set_phase("waiting for Ray to start the first run")
-                with contextlib.suppress(tune_adapter.StudyStopped):
-                    tuner.fit()
+            _fit(spec, root, plan, progress, interrupt, journal, max_concurrent)
             if journal is not None:
                 journal.push()
         finally:
@@ -883,8 +813,8 @@ def _run_locked(
     trials = store.trials()
     if interrupt.signum is not None:
         message = (
-            f"interrupted ({signal.Signals(interrupt.signum).name}): {len(trials)} of {total} runs stored in "
-            f"{root}; continue with: lyaptune resume {root}"
+            f"interrupted ({interrupt.name}): {len(trials)} of {total} runs stored in {root}; "
+            f"continue with: lyaptune resume {root}"
         )
         log(message)
         raise StudyInterrupted(message, interrupt.signum)
@@ -896,6 +826,45 @@ def _run_locked(
         f"results in {root} (trials/, epochs/, {JOURNAL_FILE}, {RAY_LOG_FILE})"
     )
     return store
+
+
+def _fit(
+    spec: StudySpec,
+    root: str,
+    plan: StudyPlan,
+    progress: StudyProgress,
+    interrupt: Interrupt,
+    journal: _RemoteJournal | None,
+    max_concurrent: int | None,
+) -> None:
+    """Run the plan's jobs through one Tune experiment, until done or interrupted (then at once)."""
+    from lyaptune.study import tune_adapter
+    from lyaptune.study.trainable import train_job
+
+    def finished(job: Job, status: str, value: float) -> None:
+        if journal is not None:
+            journal.push()
+        progress.finished(job, status, value)
+
+    searcher = tune_adapter.StudySearcher(plan, on_finish=finished, on_start=progress.started)
+    interrupt.on_signal = lambda: setattr(searcher, "stopping", True)  # a flag only: no I/O here
+
+    def stop() -> None:  # at Tune's next step after the signal; then `fit` ends at once
+        progress.display.log(f"stopping ({interrupt.name}): runs in flight are left for resume")
+
+    if interrupt.signum is None:
+        tuner = tune_adapter.make_tuner(
+            spec,
+            root,
+            searcher,
+            trainable=train_job,
+            stop_all=lambda: interrupt.signum is not None,
+            on_stop=stop,
+            max_concurrent=max_concurrent,
+        )
+        progress.set_phase("waiting for Ray to start the first run")
+        with contextlib.suppress(tune_adapter.StudyStopped):
+            tuner.fit()
 
 
 def resume_study(
