@@ -961,6 +961,7 @@ def test_training_curves_figure_marks_collapsed_arms(study, table):
     assert lines["derived (reference)"].get_linestyle() == "-"
 
 
+@pytest.mark.integration
 def test_write_report_produces_every_file(study, tmp_path):
     out = tmp_path / "report"
     files = write_report(study, out, importance=False)
@@ -1039,6 +1040,7 @@ def test_paper_figures_of_the_study(study, run_dir):
         assert [ln.get_label().split(" ")[0] for ln in ax.get_lines()] == ["derived", "adam-cosine"]
 
 
+@pytest.mark.integration
 def test_write_report_without_figures(study, tmp_path):
     with_figs = tmp_path / "full"
     write_report(study, with_figs, importance=False)
@@ -1080,6 +1082,7 @@ def _script(name: str):
     return runpy.run_path(str(REPO / "analysis" / f"{name}.py"), run_name="analysis_script")["main"]
 
 
+@pytest.mark.integration
 def test_analysis_scripts(run_dir, tmp_path, capsys):
     # one script as a user runs it, in a fresh interpreter
     r = subprocess.run(

@@ -183,6 +183,7 @@ def test_population_mode_follows_the_device_actually_used(tmp_path):
 # The real CLI with a real local Ray.
 
 
+@pytest.mark.integration
 def test_gpu_spec_without_gpus_stops_at_once_with_one_line(tmp_path):
     t0 = time.perf_counter()
     r = lyaptune("run", write(tmp_path, SPEC), "--out", tmp_path / "runs", timeout=300)
@@ -200,6 +201,7 @@ def test_gpu_spec_without_gpus_stops_at_once_with_one_line(tmp_path):
     print(f"GPU spec without GPUs: exit 2 after {elapsed:.1f} s")
 
 
+@pytest.mark.integration
 def test_override_runs_the_gpu_spec_on_cpus_with_only_lyaptune_lines(tmp_path):
     r = lyaptune("run", write(tmp_path, SPEC), "--out", tmp_path / "runs", "--resources", "cpu=1,gpu=0")
     assert r.returncode == 0, (r.stdout, r.stderr)
@@ -234,12 +236,14 @@ def test_override_runs_the_gpu_spec_on_cpus_with_only_lyaptune_lines(tmp_path):
     assert "  resources per trial: cpu=1, gpu=0 (--resources)" in status.stdout
 
 
+@pytest.mark.integration
 def test_bad_resources_flag_is_one_line(tmp_path):
     r = lyaptune("run", write(tmp_path, SPEC), "--out", tmp_path / "runs", "--resources", "gpu=half")
     assert r.returncode == 2
     assert r.stderr.strip() == "lyaptune: error: --resources: gpu must be a number, got 'half'"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_prints_the_resume_command_and_resume_completes(tmp_path, sig):
     spec = {**SPEC, "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 1}

@@ -197,6 +197,7 @@ def test_paper_settings_of_003():
     assert fixed == tuned == expected
 
 
+@pytest.mark.integration
 def test_cli_smoke_dry_run_prints_the_stand_ins(tmp_path):
     env = {"LYAPTUNE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
     spec = EXPERIMENTS / "003_vgg9_cifar10_schedulers.yaml"
@@ -433,20 +434,15 @@ def test_fit_to_cpu_scales_fc_widths_so_width_arms_stay_distinct():
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def empty_data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("no-data")
 
 
-SMOKE_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else []) for p in SPECS]
+#: Smoke runs: the fast set in the integration tier, the rest in the slow tier (README "Development").
+SMOKE_PARAMS = [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.slow if p.stem in SLOW else pytest.mark.integration])
+    for p in SPECS
+]
 
 #: run directories of the smoke runs made in this session (spec stem -> run dir), reused by the reports
 _SMOKE_RUNS: dict[str, Path] = {}

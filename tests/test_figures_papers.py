@@ -255,6 +255,7 @@ def smoke_run(tmp_path_factory) -> Path:
     return base / "runs" / "003_fc_fullbatch_constant_steps_d1"
 
 
+@pytest.mark.integration
 def test_smoke_constant_steps_figure_has_a_curve_per_grid_point(smoke_run, tmp_path):
     study = load_study(smoke_run)
     grid = study.arm_spec("adam-constant")["grid"]["lr"]
@@ -293,6 +294,7 @@ def test_smoke_constant_steps_figure_has_a_curve_per_grid_point(smoke_run, tmp_p
     assert (tmp_path / "constant_steps.png").stat().st_size > 0
 
 
+@pytest.mark.integration
 def test_report_of_the_smoke_run_draws_the_constant_steps_figure(smoke_run, tmp_path):
     """``lyaptune report`` (the real CLI) draws papers/003 Figure 2 into the report, with its caption."""
     out = tmp_path / "report"

@@ -620,6 +620,7 @@ def _cli_k_hat(init: str) -> tuple[float, list[str]]:
     return k_hat[0], lines
 
 
+@pytest.mark.integration
 def test_cli_weights_init_follows_the_init_option_and_reports_progress() -> None:
     k_xavier, lines = _cli_k_hat("xavier")
     k_kaiming, _ = _cli_k_hat("kaiming-normal")
@@ -631,6 +632,7 @@ def test_cli_weights_init_follows_the_init_option_and_reports_progress() -> None
     assert k_xavier == pytest.approx(max(per_sample), rel=1e-5)
 
 
+@pytest.mark.integration
 def test_cli_unknown_init_is_one_line() -> None:
     r = _cli("lipschitz", "--samples", "1", "--device", "cpu", "--weights", "init", "--init", "xavir")
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -640,6 +642,7 @@ def test_cli_unknown_init_is_one_line() -> None:
     )
 
 
+@pytest.mark.integration
 def test_cli_trial_reports_k_hat_progress_and_uses_the_task_initialiser() -> None:
     r = _cli(
         "trial", "--dataset", "digits", "--model", "fc", "--depth", "1", "--width", "64",

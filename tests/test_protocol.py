@@ -467,6 +467,7 @@ def lyaptune(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_cli_report_without_a_derived_arm_and_compare_across_studies(tmp_path):
     a = verdict_study(tmp_path / "a")
     r = lyaptune("report", str(a), "--out", str(tmp_path / "rep"), "--format", "md", "--no-importance")
@@ -636,6 +637,7 @@ def test_claims_malformed_entry_is_one_clear_error(tmp_path):
         evaluate_claims(load_study(claims_study(tmp_path / "c", bad, with_dead=False)))
 
 
+@pytest.mark.integration
 def test_cli_report_opens_with_the_claims_section(tmp_path):
     root = claims_study(tmp_path / "c")
     out = tmp_path / "rep"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _procs import kill_family, wait_for_marker
+from _ray import own_ray
 
 from lyaptune.cli import main
 from lyaptune.store import RunStore
@@ -208,6 +209,7 @@ def test_debug_flag_shows_a_traceback(tmp_path, capsys):
         main(["--debug", "status", str(tmp_path)])
 
 
+@pytest.mark.integration
 def test_diverging_and_failing_trials_do_not_stop_the_study(tmp_path):
     """A NaN run is `diverged`; a run that raises is retried up to max_failures, then `errored` with
     its message kept; Optuna is told FAIL for both; the study completes."""
@@ -228,6 +230,7 @@ def test_diverging_and_failing_trials_do_not_stop_the_study(tmp_path):
     fault = {"match": "sgd-search-0002", "times": 5, "dir": str(marker)}  # always fails: errored
     retry = {"match": "sgd-search-0001", "times": 1, "dir": str(marker)}  # fails once: retried, completes
     os.environ["LYAPTUNE_FAULT_INJECTION"] = json.dumps(fault)
+    own_ray()  # this test's Ray carries the fault in its runtime_env
     try:
         ray.init(
             num_cpus=2,
@@ -293,6 +296,7 @@ def test_worker_node_killed_mid_study_resumes_trials_from_checkpoints(tmp_path):
     marks = tmp_path / "marks"
     fault = {"match": "adam-search-0001", "block": "checkpoint", "dir": str(marks)}
     # the head runs the driver only (0 CPUs), so every run trains on the worker node
+    own_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()

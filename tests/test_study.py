@@ -9,10 +9,14 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from _ray import own_ray, shared_ray
 
 from lyaptune.store import RunStore
 from lyaptune.study import load_spec, run_study
 from lyaptune.study.searcher import journal_storage
+
+#: Every test here runs a study (Ray, or the CLI in a subprocess): the integration tier, or slow.
+pytestmark = pytest.mark.integration
 
 SPEC = {
     "name": "tiny",
@@ -100,15 +104,11 @@ def check_complete(run_dir: Path, spec_dict=SPEC):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    import ray
 
     tmp = tmp_path_factory.mktemp("study")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        spec = load_spec(write_spec(tmp))
-        store = run_study(spec, out=tmp / "runs", log=lambda m: None)
-    finally:
-        ray.shutdown()
+    shared_ray()
+    spec = load_spec(write_spec(tmp))
+    store = run_study(spec, out=tmp / "runs", log=lambda m: None)
     return Path(store.path), spec
 
 
@@ -165,6 +165,7 @@ def test_study_runs_across_two_nodes(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
+    own_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -224,8 +225,6 @@ def test_dry_run_lists_arms_without_ray(tmp_path):
 def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
     import json
 
-    import ray
-
     from lyaptune.train import run_trial
 
     arms = [
@@ -236,11 +235,8 @@ def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
             tmp_path, name="grid", arms=arms, search={**SPEC["search"], "final_seeds": [1]}, population="on"
         )
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
-    finally:
-        ray.shutdown()
+    shared_ray()
+    store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
     trials = store.trials()
     search = trials[trials["phase"] == "search"]
     assert len(search) == 6 and set(search["status"]) == {"completed"}
@@ -255,7 +251,6 @@ def test_grid_arm_trains_as_a_population_with_single_trial_results(tmp_path):
 
 
 def test_asha_stops_some_runs_and_keeps_their_epochs(tmp_path):
-    import ray
 
     arms = [{"name": "adam", "optimizer": "adam", "space": {"lr": {"low": 1e-5, "high": 1e-1, "log": True}}}]
     spec = load_spec(
@@ -274,11 +269,8 @@ def test_asha_stops_some_runs_and_keeps_their_epochs(tmp_path):
             },
         )
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
-    finally:
-        ray.shutdown()
+    shared_ray()
+    store = run_study(spec, out=tmp_path / "runs", log=lambda m: None)
     trials = store.trials()
     search = trials[trials["phase"] == "search"]
     assert len(search) == 6 and set(search["status"]) <= {"completed", "stopped"}

@@ -99,6 +99,7 @@ def simulation() -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
+@pytest.mark.integration
 def test_simulation_label_iff_holm_t_rejects_with_the_interval_direction(simulation):
     s = simulation
     assert s[["n", "noise", "shift", "study"]].drop_duplicates().shape[0] == 2000
@@ -113,6 +114,7 @@ def test_simulation_label_iff_holm_t_rejects_with_the_interval_direction(simulat
     assert ((lab["verdict"] == "better") == better_side[labelled.to_numpy()]).all()
 
 
+@pytest.mark.integration
 def test_simulation_power_never_drops_with_a_seed_and_fwer_holds(simulation):
     s = simulation
     one_sd = s[s["shift"] == 1.0]
