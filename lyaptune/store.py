@@ -63,19 +63,14 @@ holder.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
-import math
 import os
-import signal
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow as pa
@@ -85,9 +80,54 @@ import pyarrow.parquet as pq
 import yaml
 
 from lyaptune._lock import LOCK_FILE, LockHolder, RunDirLock, RunDirLockedError, lock_run_dir
-from lyaptune._records import RECORD_FIELDS
+from lyaptune._store_compaction import (
+    _RANK,
+    _SMALL_RANK,
+    COMPACT_EVERY,
+    COMPACTION_FAULT_ENV,
+    COMPACTION_FILE,
+    COMPACTION_STEPS,
+    PART_PREFIX,
+    _keep_newest,
+    _keep_newest_source,
+    _PartsMixin,
+    _visible_parquet,
+)
+from lyaptune._store_tables import (
+    _ARM_KEY,
+    _EPOCH_BASE_SCHEMA,
+    _NULLABLE_INT_COLUMNS,
+    _PARQUET_OPTIONS,
+    _TMP_PREFIX,
+    _UTC_US,
+    EPOCH_KEY_COLUMNS,
+    EPOCH_RECORD_FIELDS,
+    EPOCHS_DIR,
+    PARAM_PREFIX,
+    PHASES,
+    SPEC_FILE,
+    STATUSES,
+    STUDY_FILE,
+    TRIAL_COLUMNS,
+    TRIALS_DIR,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+    _epochs_table,
+    _expand_params,
+    _fill_defaults,
+    _first_line,
+    _from_legacy,
+    _json_default,
+    _order_epoch_columns,
+    _plain,
+    _quote_name,
+    _read_table_checked,
+    _resolve,
+    _trial_table,
+    read_parquet_checked,
+    trial_row,
+)
 from lyaptune.errors import UserError
-from lyaptune.metrics import FINAL_FIELDS
 
 __all__ = [
     "RunStore",
@@ -114,433 +154,8 @@ __all__ = [
     "COMPACTION_FAULT_ENV",
 ]
 
-#: Trial outcomes. ``running`` marks a trial recorded before it ended.
-STATUSES = ("completed", "diverged", "stopped", "errored", "running")
-#: ``search``: a trial proposed by Optuna; ``final``: an arm's best configuration re-run on a fresh seed.
-PHASES = ("search", "final")
-#: Prefix of the per-hyperparameter columns of :meth:`RunStore.trials` (and of a :func:`trial_row`).
-PARAM_PREFIX = "param_"
 
-SPEC_FILE = "spec.yaml"
-STUDY_FILE = "study.json"
-#: The directory of the trials table: one Parquet file per run.
-TRIALS_DIR = "trials"
-#: The single trials file of run directories written before :data:`TRIALS_DIR` (read, never written).
-TRIALS_FILE = "trials.parquet"
-EPOCHS_DIR = "epochs"
-_ARM_KEY = "arm"
-# Leading "." so that every dataset reader skips a file being written.
-_TMP_PREFIX = ".lyaptune-tmp-"
-
-_UTC_US = pa.timestamp("us", tz="UTC")
-# Files of one run are small (a row, a few hundred epochs): per-file costs dominate, and compression,
-# dictionaries and column statistics (which copy whole JSON strings into the footer) only add to them.
-_PARQUET_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
-
-#: The columns of every trials file, in order, with their types. ``repeat`` is the search repeat (0
-#: without repeats); ``population_wall_s`` / ``population_size`` are set for a run trained inside a vmapped
-#: population of P members, whose ``wall_s`` is the population's wall time over P (METHODS.md section 8,
-#: "Cost"); ``params_json`` holds the searched hyperparameters; ``created_at`` is when the run was first
-#: recorded (it orders :meth:`RunStore.trials`), ``updated_at`` when it was last recorded.
-TRIALS_SCHEMA = pa.schema(
-    [
-        ("study", pa.string()),
-        ("arm", pa.string()),
-        ("trial_id", pa.string()),
-        ("phase", pa.string()),
-        ("optimizer", pa.string()),
-        ("schedule", pa.string()),
-        ("dataset", pa.string()),
-        ("model", pa.string()),
-        ("seed", pa.int64()),
-        ("repeat", pa.int64()),
-        ("optuna_number", pa.int64()),
-        ("status", pa.string()),
-        ("epochs_completed", pa.int64()),
-        ("objective", pa.float64()),
-        ("final_train_loss", pa.float64()),
-        ("final_train_acc", pa.float64()),
-        ("final_grad_norm", pa.float64()),
-        ("min_grad_norm", pa.float64()),
-        ("final_val_loss", pa.float64()),
-        ("final_val_acc", pa.float64()),
-        ("final_test_loss", pa.float64()),
-        ("final_test_acc", pa.float64()),
-        ("wall_s", pa.float64()),
-        ("population_wall_s", pa.float64()),
-        ("population_size", pa.int64()),
-        ("derived_lr", pa.float64()),
-        ("k_hat", pa.float64()),
-        ("initial_loss", pa.float64()),
-        ("message", pa.string()),
-        ("info_json", pa.string()),
-        ("config_json", pa.string()),
-        ("params_json", pa.string()),
-        ("created_at", _UTC_US),
-        ("updated_at", _UTC_US),
-    ]
-)
-TRIAL_COLUMNS = tuple(TRIALS_SCHEMA.names)
-# filled by the store from the param_<name> keys of a row
-_DERIVED_COLUMNS = frozenset({"params_json"})
-# nullable integer columns: pandas Int64 in RunStore.trials()
-_NULLABLE_INT_COLUMNS = ("optuna_number", "population_size")
-
-#: The per-epoch record of the trial engine (:data:`lyaptune._records.RECORD_FIELDS`, torch-free so
-#: that reading a run does not import torch). ``epoch`` and ``step`` are int64, the rest float64; optimizer
-#: diagnostics follow as extra float64 columns.
-EPOCH_RECORD_FIELDS = RECORD_FIELDS
-_EPOCH_INT_FIELDS = frozenset({"epoch", "step"})
-#: Columns stored in every epochs file before the record fields (``arm`` comes from the directory).
-EPOCH_KEY_COLUMNS = ("trial_id", "phase", "seed")
-_EPOCH_BASE_SCHEMA = pa.schema(
-    [("trial_id", pa.string()), ("phase", pa.string()), ("seed", pa.int64())]
-    + [(f, pa.int64() if f in _EPOCH_INT_FIELDS else pa.float64()) for f in EPOCH_RECORD_FIELDS]
-)
-
-_TRIAL_FINALS = FINAL_FIELDS  # final_<field> column -> record field (lyaptune.metrics)
-
-
-# -- filesystem helpers -----------------------------------------------------------------------------
-
-
-def _resolve(path_or_uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str, str]:
-    """``(filesystem, path inside it, display string)`` for a local path or a pyarrow URI."""
-    if isinstance(path_or_uri, os.PathLike) or "://" not in str(path_or_uri):
-        local = os.path.abspath(os.path.expanduser(os.fspath(path_or_uri)))
-        return pafs.LocalFileSystem(), local, local
-    uri = str(path_or_uri)
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowException, OSError, ValueError) as err:
-        raise UserError(f"cannot open {uri}: {_first_line(err)}") from err
-    return fs, path.rstrip("/") or "/", uri.rstrip("/")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _read_table_checked(
-    fs: pafs.FileSystem,
-    path: str,
-    display: str,
-    columns: Sequence[str] | None = None,
-    *,
-    missing_ok: bool = False,
-) -> pa.Table | None:
-    """Read one Parquet file; a missing, corrupt or truncated file is a :class:`UserError` naming it.
-
-    With ``missing_ok`` a missing file gives ``None``.
-    """
-    try:
-        with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).read(columns=list(columns) if columns else None)
-    except FileNotFoundError as err:
-        if missing_ok:
-            return None
-        raise UserError(f"missing Parquet file {display}") from err
-    except (pa.ArrowException, OSError) as err:
-        raise _corrupt(display, err) from err
-
-
-def _corrupt(display: str, err: BaseException) -> UserError:
-    if isinstance(err, pa.ArrowInvalid) or "parquet" in str(err).lower():
-        return UserError(f"cannot read {display}: corrupt or truncated Parquet file ({_first_line(err)})")
-    return UserError(f"cannot read {display}: {_first_line(err)}")
-
-
-def read_parquet_checked(
-    path_or_uri: str | os.PathLike[str], *, columns: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Read a Parquet file into a DataFrame, failing with one line that names a bad file.
-
-    Args:
-      path_or_uri: a local path or a URI pyarrow understands (``file://``, ``s3://``, ``gs://``).
-      columns: read only these columns.
-
-    Returns:
-      The file's contents.
-
-    Raises:
-      UserError: the file is missing, corrupt or truncated (the message names it).
-    """
-    fs, path, display = _resolve(path_or_uri)
-    return _read_table_checked(fs, path, display, columns).to_pandas()
-
-
-def _quote_name(name: str) -> str:
-    """A file or directory name for ``name`` that hive readers decode back and none of them skips."""
-    q = quote(name, safe="")
-    if q[:1] in (".", "_"):
-        q = f"%{ord(q[0]):02X}{q[1:]}"
-    return q
-
-
-# -- values -----------------------------------------------------------------------------------------
-
-
-def _plain(obj: Any) -> Any:
-    """Mappings, tuples and numpy/torch scalars as plain dicts, lists and Python numbers (for YAML)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _dataclass_dict(obj)
-    return _json_default(obj)
-
-
-def _dataclass_dict(obj: Any) -> dict[str, Any]:
-    """A dataclass's fields as plain values (not ``dataclasses.asdict``: it deep-copies, and the frozen
-    mappings of a :class:`~lyaptune.train.TrialConfig` cannot be copied)."""
-    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-
-
-def _json_default(obj: Any) -> Any:
-    """``json.dumps`` fallback: numpy/torch values, dates, paths, mappings; anything else as ``str``."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars, torch tensors
-    if callable(tolist):
-        return tolist()
-    if isinstance(obj, (_dt.datetime, _dt.date)):
-        return obj.isoformat()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _dataclass_dict(obj)
-    return str(obj)
-
-
-def _to_json(obj: Any) -> str:
-    """JSON text of ``obj``; non-finite floats are written as ``NaN`` / ``Infinity`` (Python's json)."""
-    return json.dumps(obj, default=_json_default, sort_keys=False)
-
-
-_KINDS = {"int64": "an integer", "double": "a number", "string": "a string"}
-
-
-def _to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
-    """``rows`` as a table of ``schema``: Arrow infers each column and casts it safely.
-
-    A safe cast is a check: ``1.5`` is not an int64 and ``'low'`` is not a float64 (Arrow's
-    ``from_pylist(rows, schema=...)`` would truncate ``1.5`` to ``1``). NaN in an integer column is
-    null (a nullable column read back through pandas).
-
-    Raises:
-      ValueError: a value that does not fit its column, naming ``what``, the column and the value.
-    """
-    columns = []
-    for field in schema:
-        values = [r.get(field.name) for r in rows]
-        try:
-            inferred = pa.array(values, from_pandas=pa.types.is_integer(field.type))
-            columns.append(inferred.cast(field.type, safe=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            kind = _KINDS.get(str(field.type), str(field.type))
-            for v in values:  # the first value that does not convert alone
-                try:
-                    pa.array([v], from_pandas=pa.types.is_integer(field.type)).cast(field.type, safe=True)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                    raise ValueError(f"{what}{field.name} must be {kind}, got {v!r}") from None
-            raise ValueError(f"{what}{field.name} must be {kind}, got {values!r}") from None
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _trial_table(row: Mapping[str, Any]) -> pa.Table:
-    """One trial row (``param_<name>`` keys folded into ``params_json``) as a :data:`TRIALS_SCHEMA` table."""
-    unknown = [
-        k
-        for k in row
-        if (k not in TRIALS_SCHEMA.names or k in _DERIVED_COLUMNS) and not k.startswith(PARAM_PREFIX)
-    ]
-    if unknown:
-        raise ValueError(
-            f"unknown trial column(s) {', '.join(map(repr, unknown))}; valid: "
-            f"{', '.join(c for c in TRIAL_COLUMNS if c not in _DERIVED_COLUMNS)}, "
-            f"or '{PARAM_PREFIX}<name>' for a hyperparameter"
-        )
-    for key in ("trial_id", "arm"):
-        if not row.get(key) or not isinstance(row[key], str):
-            raise ValueError(f"a trial row needs a non-empty {key}, got {row.get(key)!r}")
-    if row.get("phase") not in PHASES:
-        raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {row.get('phase')!r}")
-    if row.get("status") not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {row.get('status')!r}")
-    full = dict(row)
-    full["params_json"] = _to_json(
-        {k[len(PARAM_PREFIX) :]: v for k, v in row.items() if k.startswith(PARAM_PREFIX)}
-    )
-    if full.get("repeat") is None:
-        full["repeat"] = 0
-    if full.get("updated_at") is None:
-        full["updated_at"] = _dt.datetime.now(_dt.timezone.utc)
-    return _to_table([full], TRIALS_SCHEMA, "")
-
-
-def _epochs_table(
-    trial_id: str, phase: str, seed: int | None, records: Sequence[Mapping[str, Any]]
-) -> pa.Table:
-    """One trial's records as a table: key columns, :data:`EPOCH_RECORD_FIELDS`, then diagnostics."""
-    recs = [_record_dict(r) for r in records]
-    seen: set[Any] = set()
-    for i, rec in enumerate(recs):
-        e = rec.get("epoch")
-        if e is None:
-            raise ValueError(f"epoch record {i} of trial {trial_id!r} has no 'epoch'")
-        if e in seen:
-            raise ValueError(f"trial {trial_id!r} has two records for epoch {e}")
-        seen.add(e)
-    skip = {_ARM_KEY, *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS}
-    extras = list(dict.fromkeys(k for rec in recs for k in rec if k not in skip))
-    schema = pa.schema([*_EPOCH_BASE_SCHEMA, *(pa.field(str(k), pa.float64()) for k in extras)])
-    keys = {"trial_id": trial_id, "phase": phase, "seed": seed}
-    return _to_table([{**rec, **keys} for rec in recs], schema, f"trial {trial_id!r}: epoch record field ")
-
-
-def _record_dict(record: Any) -> Mapping[str, Any]:
-    """An epoch record as a mapping (an :class:`~lyaptune._records.EpochRecord` via ``to_dict()``)."""
-    if isinstance(record, Mapping):
-        return record
-    to_dict = getattr(record, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    raise TypeError(f"an epoch record must be a mapping or have to_dict(), got {type(record).__name__}")
-
-
-def _param_array(values: list[Any]) -> pa.Array:
-    """float64 when every present value is a number (not a bool), else string (JSON for non-strings)."""
-    present = [v for v in values if v is not None]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
-    return pa.array([v if v is None or isinstance(v, str) else _to_json(v) for v in values], type=pa.string())
-
-
-def _expand_params(params_json: pa.ChunkedArray) -> dict[str, pa.Array]:
-    """``params_json`` as one :func:`_param_array` per hyperparameter, by ``param_<name>``, sorted."""
-    parsed = [json.loads(s) if s else {} for s in params_json.to_pylist()]
-    names = sorted({k for p in parsed for k in p})
-    return {f"{PARAM_PREFIX}{n}": _param_array([p.get(n) for p in parsed]) for n in names}
-
-
-def _from_legacy(table: pa.Table) -> pa.Table:
-    """A ``trials.parquet`` of an earlier version as a :data:`TRIALS_SCHEMA` table.
-
-    Missing columns are null (``repeat`` 0); the ``param_<name>`` columns become ``params_json`` (the
-    non-null values of each row).
-    """
-    n = table.num_rows
-    params = [c for c in table.column_names if c.startswith(PARAM_PREFIX)]
-    if params:
-        cols = [table.column(p).to_pylist() for p in params]
-        names = [p[len(PARAM_PREFIX) :] for p in params]
-        params_json = [_to_json({k: v for k, v in zip(names, vals) if v is not None}) for vals in zip(*cols)]
-    else:
-        params_json = ["{}"] * n
-    arrays = []
-    for field in TRIALS_SCHEMA:
-        if field.name == "params_json":
-            arrays.append(pa.array(params_json, pa.string()))
-        elif field.name in table.column_names:
-            arrays.append(table.column(field.name).cast(field.type))
-        else:
-            arrays.append(pa.nulls(n, field.type))
-    return _fill_defaults(pa.Table.from_arrays(arrays, schema=TRIALS_SCHEMA))
-
-
-def _fill_defaults(table: pa.Table) -> pa.Table:
-    """``repeat`` 0 where it is null (rows written before the column existed)."""
-    i = table.schema.get_field_index("repeat")
-    if i < 0 or table.column(i).null_count == 0:
-        return table
-    return table.set_column(i, "repeat", pc.fill_null(table.column(i), 0))
-
-
-#: Name prefix of a compacted part file (``@`` is escaped in every run's file name, so no run's file
-#: starts with it): ``trials/@part-<seq>.parquet`` and ``epochs/arm=<arm>/@part-<seq>.parquet``.
-PART_PREFIX = "@part-"
-#: A writer compacts after this many finished runs recorded as single files (:meth:`RunStore.compact`).
-COMPACT_EVERY = 1000
-#: The compaction in progress: written first, removed last (a leading ``_``: dataset readers skip it).
-COMPACTION_FILE = "_compaction.json"
-#: The points of a compaction at which its fault-injection hook is called, in order: after the
-#: manifest is written, after the epochs parts, after the trials part, after the folded trials files are
-#: deleted, after every folded file is deleted (only the manifest left).
-COMPACTION_STEPS = ("manifest", "epochs_parts", "trials_part", "trials_deleted", "deleted")
-#: ``LYAPTUNE_COMPACTION_FAULT=<step>``: the process SIGKILLs itself at that step (tests).
-COMPACTION_FAULT_ENV = "LYAPTUNE_COMPACTION_FAULT"
-# the rank of a copy of a run: its own file outranks every part, a later part an earlier one
-_SMALL_RANK = 2**62
-_RANK = "__rank"
-_FILENAME = "__filename"
-# parts are read whole by every reader: compressed, with dictionaries and statistics
-_PART_OPTIONS: dict[str, Any] = {"compression": "zstd"}
-_READ_RETRIES = 50
-
-
-def _part_name(seq: int) -> str:
-    return f"{PART_PREFIX}{seq:010d}.parquet"
-
-
-def _part_seq(base_name: str) -> int | None:
-    """The sequence number of a part file's name, or ``None`` for a run's own file."""
-    if not (base_name.startswith(PART_PREFIX) and base_name.endswith(".parquet")):
-        return None
-    digits = base_name[len(PART_PREFIX) : -len(".parquet")]
-    return int(digits) if digits.isdigit() else None
-
-
-def _visible_parquet(info: pafs.FileInfo) -> bool:
-    return (
-        info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
-    )
-
-
-def _keep_newest(table: pa.Table) -> pa.Table:
-    """One row per ``trial_id``: the newest by ``updated_at``, then by the rank of its file."""
-    n = table.num_rows
-    if n == 0 or pc.count_distinct(table.column("trial_id")).as_py() == n:
-        return table
-    # a missing updated_at (a file of an early layout) is the oldest
-    oldest = pa.scalar(_dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc), _UTC_US)
-    key = pc.fill_null(table.column("updated_at"), oldest)
-    t = table.append_column("__updated", key).sort_by(
-        [("trial_id", "ascending"), ("__updated", "ascending"), (_RANK, "ascending")]
-    )
-    t = t.drop_columns(["__updated"])
-    tid = t.column("trial_id")
-    last = pc.not_equal(tid.slice(0, n - 1), tid.slice(1)).combine_chunks()
-    return t.filter(pa.concat_arrays([last, pa.array([True])]))
-
-
-def _keep_newest_source(table: pa.Table) -> pa.Table:
-    """Per ``trial_id``, only the rows of its highest-ranked file (epochs: a run's copies are whole)."""
-    if table.num_rows == 0:
-        return table
-    g = table.group_by("trial_id").aggregate([(_RANK, "min"), (_RANK, "max")])
-    if pc.all(pc.equal(g.column(f"{_RANK}_min"), g.column(f"{_RANK}_max"))).as_py():
-        return table
-    best = pc.take(
-        g.column(f"{_RANK}_max"), pc.index_in(table.column("trial_id"), value_set=g.column("trial_id"))
-    )
-    return table.filter(pc.equal(table.column(_RANK), best))
-
-
-def _order_epoch_columns(names: Iterable[str]) -> list[str]:
-    names = list(names)
-    head = [_ARM_KEY, *EPOCH_KEY_COLUMNS, *EPOCH_RECORD_FIELDS]
-    return [c for c in head if c in names] + [c for c in names if c not in head]
-
-
-class RunStore:
+class RunStore(_PartsMixin):
     """Reader and (single) writer of one study's run directory.
 
     Args:
@@ -738,129 +353,6 @@ class RunStore:
             raise UserError(f"cannot read {display}: expected a mapping, got {type(data).__name__}")
         return data
 
-    # -- listing and scanning ---------------------------------------------------------------------
-    def _list_trials(self) -> tuple[dict[str, str], dict[str, int]]:
-        """``({trial_id: path} of the runs' own files, {path: seq} of the parts})`` in ``trials/``."""
-        small: dict[str, str] = {}
-        parts: dict[str, int] = {}
-        selector = pafs.FileSelector(self._join(TRIALS_DIR), allow_not_found=True)
-        for info in self._fs.get_file_info(selector):
-            if not _visible_parquet(info):
-                continue
-            seq = _part_seq(info.base_name)
-            if seq is None:
-                small[unquote(info.base_name[: -len(".parquet")])] = info.path
-            else:
-                parts[info.path] = seq
-        return small, parts
-
-    def _list_epochs(self, arms: Sequence[str] | None = None) -> list[tuple[str, str, int, str | None]]:
-        """``(arm, path, rank, trial_id or None for a part)`` of every visible epochs file, by path."""
-        if arms is None:
-            selectors = [pafs.FileSelector(self._join(EPOCHS_DIR), recursive=True, allow_not_found=True)]
-        else:
-            selectors = [
-                pafs.FileSelector(self._epoch_dir(a), allow_not_found=True) for a in dict.fromkeys(arms)
-            ]
-        prefix = self._join(EPOCHS_DIR) + "/"
-        out = []
-        for selector in selectors:
-            for info in self._fs.get_file_info(selector):
-                if not _visible_parquet(info):
-                    continue
-                parts = info.path[len(prefix) :].split("/")
-                if (
-                    len(parts) != 2
-                    or not parts[0].startswith(f"{_ARM_KEY}=")
-                    or parts[0].startswith((".", "_"))
-                ):
-                    continue
-                arm = unquote(parts[0][len(_ARM_KEY) + 1 :])
-                seq = _part_seq(parts[1])
-                if seq is None:
-                    out.append((arm, info.path, _SMALL_RANK, unquote(parts[1][: -len(".parquet")])))
-                else:
-                    out.append((arm, info.path, seq, None))
-        return sorted(out, key=lambda t: t[1])
-
-    def _scan(
-        self,
-        files: Sequence[tuple[str, int]],
-        columns: Sequence[str] | None,
-        schema: pa.Schema | None,
-        *,
-        epochs: bool = False,
-        keep_path: bool = False,
-    ) -> pa.Table:
-        """Read ``(path, rank)`` files as one pyarrow dataset: ``columns`` (all if ``None``) plus ``__rank``.
-
-        ``schema`` fixes the dataset's schema (columns a file lacks read as null); ``None`` unifies every
-        file's schema. ``epochs`` adds the ``arm`` column from the hive directory names. ``keep_path``
-        keeps the ``__filename`` of each row.
-        """
-        import pyarrow.dataset as ds
-
-        paths = [p for p, _ in files]
-        options = (
-            ds.FileSystemFactoryOptions(
-                partitioning=ds.partitioning(pa.schema([(_ARM_KEY, pa.string())]), flavor="hive"),
-                partition_base_dir=self._join(EPOCHS_DIR),
-            )
-            if epochs
-            else ds.FileSystemFactoryOptions()
-        )
-        factory = ds.FileSystemDatasetFactory(self._fs, paths, ds.ParquetFileFormat(), options)
-        if schema is None:
-            schema = factory.inspect(promote_options="permissive", fragments=None)
-            if epochs and _ARM_KEY not in schema.names:
-                schema = schema.append(pa.field(_ARM_KEY, pa.string()))
-        names = schema.names if columns is None else [c for c in dict.fromkeys(columns) if c in schema.names]
-        if not paths:
-            table = pa.schema([schema.field(c) for c in names]).empty_table()
-            table = table.append_column(_RANK, pa.array([], pa.int64()))
-            return table.append_column(_FILENAME, pa.array([], pa.string())) if keep_path else table
-        # the dataset's fragments are the files in the order given: the fragment index picks the rank
-        table = factory.finish(schema).to_table(columns=[*names, "__fragment_index"])
-        where = table.column("__fragment_index")
-        table = table.drop_columns(["__fragment_index"])
-        table = table.append_column(_RANK, pc.take(pa.array([r for _, r in files], pa.int64()), where))
-        if keep_path:
-            table = table.append_column(_FILENAME, pc.take(pa.array(paths, pa.string()), where))
-        return table
-
-    def _reading(self, what: str, listing: Callable[[], Any], read: Callable[[Any], pa.Table]) -> pa.Table:
-        """``read(listing())``, again on a fresh listing when files changed under the read (a compaction
-        deleted what it folded); a file that fails to read while the listing holds still is named."""
-        for attempt in range(_READ_RETRIES):
-            files = listing()
-            try:
-                return read(files)
-            except (OSError, pa.ArrowException) as err:
-                vanished = isinstance(err, FileNotFoundError) or any(
-                    m in str(err) for m in ("No such file", "does not exist", "NoSuchKey", "Not Found")
-                )
-                if attempt + 1 < _READ_RETRIES and (vanished or listing() != files):
-                    continue
-                raise self._read_error(what, err) from err
-        raise AssertionError("unreachable")
-
-    def _read_error(self, what: str, err: BaseException) -> UserError:
-        """The :class:`UserError` naming the first file of ``what`` that does not read alone."""
-        if what == TRIALS_DIR:
-            small, parts = self._list_trials()
-            paths = sorted([*small.values(), *parts])
-        else:
-            paths = [p for _, p, _, _ in self._list_epochs()]
-        for path in paths:
-            try:
-                with self._fs.open_input_file(path) as f:
-                    pq.ParquetFile(f).read()
-            except FileNotFoundError:
-                continue
-            except (pa.ArrowException, OSError) as file_err:
-                return _corrupt(self._display(path), file_err)
-        return UserError(f"cannot read {self._display(self._join(what))}: {_first_line(err)}")
-
     # -- trials -----------------------------------------------------------------------------------
     def _legacy_table(self, columns: Sequence[str] | None = None) -> pa.Table | None:
         """The ``trials.parquet`` of an earlier version as :data:`TRIALS_SCHEMA`, or ``None``."""
@@ -944,37 +436,6 @@ class RunStore:
             arm, updated = self._legacy[trial_id]
             return arm, updated or _dt.datetime.now(_dt.timezone.utc), updated
         return None
-
-    def _remove_stale_temp_files(self) -> int:
-        """Delete temporary files left by a writer that was killed mid-write; return how many runs'
-        own trials files there are (the runs not compacted yet)."""
-        selector = pafs.FileSelector(self._root, recursive=True)
-        trials_dir = self._join(TRIALS_DIR) + "/"
-        small = 0
-        for info in self._fs.get_file_info(selector):
-            if info.type != pafs.FileType.File:
-                continue
-            if info.base_name.startswith(_TMP_PREFIX):
-                try:
-                    self._fs.delete_file(info.path)
-                except (OSError, pa.ArrowException):
-                    pass
-            elif (
-                info.path.startswith(trials_dir)
-                and _visible_parquet(info)
-                and _part_seq(info.base_name) is None
-            ):
-                small += 1
-        return small
-
-    def _start_writing(self) -> None:
-        """On the first write of this writer: finish a compaction a killed writer left, clean up."""
-        if self._needs_recovery or not self._writing:
-            self._finish_compaction()
-            self._needs_recovery = False
-        if not self._writing:
-            self._uncompacted = self._remove_stale_temp_files()
-            self._writing = True
 
     def record_trial(self, row: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Insert or replace one run: its epochs file, then its trials file.
@@ -1065,222 +526,6 @@ class RunStore:
                 except (UserError, OSError, pa.ArrowException) as err:  # the run is recorded; retried later
                     warnings.warn(f"compaction of {self.uri} failed, retried later: {err}", stacklevel=2)
                     self._uncompacted = 0
-
-    # -- compaction -------------------------------------------------------------------------------
-    def _step(self, step: str) -> None:
-        """The fault-injection point ``step`` (:data:`COMPACTION_STEPS`)."""
-        if self.compaction_hook is not None:
-            self.compaction_hook(step)
-        if os.environ.get(COMPACTION_FAULT_ENV) == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def _rel(self, path: str) -> str:
-        return path[len(self._root.rstrip("/")) + 1 :]
-
-    def _delete_files(self, paths: Sequence[str]) -> None:
-        """Delete ``paths`` (already missing ones are fine), a few at a time on an object store."""
-
-        def delete(path: str) -> None:
-            try:
-                self._fs.delete_file(path)
-            except FileNotFoundError:
-                pass
-
-        if self.is_local or len(paths) < 2:
-            for p in paths:
-                delete(p)
-            return
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(delete, paths))
-
-    def _finish_compaction(self) -> bool:
-        """Finish the compaction a killed (or failed) writer left: forward when all its parts were
-        written (delete what they fold), else back (delete its parts). ``False`` when there was none."""
-        text = self._read_text(COMPACTION_FILE)
-        if text is None:
-            return False
-        try:
-            manifest = json.loads(text)
-            writes = [self._join(p) for p in manifest["write"]]
-            deletes = [self._join(p) for p in manifest["delete"]]
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"cannot read {self._display(self._join(COMPACTION_FILE))}: {err}") from err
-        if all(self._exists(p) for p in writes):
-            self._delete_files(deletes)
-        else:
-            self._delete_files(writes)
-        self._delete_files([self._join(COMPACTION_FILE)])
-        self._index = None
-        return True
-
-    def _commit(
-        self,
-        epoch_parts: Mapping[str, pa.Table],
-        trial_parts: Mapping[str, pa.Table],
-        trial_deletes: Sequence[str],
-        epoch_deletes: Sequence[str],
-    ) -> None:
-        """Write the parts and delete what they replace, as one compaction.
-
-        The steps: the manifest naming both; the epochs parts; the trials parts (a run's row is never
-        readable from a part before its epochs are); the replaced trials files; the replaced epochs
-        files; the manifest. Each file is written atomically. Until the deletes, every run has two
-        identical copies, which readers collapse; :meth:`_finish_compaction` completes or undoes a
-        compaction that stopped between two steps.
-        """
-        manifest = {
-            "write": [self._rel(p) for p in [*epoch_parts, *trial_parts]],
-            "delete": [self._rel(p) for p in [*trial_deletes, *epoch_deletes]],
-        }
-        self._write_bytes(self._join(COMPACTION_FILE), json.dumps(manifest).encode("utf-8"))
-        self._step("manifest")
-        try:
-            for path, t in epoch_parts.items():
-                self._write_parquet(path, t, _PART_OPTIONS)
-            self._step("epochs_parts")
-            for path, t in trial_parts.items():
-                self._write_parquet(path, t, _PART_OPTIONS)
-            self._step("trials_part")
-            self._delete_files(trial_deletes)
-            self._step("trials_deleted")
-            self._delete_files(epoch_deletes)
-            self._step("deleted")
-            self._delete_files([self._join(COMPACTION_FILE)])
-        except Exception:
-            try:
-                self._finish_compaction()
-            except Exception:  # e.g. the object store is unreachable: the next write finishes it
-                self._needs_recovery = True
-            raise
-        finally:
-            self._index = None
-
-    def compact(self) -> int:
-        """Fold the finished runs' own files into Parquet parts; return how many runs were folded.
-
-        Every run whose status is not ``running`` and that has its own trials file (recorded since the
-        last compaction) moves, with its epochs file, into one new part of ``trials/`` and one per arm
-        of ``epochs/``; a part that holds an older copy of such a run is rewritten without it. A
-        compaction is atomic for every reader: a run is readable from its own files, then from both
-        (identical copies, which :meth:`trials` and :meth:`epochs` read once), then from the part; a
-        compaction killed at any step leaves a store that reads the same, and the next writer (its
-        first :meth:`record_trial` or :meth:`compact`) finishes or undoes it. The writer compacts by
-        itself every :data:`COMPACT_EVERY` finished runs; call this at the end of a study, or run
-        ``lyaptune compact RUN_DIR`` (which takes the run-directory lock). Only the process that writes
-        the run directory may call it.
-
-        Returns:
-          The number of runs folded into the new parts (0: nothing to do).
-
-        Raises:
-          UserError: a file could not be read or written (the message names it).
-        """
-        with self._lock:
-            self._start_writing()
-            self._uncompacted = 0
-            small, trial_parts = self._list_trials()
-            if not small:
-                return 0
-            # the runs this writer recorded are in memory as written; the others are read
-            held = {t: p for t, p in small.items() if t in self._held_rows}
-            rest = [(p, _SMALL_RANK) for t, p in small.items() if t not in held]
-            tables = [self._held_rows[t] for t in held]
-            if rest:
-                read = self._reading(TRIALS_DIR, lambda: rest, lambda f: self._scan(f, None, TRIALS_SCHEMA))
-                tables.append(read.drop_columns([_RANK]))
-            rows = _fill_defaults(
-                pa.concat_tables(tables, promote_options="permissive").select(TRIALS_SCHEMA.names)
-            )
-            rows = rows.filter(pc.not_equal(rows.column("status"), "running"))
-            if not rows.num_rows:
-                return 0
-            ids = rows.column("trial_id").to_pylist()
-            arm_of = dict(zip(ids, rows.column("arm").to_pylist()))
-            trial_deletes = sorted(small[t] for t in ids)
-            epoch_files = self._list_epochs()
-            folded = [(a, p, t) for a, p, r, t in epoch_files if r == _SMALL_RANK and arm_of.get(t) == a]
-            seq = 1 + max([*trial_parts.values(), *(r for _, _, r, _ in epoch_files if r != _SMALL_RANK), 0])
-            epoch_parts: dict[str, pa.Table] = {}
-            for a in sorted({a for a, _, _ in folded}):
-                tables = [self._held_epochs[t] for b, _, t in folded if b == a and t in self._held_epochs]
-                rest = [(p, _SMALL_RANK) for b, p, t in folded if b == a and t not in self._held_epochs]
-                if rest:
-                    read = self._reading(
-                        EPOCHS_DIR, lambda rest=rest: rest, lambda f: self._scan(f, None, None, epochs=True)
-                    )
-                    tables.append(read.drop_columns([_RANK, _ARM_KEY]))
-                t = pa.concat_tables(tables, promote_options="permissive")
-                t = t.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
-                epoch_parts[f"{self._epoch_dir(a)}/{_part_name(seq)}"] = t.select(
-                    _order_epoch_columns(t.column_names)
-                )
-            new_parts = {self._join(TRIALS_DIR, _part_name(seq)): rows}
-            seq += 1
-            # parts holding older copies of these runs are rewritten without them
-            index = self._part_index()
-            again = [t for t in ids if t in index]
-            epoch_deletes = [p for _, p, _ in folded]
-            if again:
-                old = self._scan(sorted(trial_parts.items()), None, TRIALS_SCHEMA, keep_path=True)
-                seq = self._rewrite_without(
-                    old, again, new_parts, trial_deletes, seq, lambda p: p.rsplit("/", 1)[0]
-                )
-                with_epochs = {t for _, _, t in folded}
-                again_epochs = [t for t in again if t in with_epochs]
-                if again_epochs:
-                    parts = [(p, r) for _, p, r, _ in epoch_files if r != _SMALL_RANK]
-                    old = self._scan(parts, None, None, epochs=True, keep_path=True)
-                    self._rewrite_without(
-                        old, again_epochs, epoch_parts, epoch_deletes, seq, lambda p: p.rsplit("/", 1)[0]
-                    )
-            self._commit(epoch_parts, new_parts, trial_deletes, epoch_deletes)
-            # the index follows the compaction (rewritten parts keep their other rows as they were)
-            cols = [rows.column(c).to_pylist() for c in ("arm", "created_at", "updated_at")]
-            index.update((t, (a, c or u, u)) for t, a, c, u in zip(ids, *cols))
-            self._index = index
-            for t in ids:
-                self._held_rows.pop(t, None)
-                self._held_epochs.pop(t, None)
-            return len(ids)
-
-    def _rewrite_without(
-        self,
-        old: pa.Table,
-        drop: Sequence[str],
-        writes: dict[str, pa.Table],
-        deletes: list[str],
-        seq: int,
-        parent: Callable[[str], str],
-    ) -> int:
-        """Plan the rewrite of every part of ``old`` (rows with ``__filename``) that holds a run of
-        ``drop``: its other rows into a new part (into ``writes``), the part into ``deletes``."""
-        hit = old.filter(pc.is_in(old.column("trial_id"), value_set=pa.array(drop, pa.string())))
-        for path in sorted(set(hit.column(_FILENAME).to_pylist())):
-            t = old.filter(pc.equal(old.column(_FILENAME), path))
-            t = t.filter(pc.invert(pc.is_in(t.column("trial_id"), value_set=pa.array(drop, pa.string()))))
-            t = t.drop_columns([_RANK, _FILENAME])
-            if path.startswith(self._join(EPOCHS_DIR) + "/"):  # the arm is the part's directory
-                t = t.drop_columns([_ARM_KEY])
-                t = t.select(_order_epoch_columns(t.column_names))
-            if t.num_rows:
-                writes[f"{parent(path)}/{_part_name(seq)}"] = t
-                seq += 1
-            deletes.append(path)
-        return seq
-
-    def _purge_epochs(self, trial_ids: Sequence[str]) -> None:
-        """Rewrite the epochs parts that hold ``trial_ids`` without them (their epochs were removed)."""
-        files = self._list_epochs()
-        parts = [(p, r) for _, p, r, _ in files if r != _SMALL_RANK]
-        if not parts:
-            return
-        old = self._scan(parts, None, None, epochs=True, keep_path=True)
-        writes: dict[str, pa.Table] = {}
-        deletes: list[str] = []
-        seq = 1 + max([r for _, r in parts] + list(self._list_trials()[1].values()))
-        self._rewrite_without(old, list(trial_ids), writes, deletes, seq, lambda p: p.rsplit("/", 1)[0])
-        if writes or deletes:
-            self._commit(writes, {}, [], deletes)
 
     # -- reading the trials table -----------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
@@ -1418,107 +663,3 @@ class RunStore:
         schema = pa.unify_schemas([_EPOCH_BASE_SCHEMA, found], promote_options="permissive")
         fields = [schema.field(n) for n in _order_epoch_columns(schema.names) if n != _ARM_KEY]
         return pa.schema([*fields, pa.field(_ARM_KEY, pa.string())])
-
-
-# -- building a row ---------------------------------------------------------------------------------
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    if config is None:
-        return {}
-    if isinstance(config, Mapping):
-        return _plain(config)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return _dataclass_dict(config)
-    to_dict = getattr(config, "to_dict", None)
-    if callable(to_dict):
-        return _plain(to_dict())
-    raise TypeError(f"config must be a mapping or have to_dict(), got {type(config).__name__}")
-
-
-def _result_value(result: Any, info: Mapping[str, Any], name: str) -> Any:
-    """``result.<name>``, else ``result.info[name]``, else ``None``."""
-    value = getattr(result, name, None)
-    return info.get(name) if value is None else value
-
-
-def _finite_min(values: Iterable[Any]) -> float | None:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return min(vals) if vals else None
-
-
-def trial_row(
-    *,
-    study: str,
-    arm: str,
-    trial_id: str,
-    phase: str,
-    seed: int,
-    config: Any,
-    result: Any | None,
-    status: str | None = None,
-    objective: float | None = None,
-    optuna_number: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    message: str = "",
-    repeat: int | None = None,
-) -> dict[str, Any]:
-    """The trials-table row of one run, from its config and :class:`~lyaptune.train.TrialResult`.
-
-    ``final_*`` come from the last epoch record, ``min_grad_norm`` is the smallest ``grad_norm`` over
-    all records (NaN entries skipped, so a diverged trial keeps the minimum it reached),
-    ``epochs_completed`` is the number of records, and ``derived_lr``, ``k_hat``, ``initial_loss`` come
-    from ``result.info`` (null when absent). ``population_wall_s`` and ``population_size`` come from the
-    result (an attribute, else ``result.info``; null when the run did not train in a vmapped population:
-    then ``wall_s`` is already the population's wall time over its size, METHODS.md section 8 "Cost").
-
-    Args:
-      study, arm, trial_id, phase, seed: the trial's identity.
-      config: the :class:`~lyaptune.train.TrialConfig` (or its ``to_dict()``), stored as JSON.
-      result: the trial's result, or ``None`` for a trial that has not produced one (running, errored).
-      status: overrides ``result.status`` (e.g. ``stopped``, ``errored``); default ``result.status``, or
-        ``running`` without a result.
-      objective: the value the search optimised (computed by the study).
-      optuna_number: the trial's number in its arm's Optuna study.
-      params: the searched hyperparameters, stored as ``param_<name>`` columns.
-      message: why the trial ended early; default ``result.message``.
-      repeat: the search repeat index; default the config's ``repeat``, else 0.
-
-    Returns:
-      A dict for :meth:`RunStore.record_trial`.
-    """
-    cfg = _config_dict(config)
-    records = [_record_dict(r) for r in result.records] if result is not None else []
-    info = dict(result.info) if result is not None else {}
-    last = records[-1] if records else {}
-    row: dict[str, Any] = {
-        "study": study,
-        "arm": arm,
-        "trial_id": trial_id,
-        "phase": phase,
-        "optimizer": cfg.get("optimizer"),
-        "schedule": cfg.get("schedule"),
-        "dataset": cfg.get("dataset"),
-        "model": cfg.get("model"),
-        "seed": seed,
-        "repeat": repeat if repeat is not None else (cfg.get("repeat") or 0),
-        "optuna_number": optuna_number,
-        "status": status or (result.status if result is not None else "running"),
-        "epochs_completed": len(records),
-        "objective": objective,
-        **{col: last.get(key) for col, key in _TRIAL_FINALS.items()},
-        "min_grad_norm": _finite_min(r.get("grad_norm") for r in records),
-        "wall_s": result.wall_s if result is not None else None,
-        "population_wall_s": _result_value(result, info, "population_wall_s"),
-        "population_size": _result_value(result, info, "population_size"),
-        "derived_lr": info.get("derived_lr"),
-        "k_hat": info.get("k_hat"),
-        "initial_loss": info.get("initial_loss"),
-        "message": message or (result.message if result is not None else ""),
-        "info_json": _to_json(info),
-        "config_json": _to_json(cfg),
-    }
-    row = {k: row[k] for k in TRIAL_COLUMNS if k in row}
-    for name, value in (params or {}).items():
-        row[f"{PARAM_PREFIX}{name}"] = value
-    return row
