@@ -32,14 +32,24 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from lyaptune._fullbatch import Data, LossFn, full_loss, iter_chunks
+from lyaptune._hvp import (
+    NonFiniteHessianError,
+    SpectralNorm,
+    _ChunkSource,
+    _double_backward_hvp,
+    _forward_over_reverse_hvp,
+    _power_iteration,
+    _start_vector,
+    _trainable,
+)
 from lyaptune._registry import unknown_choice
 from lyaptune.errors import ConfigError, UserError
 from lyaptune.init import INIT_ATTR, initialize
@@ -62,31 +72,6 @@ METHODS = ("double-backward", "forward-over-reverse")
 
 WEIGHTS = ("normal", "uniform", "init")
 """Weight distributions W that Algorithm 2 samples from (see :func:`lyaptune.init.initialize`)."""
-
-
-class NonFiniteHessianError(UserError, ArithmeticError):
-    """The loss or a Hessian-vector product was not finite (e.g. weights so large the network overflows)."""
-
-
-@dataclass(frozen=True)
-class SpectralNorm:
-    """Result of power iteration on the Hessian.
-
-    Attributes:
-      value: the spectral norm estimate ``||H v||`` for the final unit iterate ``v``, i.e. ``|lambda|``
-        of the eigenvalue of largest magnitude. Up to rounding it never exceeds the true norm and is
-        never below ``|eigenvalue|``; the two agree at convergence. Power iteration approaches the norm
-        from below, so a slowly converging spectrum stopped at ``tol`` is slightly underestimated.
-      eigenvalue: the signed Rayleigh quotient ``v^T H v`` (a random-init Hessian may have a dominant
-        negative eigenvalue).
-      iterations: HVPs computed.
-      converged: whether the relative changes fell below ``tol`` before ``iters`` ran out.
-    """
-
-    value: float
-    eigenvalue: float
-    iterations: int
-    converged: bool
 
 
 @dataclass(frozen=True)
@@ -265,167 +250,6 @@ def _check_power_args(iters: int, tol: float, method: str, chunk_size: int | Non
         raise ConfigError(f"Invalid chunk_size: {chunk_size!r} (must be None or an integer >= 1)")
 
 
-def _trainable(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise UserError(f"{type(model).__name__} has no trainable parameters: its Hessian is empty")
-    return [n for n, _ in named], [p for _, p in named]
-
-
-class _ChunkSource:
-    """Re-iterable view of ``data`` as ``(x, y)`` chunks on ``device``."""
-
-    def __init__(self, data: Data, chunk_size: int | None, device: torch.device) -> None:
-        self.device = device
-        if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-            n = data[0].shape[0]
-            if n == 0:
-                raise UserError("the data is empty: the Hessian of its mean loss is undefined")
-            self.data: Any = data
-            self.chunk_size = chunk_size
-            self.single = chunk_size is None or chunk_size >= n
-        else:
-            batches: Iterable = data
-            if iter(data) is data:  # a one-shot iterator: keep the batches for the repeated passes
-                batches = list(data)
-            self.data = batches
-            self.chunk_size = None
-            self.single = isinstance(batches, (list, tuple)) and len(batches) == 1
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        empty = True
-        for xb, yb in iter_chunks(self.data, self.chunk_size, self.device):
-            empty = False
-            yield xb, yb
-        if empty:
-            raise UserError("the data is empty: the Hessian of its mean loss is undefined")
-
-
-# An HVP maps v (one tensor per parameter) to (H v, mean loss as a 0-d tensor).
-_HVP = Callable[[list[torch.Tensor]], tuple[list[torch.Tensor], torch.Tensor]]
-
-
-def _grad_of_dot(
-    grads: tuple[torch.Tensor | None, ...], v: list[torch.Tensor], params: list[torch.Tensor], retain: bool
-) -> list[torch.Tensor]:
-    """``d(g . v)/dw``; parameters the gradient does not depend on contribute zeros."""
-    terms = [(g * vi).sum() for g, vi in zip(grads, v) if g is not None and g.requires_grad]
-    if not terms:
-        return [torch.zeros_like(p) for p in params]
-    hv = torch.autograd.grad(torch.stack(terms).sum(), params, retain_graph=retain, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h for p, h in zip(params, hv)]
-
-
-def _double_backward_hvp(
-    model: nn.Module, loss_fn: LossFn, params: list[torch.Tensor], chunks: _ChunkSource
-) -> _HVP:
-    if chunks.single:
-        # One chunk: build the first-order graph once and differentiate it again at every iteration,
-        # saving a forward and a backward pass per HVP (the memory is what one HVP needs anyway).
-        cache: dict[str, Any] = {}
-
-        def hvp_single(v: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-            if not cache:
-                (x, y) = next(iter(chunks))
-                loss = loss_fn(model(x), y)
-                cache["loss"] = loss.detach()
-                cache["grads"] = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-            return _grad_of_dot(cache["grads"], v, params, retain=True), cache["loss"]
-
-        return hvp_single
-
-    def hvp(v: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        acc = [torch.zeros_like(p) for p in params]
-        total = torch.zeros((), dtype=torch.float64, device=params[0].device)
-        n = 0
-        for x, y in chunks:
-            b = x.shape[0]
-            loss = loss_fn(model(x), y)
-            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-            for a, h in zip(acc, _grad_of_dot(grads, v, params, retain=False)):
-                a.add_(h, alpha=b)
-            total += loss.detach().double() * b
-            n += b
-        for a in acc:
-            a.div_(n)
-        return acc, total / n
-
-    return hvp
-
-
-def _forward_over_reverse_hvp(
-    model: nn.Module, loss_fn: LossFn, names: list[str], params: list[torch.Tensor], chunks: _ChunkSource
-) -> _HVP:
-    from torch.func import functional_call, grad_and_value, jvp
-
-    primals = tuple(p.detach() for p in params)
-
-    def hvp(v: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        acc = [torch.zeros_like(p) for p in params]
-        total = torch.zeros((), dtype=torch.float64, device=params[0].device)
-        n = 0
-        for x, y in chunks:
-
-            def loss_of(
-                ps: tuple[torch.Tensor, ...], x: torch.Tensor = x, y: torch.Tensor = y
-            ) -> torch.Tensor:
-                return loss_fn(functional_call(model, dict(zip(names, ps)), (x,)), y)
-
-            b = x.shape[0]
-            (_, loss), (hv, _) = jvp(grad_and_value(loss_of), (primals,), (tuple(v),))
-            for a, h in zip(acc, hv):
-                a.add_(h, alpha=b)
-            total += loss.detach().double() * b
-            n += b
-        for a in acc:
-            a.div_(n)
-        return acc, total / n
-
-    return hvp
-
-
-def _start_vector(params: list[torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    v = [
-        torch.randn(p.shape, generator=generator, device=gen_device, dtype=torch.float64).to(
-            p.device, p.dtype
-        )
-        for p in params
-    ]
-    norm = torch.sqrt(sum(vi.double().pow(2).sum() for vi in v))
-    return [vi / norm.to(vi.dtype) for vi in v]
-
-
-def _rel_change(new: float, old: float) -> float:
-    scale = max(abs(new), abs(old))
-    return 0.0 if scale == 0.0 else abs(new - old) / scale
-
-
-def _power_iteration(hvp: _HVP, v: list[torch.Tensor], iters: int, tol: float) -> SpectralNorm:
-    prev: tuple[float, float] | None = None
-    mu = nu = 0.0
-    for k in range(1, iters + 1):
-        hv, loss = hvp(v)
-        rq = sum(torch.dot(vi.reshape(-1).double(), hi.reshape(-1).double()) for vi, hi in zip(v, hv))
-        sq = sum(hi.double().pow(2).sum() for hi in hv)
-        # One host synchronisation per iteration for all three numbers.
-        mu, sq_f, loss_f = torch.stack([rq, sq, loss.double().reshape(())]).tolist()
-        if not math.isfinite(loss_f):
-            raise NonFiniteHessianError(f"the loss is not finite ({loss_f}) at these weights")
-        if not (math.isfinite(mu) and math.isfinite(sq_f)):
-            raise NonFiniteHessianError(
-                f"a Hessian-vector product is not finite at power iteration {k} (loss {loss_f:.4g})"
-            )
-        nu = math.sqrt(sq_f)
-        if nu == 0.0:  # H v = 0 for a random v: the Hessian is (numerically) zero
-            return SpectralNorm(value=0.0, eigenvalue=0.0, iterations=k, converged=True)
-        if prev is not None and _rel_change(mu, prev[0]) < tol and _rel_change(nu, prev[1]) < tol:
-            return SpectralNorm(value=nu, eigenvalue=mu, iterations=k, converged=True)
-        prev = (mu, nu)
-        v = [hi / nu for hi in hv]
-    return SpectralNorm(value=nu, eigenvalue=mu, iterations=iters, converged=False)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Algorithm 2
 # ---------------------------------------------------------------------------------------------------
@@ -501,102 +325,139 @@ def estimate_lipschitz(
     """
     _check_estimate_args(samples, weights, sigma, a, batch, num_batches, seed)
     _check_power_args(iters, tol, method, chunk_size)
-    sigma_used = float(sigma) if weights == "normal" else None
-    a_used = float(a) if weights == "uniform" else None
-    explicit_init = _parse_sample_init(init) if weights == "init" and init is not None else None
-    init_used: str | None = None
+    sampler = _WeightSampler(weights, sigma, a, init)
+    batch_data = None if batch == "full" else _as_tensor_pair(data)
 
-    batch_data: tuple[torch.Tensor, torch.Tensor] | None = None
-    if batch != "full":
-        batch_data = _as_tensor_pair(data)
+    def norm(model: nn.Module, g: torch.Generator) -> SpectralNorm:
+        """One sample's spectral norm: of the full-batch Hessian, else the max over random batches."""
+        if batch_data is None:
+            return hessian_spectral_norm(
+                model, loss_fn, data, iters=iters, tol=tol, generator=g, chunk_size=chunk_size, method=method
+            )
+        return _max_over_batches(
+            model, loss_fn, batch_data, int(batch), num_batches, g, iters, tol, chunk_size, method
+        )
 
     g = torch.Generator().manual_seed(seed)
-    values: list[float] = []
-    eigenvalues: list[float] = []
-    iterations: list[int] = []
-    converged: list[bool] = []
-    skipped: list[tuple[int, str]] = []
     start = time.perf_counter()
-    for j in range(samples):
-        model = model_factory()
-        target = torch.device(device) if device is not None else _module_device(model)
-        # Draw on the CPU with the one CPU generator: the same seed gives the same weights on any device.
-        model.to("cpu")
-        if weights == "init":
-            scheme, s_init, a_init = explicit_init or getattr(model, INIT_ATTR, None) or ("init", None, None)
-            initialize(model, scheme, sigma=s_init, a=a_init, generator=g)
-            init_used, sigma_used, a_used = scheme, s_init, a_init
-        else:
-            initialize(model, weights, sigma=sigma_used, a=a_used, generator=g)
-        model.to(target)
-        try:
-            if batch_data is None:
-                sn = hessian_spectral_norm(
-                    model,
-                    loss_fn,
-                    data,
-                    iters=iters,
-                    tol=tol,
-                    generator=g,
-                    chunk_size=chunk_size,
-                    method=method,
-                )
-            else:
-                sn = _max_over_batches(
-                    model, loss_fn, batch_data, int(batch), num_batches, g, iters, tol, chunk_size, method
-                )
-        except NonFiniteHessianError as err:
-            skipped.append((j, str(err)))
-            if progress is not None:
-                progress(
-                    LipschitzProgress(
-                        j + 1,
-                        samples,
-                        None,
-                        str(err),
-                        max(values, default=math.nan),
-                        time.perf_counter() - start,
-                    )
-                )
-            continue
-        values.append(sn.value)
-        eigenvalues.append(sn.eigenvalue)
-        iterations.append(sn.iterations)
-        converged.append(sn.converged)
-        if progress is not None:
-            progress(LipschitzProgress(j + 1, samples, sn, None, max(values), time.perf_counter() - start))
+    kept = _sample_norms(model_factory, sampler, norm, samples, g, device, progress)
     seconds = time.perf_counter() - start
 
-    if not values:
+    if not kept.values:
         fix = {
-            "normal": f"reduce sigma (got {sigma_used})",
-            "uniform": f"reduce a (got {a_used})",
+            "normal": f"reduce sigma (got {sampler.sigma})",
+            "uniform": f"reduce a (got {sampler.a})",
             "init": "check the model and loss for overflow",
         }[weights]
         raise UserError(
             f"all {samples} weight samples gave non-finite Hessian products; {fix} "
-            f"(weights={weights!r}; first reason: {skipped[0][1]})"
+            f"(weights={weights!r}; first reason: {kept.skipped[0][1]})"
         )
     return LipschitzEstimate(
-        k_hat=max(values),
-        values=tuple(values),
-        eigenvalues=tuple(eigenvalues),
-        iterations=tuple(iterations),
-        converged=tuple(converged),
+        k_hat=max(kept.values),
+        values=tuple(kept.values),
+        eigenvalues=tuple(kept.eigenvalues),
+        iterations=tuple(kept.iterations),
+        converged=tuple(kept.converged),
         seconds=seconds,
         weights=weights,
-        sigma=sigma_used,
-        a=a_used,
+        sigma=sampler.sigma,
+        a=sampler.a,
         samples=samples,
         batch=batch,
-        skipped=tuple(skipped),
+        skipped=tuple(kept.skipped),
         num_batches=num_batches,
         method=method,
         tol=float(tol),
         max_iters=iters,
         seed=seed,
-        init=init_used,
+        init=sampler.init,
     )
+
+
+class _WeightSampler:
+    """Draws each sample's weights from W (Algorithm 2, step 3), remembering what it drew them with.
+
+    Weights are drawn on the CPU with the one CPU generator, so the same seed gives the same weights on
+    any device; the model then moves to ``device`` (default: wherever the factory put it). Under
+    ``weights="init"`` the initialiser is ``init`` when given, else the one the factory's model was
+    built with, else each module's own ``reset_parameters``.
+    """
+
+    def __init__(self, weights: str, sigma: float | None, a: float | None, init: str | None) -> None:
+        self.weights = weights
+        self.sigma = float(sigma) if weights == "normal" and sigma is not None else None
+        self.a = float(a) if weights == "uniform" and a is not None else None
+        self.init: str | None = None
+        self._explicit = _parse_sample_init(init) if weights == "init" and init is not None else None
+
+    def draw(
+        self, model_factory: Callable[[], nn.Module], g: torch.Generator, device: torch.device | str | None
+    ) -> nn.Module:
+        """A fresh model from ``model_factory`` with its weights re-drawn from W with ``g``."""
+        model = model_factory()
+        target = torch.device(device) if device is not None else _module_device(model)
+        model.to("cpu")
+        if self.weights == "init":
+            scheme, s_init, a_init = self._explicit or getattr(model, INIT_ATTR, None) or ("init", None, None)
+            initialize(model, scheme, sigma=s_init, a=a_init, generator=g)
+            self.init, self.sigma, self.a = scheme, s_init, a_init
+        else:
+            initialize(model, self.weights, sigma=self.sigma, a=self.a, generator=g)
+        model.to(target)
+        return model
+
+
+@dataclass
+class _Samples:
+    """The kept samples' results, in sample order, and the skipped samples with their reasons."""
+
+    values: list[float] = field(default_factory=list)
+    eigenvalues: list[float] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    converged: list[bool] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def keep(self, sn: SpectralNorm) -> None:
+        self.values.append(sn.value)
+        self.eigenvalues.append(sn.eigenvalue)
+        self.iterations.append(sn.iterations)
+        self.converged.append(sn.converged)
+
+
+def _sample_norms(
+    model_factory: Callable[[], nn.Module],
+    sampler: _WeightSampler,
+    norm: Callable[[nn.Module, torch.Generator], SpectralNorm],
+    samples: int,
+    g: torch.Generator,
+    device: torch.device | str | None,
+    progress: Callable[[LipschitzProgress], None] | None,
+) -> _Samples:
+    """The loop of Algorithm 2: ``samples`` weight draws, each one's Hessian norm (``norm``), in order.
+
+    A sample whose loss or Hessian products are not finite is skipped with its reason; ``progress`` is
+    called after every sample, kept or skipped.
+    """
+    out = _Samples()
+    start = time.perf_counter()
+    for j in range(samples):
+        model = sampler.draw(model_factory, g, device)
+        try:
+            sn = norm(model, g)
+        except NonFiniteHessianError as err:
+            out.skipped.append((j, str(err)))
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                k_hat = max(out.values, default=math.nan)
+                progress(LipschitzProgress(j + 1, samples, None, str(err), k_hat, elapsed))
+            continue
+        out.keep(sn)
+        if progress is not None:
+            progress(
+                LipschitzProgress(j + 1, samples, sn, None, max(out.values), time.perf_counter() - start)
+            )
+    return out
 
 
 def _parse_sample_init(init: str) -> tuple[str, float | None, float | None]:
