@@ -43,6 +43,7 @@ __all__ = [
     "check_batch_size",
     "batch_size_at",
     "is_growing",
+    "epoch_steps",
     "steps_in_epoch",
 ]
 
@@ -223,3 +224,20 @@ def steps_in_epoch(value: int | str | Mapping[str, Any], epoch: int, n_train: in
     if size == "full" or int(size) >= n_train:
         return 1
     return math.ceil(n_train / int(size))
+
+
+def epoch_steps(value: int | str | Mapping[str, Any], epochs: int, n_train: int) -> list[int]:
+    """Optimizer steps of every epoch of a run; their sum is the run's step count T.
+
+    T is the horizon of papers/003's derived step, alpha = sqrt(2 L(w0) / (K_hat T)) (METHODS.md
+    section 4): the one place a run, its engine and ``lyaptune lipschitz`` count it.
+
+    Args:
+      value: a ``batch_size`` (:func:`check_batch_size`).
+      epochs: epochs of the run (>= 1).
+      n_train: examples in the training split (>= 1).
+
+    Returns:
+      ``[steps_in_epoch(value, e, n_train) for e in range(epochs)]``.
+    """
+    return [steps_in_epoch(value, e, n_train) for e in range(epochs)]

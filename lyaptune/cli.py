@@ -328,7 +328,7 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     import torch
     from torch.nn import functional as F
 
-    from lyaptune.batching import steps_in_epoch
+    from lyaptune.batching import epoch_steps
     from lyaptune.engines import build_model
     from lyaptune.lipschitz import LipschitzProgress, derived_step_size, estimate_lipschitz, initial_loss
     from lyaptune.models import default_sigma
@@ -344,7 +344,7 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
 
     train = (data.train.x, data.train.y)
     n = len(data.train)
-    steps = [steps_in_epoch(config.batch_size, e, n) for e in range(config.epochs)]
+    steps = epoch_steps(config.batch_size, config.epochs, n)
     total = sum(steps)
     steps_per_epoch = steps[0] if len(set(steps)) == 1 else "varying"
     torch.manual_seed(args.seed)

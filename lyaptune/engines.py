@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from lyaptune._fullbatch import full_loss, full_loss_and_grad, iter_chunks
-from lyaptune.batching import batch_size_at, is_growing, steps_in_epoch
+from lyaptune.batching import batch_size_at, epoch_steps, is_growing
 from lyaptune.config import PER_RUN_TASK_FIELDS, TaskConfig, TrialConfig
 from lyaptune.device import load_task_data, resolve_device
 from lyaptune.errors import ConfigError
@@ -295,7 +295,7 @@ class SingleModel(Engine):
             )
         self.full_batch = not self.growing and (c.batch_size == "full" or int(c.batch_size) >= n_train)
         self.batch_size = None if self.full_batch or self.growing else int(c.batch_size)
-        self.epoch_steps = [steps_in_epoch(c.batch_size, e, n_train) for e in range(c.epochs)]
+        self.epoch_steps = epoch_steps(c.batch_size, c.epochs, n_train)
         self.steps_per_epoch = self.epoch_steps[0]
         self.total_steps = sum(self.epoch_steps)
         self.fused = (

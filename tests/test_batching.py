@@ -220,3 +220,14 @@ def test_run_trial_reports_a_growing_batch_per_epoch():
     assert [r["batch_size"] for r in result.records] == [16.0, 16.0, 40.0]
     assert [r["step"] for r in result.records] == [7, 14, 17]
     assert result.info["total_steps"] == 17
+
+
+def test_epoch_steps_counts_the_horizon_t_by_hand():
+    """T of papers/003's alpha: 100 examples, batch 30 -> ceil(100/30) = 4 steps an epoch; a batch
+    growing from 30 to 50 at epoch 2 -> 4, 4, 2; 'full' -> 1 an epoch."""
+    from lyaptune.batching import epoch_steps
+
+    assert epoch_steps(30, 3, 100) == [4, 4, 4]
+    assert epoch_steps({"schedule": "list", "sizes": [30, 50], "epochs": [0, 2]}, 3, 100) == [4, 4, 2]
+    assert sum(epoch_steps("full", 5, 100)) == 5
+    assert epoch_steps(500, 2, 100) == [1, 1]

@@ -23,6 +23,7 @@ from lyaptune.study import load_spec, run_study
 from lyaptune.study.check import check_study
 from lyaptune.study.spec import StudySpec, resolve_spec_file
 from lyaptune.study.standin import (
+    CPU_LIPSCHITZ_ITERS,
     STAND_IN_MAX_SIDE,
     STAND_IN_N_TEST,
     STAND_IN_N_TRAIN,
@@ -245,8 +246,8 @@ def test_missing_cifar10_becomes_synthetic_of_its_shape(tmp_path):
     task = swapped.task
     assert task.dataset == "synthetic"
     assert dict(task.dataset_args) == {
-        "n_train": 64,
-        "n_test": 32,
+        "n_train": STAND_IN_N_TRAIN,
+        "n_test": STAND_IN_N_TEST,
         "input_shape": (3, 32, 32),
         "num_classes": 10,
         "stand_in_for": "cifar10",
@@ -259,7 +260,7 @@ def test_missing_cifar10_becomes_synthetic_of_its_shape(tmp_path):
 
     data = load_dataset(task.dataset, validation_fraction=0.1, **dict(task.dataset_args))
     assert data.input_shape == (3, 32, 32) and data.num_classes == 10
-    assert (len(data.train), len(data.val), len(data.test)) == (58, 6, 32)
+    assert (len(data.train), len(data.val), len(data.test)) == (29, 3, 16)  # 32 images, 10% (3) held out
     assert data.info["stand_in_for"] == "cifar10"
 
 
@@ -279,8 +280,8 @@ def test_image_size_label_noise_and_poison_survive_the_swap(tmp_path):
     swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
     assert dict(swapped.task.dataset_args) == {
         "label_noise": 0.2,
-        "n_train": 64,
-        "n_test": 32,
+        "n_train": STAND_IN_N_TRAIN,
+        "n_test": STAND_IN_N_TEST,
         "input_shape": (3, 48, 48),
         "num_classes": 43,
         "stand_in_for": "gtsrb",
@@ -290,8 +291,8 @@ def test_image_size_label_noise_and_poison_survive_the_swap(tmp_path):
     assert dict(arm.task["dataset_args"]) == {
         "poison": "digits",
         "poison_fraction": 0.3,
-        "n_train": 64,
-        "n_test": 32,
+        "n_train": STAND_IN_N_TRAIN,
+        "n_test": STAND_IN_N_TEST,
         "input_shape": (3, 32, 32),
         "num_classes": 100,
         "stand_in_for": "cifar100",
@@ -312,15 +313,16 @@ def test_imagenet_stand_in_is_small_images_of_its_class_count(tmp_path):
     swapped, messages = swap_missing_datasets(spec, default_root=tmp_path)
     assert STAND_IN_MAX_SIDE == 64
     assert dict(swapped.task.dataset_args) == {
-        "n_train": 64,
-        "n_test": 32,
+        "n_train": STAND_IN_N_TRAIN,
+        "n_test": STAND_IN_N_TEST,
         "input_shape": (3, 64, 64),
         "num_classes": 1000,
         "stand_in_for": "imagenet",
     }
     assert messages == [
         f"stand-in: imagenet files not found under {tmp_path}; using synthetic (3, 64, 64) (its "
-        "(3, 224, 224) images shrunk), 1000 classes (64 train / 32 test examples)"
+        "(3, 224, 224) images shrunk), 1000 classes "
+        f"({STAND_IN_N_TRAIN} train / {STAND_IN_N_TEST} test examples)"
     ]
     from lyaptune.data import load_dataset
     from lyaptune.models import create_model
@@ -398,10 +400,12 @@ def test_fit_to_cpu_drops_gpus_and_shrinks_big_models():
         "patch_size": 16,
         "img_size": None,
     }
-    assert dict(fitted.arm("derived").lipschitz) == {"samples": 3, "iters": 5, "num_batches": 1}
+    cut = {"samples": 3, "iters": CPU_LIPSCHITZ_ITERS, "num_batches": 1}
+    assert dict(fitted.arm("derived").lipschitz) == cut
     assert "stand-in: resources {cpu: 2, gpu: 0.25} -> {cpu: 1, gpu: 0} (no CUDA device here)" in messages
     assert any(
-        m.startswith("stand-in: K_hat estimates cut to 5 power iterations and 1 batch") for m in messages
+        m.startswith(f"stand-in: K_hat estimates cut to {CPU_LIPSCHITZ_ITERS} power iterations and 1 batch")
+        for m in messages
     )
     assert any(m.startswith("stand-in: model resnet50 -> timm:resnet10t") for m in messages)
     assert any(

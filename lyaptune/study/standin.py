@@ -20,7 +20,11 @@ says what it changed, one line per change:
   :data:`CPU_FC_WIDTH` wide), and K_hat estimates are cut to :data:`CPU_LIPSCHITZ_ITERS` power
   iterations and one batch per weight sample. Measured on 2 cores: a 2-epoch run on 64 images takes
   about 5 s with ResNet-18 and 0.4 s with ResNet-10-T (32 px); the K_hat estimate of the 5 x 3,000 MLP (2
-  samples x 5 batches, 20 power iterations at most) 2.5 to 5 minutes.
+  samples x 5 batches, 20 power iterations at most) 2.5 to 5 minutes. The stand-ins were then halved
+  (32 training images, 2 power iterations) to keep the smoke runs of every spec in CI's budget: the
+  6-arm ``000_cifar10_vgg16 --smoke`` (18 runs of VGG-9) went from 85 s to 28 s and
+  ``003_increasing_batch --smoke`` (15 derived-step runs) from 59 s to 41 s (each the whole CLI
+  command, Ray's start included, on 2 shared cores).
 
 Nothing here changes a full (non-smoke) run.
 """
@@ -49,10 +53,10 @@ __all__ = [
     "swap_missing_datasets",
 ]
 
-STAND_IN_N_TRAIN = 64
+STAND_IN_N_TRAIN = 32
 """Training examples of a synthetic stand-in (before the validation carve-out)."""
 
-STAND_IN_N_TEST = 32
+STAND_IN_N_TEST = 16
 """Test examples of a synthetic stand-in."""
 
 STAND_IN_MAX_SIDE = 64
@@ -64,7 +68,7 @@ POISON_STAND_IN = "digits"
 SMALL_RESNET = "timm:resnet10t"
 """The ResNet a CPU smoke run trains instead of ResNet-18 / ResNet-50 (timm's ResNet-10-T, 5M parameters)."""
 
-CPU_LIPSCHITZ_ITERS = 5
+CPU_LIPSCHITZ_ITERS = 2
 """Most Hessian power iterations per weight sample in a CPU smoke run (the default is 100)."""
 
 CPU_FC_WIDTH = 1000
