@@ -529,6 +529,8 @@ def _init_ray(address: str | None, quiet: _RayQuiet | None = None) -> bool:
     import ray
 
     if ray.is_initialized():
+        if address:  # an address that does not answer fails even where this process holds a Ray already
+            _check_reachable(address)
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
