@@ -331,7 +331,7 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     from lyaptune.batching import epoch_steps
     from lyaptune.engines import build_model
     from lyaptune.lipschitz import LipschitzProgress, derived_step_size, estimate_lipschitz, initial_loss
-    from lyaptune.models import default_sigma
+    from lyaptune.models import lipschitz_sigma
     from lyaptune.train import load_task_data, resolve_device
 
     config = _trial_config(args)
@@ -349,7 +349,7 @@ def _cmd_lipschitz(args: argparse.Namespace) -> int:
     steps_per_epoch = steps[0] if len(set(steps)) == 1 else "varying"
     torch.manual_seed(args.seed)
     l0 = initial_loss(build(), F.cross_entropy, train)
-    sigma = args.sigma if args.sigma is not None or args.weights != "normal" else default_sigma(args.model)
+    sigma = lipschitz_sigma(args.model, args.weights, args.sigma)
     w_desc = (
         f"init({args.init or 'each module reset_parameters'})" if args.weights == "init" else args.weights
     )

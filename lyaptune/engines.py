@@ -269,7 +269,7 @@ class SingleModel(Engine):
         self, config: TrialConfig, data: Any = None, progress: Callable[[str], None] | None = None
     ) -> None:
         from lyaptune.data import get_dataset_info
-        from lyaptune.models import default_sigma, get_model_info
+        from lyaptune.models import get_model_info
         from lyaptune.optim import get_optimizer_info, get_schedule_info
 
         c = self.config = config
@@ -319,7 +319,7 @@ class SingleModel(Engine):
         sched_args = dict(c.schedule_args)
         if get_schedule_info(c.schedule).needs_lipschitz:
             multiplier = sched_args.pop("multiplier", 1.0)
-            alpha = self._derive_step_size(info, default_sigma(c.model), multiplier, progress)
+            alpha = self._derive_step_size(info, multiplier, progress)
             opt_args["lr"] = alpha
             sched_args["lr"] = alpha
         self.members = [
@@ -345,17 +345,18 @@ class SingleModel(Engine):
     def _derive_step_size(
         self,
         info: dict[str, Any],
-        sigma_default: float,
         multiplier: float,
         progress: Callable[[str], None] | None,
     ) -> float:
         """alpha = sqrt(2 L(w0) / (K_hat T)) (papers/003 Theorem 4, METHODS.md section 4)."""
         from lyaptune.lipschitz import derived_step_size, estimate_lipschitz
+        from lyaptune.models import lipschitz_sigma
 
         c = self.config
         opts = dict(c.lipschitz)
-        if opts.get("weights", "normal") == "normal" and opts.get("sigma") is None:
-            opts["sigma"] = sigma_default
+        sigma = lipschitz_sigma(c.model, opts.get("weights", "normal"), opts.get("sigma"))
+        if sigma is not None:
+            opts["sigma"] = sigma
         opts.setdefault("seed", c.seed)
         samples = int(opts.get("samples", 10))
 

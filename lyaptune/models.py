@@ -59,6 +59,7 @@ __all__ = [
     "list_models",
     "get_model_info",
     "default_sigma",
+    "lipschitz_sigma",
     "parse_init",
     "is_small",
 ]
@@ -310,6 +311,18 @@ def default_sigma(name: str) -> float:
     timm ones included, gets 0.02, the usual std of a transformer's normal initialisation.
     """
     return get_model_info(name).default_sigma
+
+
+def lipschitz_sigma(model: str, weights: str = "normal", sigma: float | None = None) -> float | None:
+    """The sigma a K_hat estimate samples W = normal(0, sigma) with: the one given, else
+    :func:`default_sigma` of ``model``; ``None`` for other weight distributions.
+
+    The one rule for a run's engine and for ``lyaptune lipschitz`` (papers/003 Algorithm 2,
+    METHODS.md section 4).
+    """
+    if sigma is not None or weights != "normal":
+        return sigma
+    return default_sigma(model)
 
 
 _INIT_CALL = re.compile(r"^\s*(normal|uniform)\s*\((.*)\)\s*$")

@@ -450,3 +450,15 @@ def test_bad_init_or_shape(kwargs, match):
 def test_list_models_pattern():
     assert list_models("vit*") == ["vit", "vit-b16", "vit-s16"]
     assert list_models("resnet*") == ["resnet18", "resnet50"]
+
+
+def test_lipschitz_sigma_is_the_given_one_else_the_models_default():
+    """papers/003's sigmas: 0.04 for the MLPs, 0.1 for LeNet; a given sigma wins; no sigma for W other
+    than normal (the run's engine and `lyaptune lipschitz` both use this rule)."""
+    from lyaptune.models import lipschitz_sigma
+
+    assert lipschitz_sigma("fc") == 0.04
+    assert lipschitz_sigma("lenet") == 0.1
+    assert lipschitz_sigma("fc", "normal", 0.5) == 0.5
+    assert lipschitz_sigma("fc", "init") is None
+    assert lipschitz_sigma("fc", "uniform") is None
