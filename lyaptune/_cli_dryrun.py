@@ -7,7 +7,7 @@ Ray starts, where they can be made on the driver's machine, and says which it co
 - data: each arm's dataset files (:attr:`lyaptune.data.DatasetInfo.files`, or their ``.gz``) under the
   data directory the study would use; bundled and generated datasets need none.
 - resources: for a study on a local Ray (no ``--address``, no ``RAY_ADDRESS``), whether this machine
-  can place one trial's request (the runner's :func:`~lyaptune.study.runner.check_resources`). A
+  can place one trial's request (:func:`~lyaptune.study.preflight.check_resources`). A
   cluster's nodes are checked when the study starts, not here.
 """
 
@@ -44,7 +44,7 @@ def dry_run_checks(spec: Any, *, resources: dict[str, float] | None, address: st
         files and the directory), or this machine can never place one trial's request.
     """
     from lyaptune.data import get_dataset_info
-    from lyaptune.study.runner import _local_node, check_resources, with_resources
+    from lyaptune.study.preflight import _local_node, check_resources, with_resources
     from lyaptune.study.searcher import resolve_data_roots
 
     cluster = address or os.environ.get("RAY_ADDRESS")

@@ -115,6 +115,8 @@ TRIAL = ("lyaptune.train", "lyaptune.engines", "lyaptune.loop", "lyaptune.popula
 METHODS_ = ("lyaptune.optim", "lyaptune.lipschitz")
 STUDY_DRIVER = (
     "lyaptune.study.runner",
+    "lyaptune.study.ray_session",
+    "lyaptune.study.preflight",
     "lyaptune.study.searcher",
     "lyaptune.study.tune_adapter",
     "lyaptune.study.trainable",
