@@ -373,7 +373,7 @@ def _run_locked(
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     log(
         f"done: {len(trials)} runs ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
-        f"results in {root} (trials/, epochs/, {JOURNAL_FILE}, {RAY_LOG_FILE})"
+        f"results in {root}"  # within 100 columns for a short --out; README "Studies" has the layout
     )
     return store
 
