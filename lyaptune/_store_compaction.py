@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from lyaptune import faults
 from lyaptune._store_tables import (
     _ARM_KEY,
     _TMP_PREFIX,
@@ -46,12 +45,6 @@ PART_PREFIX = "@part-"
 COMPACT_EVERY = 1000
 #: The compaction in progress: written first, removed last (a leading ``_``: dataset readers skip it).
 COMPACTION_FILE = "_compaction.json"
-#: The points of a compaction at which its fault-injection hook is called, in order: after the
-#: manifest is written, after the epochs parts, after the trials part, after the folded trials files are
-#: deleted, after every folded file is deleted (only the manifest left).
-COMPACTION_STEPS = ("manifest", "epochs_parts", "trials_part", "trials_deleted", "deleted")
-#: ``LYAPTUNE_COMPACTION_FAULT=<step>``: the process SIGKILLs itself at that step (tests).
-COMPACTION_FAULT_ENV = "LYAPTUNE_COMPACTION_FAULT"
 # the rank of a copy of a run: its own file outranks every part, a later part an earlier one
 _SMALL_RANK = 2**62
 _RANK = "__rank"
@@ -288,11 +281,11 @@ class _PartsMixin:
 
     # -- compaction -------------------------------------------------------------------------------
     def _step(self, step: str) -> None:
-        """The fault-injection point ``step`` (:data:`COMPACTION_STEPS`)."""
+        """The fault-injection point ``step`` (:data:`lyaptune.faults.COMPACTION_STEPS`): the store's
+        ``compaction_hook`` (in-process tests), then :func:`lyaptune.faults.at_compaction_step`."""
         if self.compaction_hook is not None:
             self.compaction_hook(step)
-        if os.environ.get(COMPACTION_FAULT_ENV) == step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        faults.at_compaction_step(step)
 
     def _rel(self, path: str) -> str:
         return path[len(self._root.rstrip("/")) + 1 :]

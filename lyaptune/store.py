@@ -84,9 +84,7 @@ from lyaptune._store_compaction import (
     _RANK,
     _SMALL_RANK,
     COMPACT_EVERY,
-    COMPACTION_FAULT_ENV,
     COMPACTION_FILE,
-    COMPACTION_STEPS,
     PART_PREFIX,
     _keep_newest,
     _keep_newest_source,
@@ -128,6 +126,7 @@ from lyaptune._store_tables import (
     trial_row,
 )
 from lyaptune.errors import UserError
+from lyaptune.faults import COMPACTION_FAULT_ENV, COMPACTION_STEPS
 
 __all__ = [
     "RunStore",
@@ -188,7 +187,8 @@ class RunStore(_PartsMixin):
         self._held_epochs: dict[str, pa.Table] = {}
         #: compact after this many finished runs in their own files (0: only on :meth:`compact`)
         self.compact_every = COMPACT_EVERY
-        #: called with each step of a compaction (:data:`COMPACTION_STEPS`): the fault-injection hook
+        #: called with each step of a compaction (:data:`lyaptune.faults.COMPACTION_STEPS`): the
+        #: fault-injection hook of in-process tests
         self.compaction_hook: Callable[[str], None] | None = None
         # the legacy trials.parquet's runs (trial_id -> (arm, updated_at)), read on first need
         self._legacy: dict[str, tuple[str, _dt.datetime | None]] | None = None

@@ -149,6 +149,11 @@ LAYER_RULES = [
         ("torch", *TRIAL, "lyaptune.study"),
         "configs and records sit below everything",
     ),
+    (
+        ("lyaptune.faults",),
+        ("lyaptune", "torch", "ray", "optuna", "pyarrow"),
+        "the fault-injection points import nothing of lyaptune's (every layer calls them)",
+    ),
 ]
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lyaptune import faults
 from lyaptune.errors import UserError
 
 # Settings a study applies to Ray while it runs (restored afterwards; nothing is changed at import):
@@ -229,9 +230,9 @@ def _init_ray(address: str | None, quiet: _RayQuiet | None = None) -> bool:
     elif quiet is not None and "RAY_AUTH_MODE" not in os.environ:
         quiet.set_env("RAY_AUTH_MODE", "token")
         _refresh_ray_config()
-    # the testing hook of lyaptune.study.trainable reaches a remote cluster's workers this way
-    fault = os.environ.get("LYAPTUNE_FAULT_INJECTION")
-    runtime_env = {"env_vars": {"LYAPTUNE_FAULT_INJECTION": fault}} if fault else None
+    # the fault-injection points (lyaptune.faults) reach a remote cluster's workers this way
+    fault_env = faults.worker_env()
+    runtime_env = {"env_vars": fault_env} if fault_env else None
     try:
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)

@@ -24,12 +24,9 @@ configuration; documented in the README); a run stopped early by ASHA makes it P
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from lyaptune import faults
 from lyaptune.errors import ConfigError
 from lyaptune.store import TRIAL_COLUMNS, RunStore, trial_row
 from lyaptune.study.spaces import _values, ask, enqueue_grid, make_sampler
@@ -148,29 +146,6 @@ def resolve_data_roots(spec: StudySpec) -> dict[str, str]:
         arm.name: _absolute_data_root(spec.trial_config(arm, {}, spec.search.seeds[0]).to_dict())["data_root"]
         for arm in spec.arms
     }
-
-
-def _fault_point(trial_id: str, where: str) -> None:
-    """Testing hook of the driver, the driver-side twin of :mod:`lyaptune.study.trainable`'s: with
-    ``LYAPTUNE_FAULT_INJECTION='{"match": ..., "block": "recorded", "dir": ...}'`` in the driver's
-    environment, the driver stops right after a matching run is stored and before Optuna is told,
-    writes ``<trial id>.recorded`` in ``dir`` and waits there to be killed (a known point for tests and
-    benchmarks/chaos_soak.py; once per marker)."""
-    text = os.environ.get("LYAPTUNE_FAULT_INJECTION")
-    if not text:
-        return
-    fault = json.loads(text)
-    if fault.get("block") != where or fault["match"] not in trial_id:
-        return
-    marker = Path(fault["dir"]) / f"{trial_id}.{where}"
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, marker)
-    while True:  # ended by a kill
-        time.sleep(0.2)
 
 
 def objective_value(records: list[Mapping[str, Any]], metric: str, mode: str, at: str) -> float:
@@ -479,7 +454,7 @@ class StudyPlan:
             if "repeat" in TRIAL_COLUMNS:  # the search repeat of a search run (0 for final runs)
                 row["repeat"] = job.repeat
             self.store.record_trial(row, records)
-            _fault_point(job.trial_id, "recorded")  # testing hook: stored, Optuna not yet told
+            faults.at_run_point(job.trial_id, "recorded")  # stored, Optuna not yet told
             self.done.add(job.trial_id)
             if job.phase == "search":
                 rep = self.arms[job.arm].repeats[job.repeat]

@@ -6,28 +6,22 @@ spec asks for them, a report per epoch for the ASHA scheduler and a checkpoint e
 ``checkpoint_every`` epochs. Datasets are cached per worker process by
 :func:`lyaptune.data.load_dataset`, so a reused actor does not load them again.
 
-Testing hook: ``LYAPTUNE_FAULT_INJECTION='{"match": "<trial id substring>", "times": N, "dir": "<dir>"}'``
-in the workers' environment makes matching runs raise ``RuntimeError("injected fault ...")`` on their
-first N attempts (attempts are counted with marker files ``<trial id>.<attempt>`` in ``dir``). With
-``"block": "start"`` a matching run instead stops before training, and with ``"block": "checkpoint"``
-right after its first checkpoint is stored, writes ``<trial id>.blocked`` in ``dir`` and waits there
-until it is stopped (once: a retry of that run finds the marker and goes on): tests interrupt or kill
-the driver, or the run's node, at that known point, never after a guessed delay. The reliability and
-cluster tests use it.
+Fault-injection points (:mod:`lyaptune.faults`): ``start`` before training (an injected error or a
+block) and ``checkpoint`` right after the run's first checkpoint; the reliability and cluster tests
+interrupt or kill the driver, or the run's node, there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
-import time
 from typing import Any
 
 import torch
 from ray import tune
 
+from lyaptune import faults
 from lyaptune.study.tune_adapter import (
     CHECKPOINT_FILE,
     RunPayload,
@@ -48,49 +42,6 @@ def _load_checkpoint() -> dict[str, Any] | None:
         return None
     with ckpt.as_directory() as d:
         return read_checkpoint(os.path.join(d, CHECKPOINT_FILE))
-
-
-def _fault(trial_id: str) -> dict[str, Any] | None:
-    """The fault-injection settings that apply to ``trial_id`` (see the module docstring), or None."""
-    spec = os.environ.get("LYAPTUNE_FAULT_INJECTION")
-    if not spec:
-        return None
-    fault = json.loads(spec)
-    return fault if fault["match"] in trial_id else None
-
-
-def _block_here(fault: dict[str, Any] | None, trial_id: str, where: str) -> None:
-    """Write ``<trial id>.blocked`` and wait until the run is stopped (fault injection, ``block``).
-
-    A run blocks once: where the marker exists already (an earlier attempt stopped here, and this is
-    its retry on another worker or node), it goes on.
-    """
-    if fault is None or fault.get("block") != where:
-        return
-    os.makedirs(fault["dir"], exist_ok=True)
-    marker = os.path.join(fault["dir"], f"{trial_id}.blocked")
-    if os.path.exists(marker):
-        return
-    with open(marker + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(marker + ".tmp", marker)
-    while True:  # ended by the driver stopping the trial, or by a kill
-        time.sleep(0.2)
-
-
-def _maybe_inject_fault(trial_id: str) -> None:
-    fault = _fault(trial_id)
-    if fault is None:
-        return
-    _block_here(fault, trial_id, "start")
-    if "block" in fault:
-        return
-    os.makedirs(fault["dir"], exist_ok=True)
-    attempt = len([f for f in os.listdir(fault["dir"]) if f.startswith(trial_id + ".")]) + 1
-    with open(os.path.join(fault["dir"], f"{trial_id}.{attempt}"), "w"):
-        pass
-    if attempt <= int(fault["times"]):
-        raise RuntimeError(f"injected fault (attempt {attempt} of {trial_id})")
 
 
 def _report_error(trial_id: str, exc: BaseException) -> None:
@@ -144,8 +95,7 @@ def train_job(config: dict[str, Any]) -> None:
         # left by a driver that was killed (``lyaptune resume``), in the run directory or an object
         # store: continue where that attempt stopped; one cut short by the kill is ignored (start over)
         state = read_checkpoint(job["checkpoint"])
-    _maybe_inject_fault(trial_id)
-    fault = _fault(trial_id)
+    faults.at_run_point(trial_id, "start")
 
     def on_epoch(rec: dict[str, Any]) -> None:
         if per_epoch and not (every and rec["epoch"] % every == 0):
@@ -156,7 +106,7 @@ def train_job(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(trial_state, os.path.join(d, CHECKPOINT_FILE))
             tune.report(epoch_metrics(trial_id, rec, metric), checkpoint=tune.Checkpoint.from_directory(d))
-        _block_here(fault, trial_id, "checkpoint")
+        faults.at_run_point(trial_id, "checkpoint")
 
     try:
         result = run_trial(
