@@ -2,7 +2,7 @@
 only lyaptune's lines on the console (issue 16, issue 14's noise item).
 
 Real parts only: the CLI in a subprocess, a real local Ray, real Parquet. Interruptions happen at a known
-point (the fault-injection hook of ``lyaptune.study.trainable`` writes ``<trial id>.blocked`` and waits),
+point (the fault-injection point of ``lyaptune.faults`` writes ``<trial id>.blocked`` and waits),
 never after a guessed delay.
 """
 

@@ -2,7 +2,7 @@
 included; what was stored stays, the resume line is printed and `lyaptune resume` completes the study
 with its exact budgets.
 
-The signal is sent at a known point: the fault-injection hook of ``lyaptune.study.trainable`` blocks one
+The signal is sent at a known point: the fault-injection point ``start`` (``lyaptune.faults``) blocks one
 run at its start and writes ``<trial id>.blocked`` (never after a guessed delay). Before issue 24 Tune
 asked each trial to stop and waited (up to 10 s, longer for a run that trains for minutes, since a
 trial's actor is busy until the run reports), then ``ray.shutdown``.
