@@ -10,10 +10,11 @@ One cycle: an uninterrupted reference run (``lyaptune run SPEC --max-concurrent 
 run by a driver that is SIGKILLed (with every process below it, its local Ray included) at a known point,
 ``lyaptune resume RUN_DIR`` (in an environment without the fault hook's variable), killed again, ... N
 times, and a last resume that completes. The known points are those of the fault-injection hook
-(``lyaptune.faults``, ``LYAPTUNE_FAULT_INJECTION``): a run blocked at its start, right after its first checkpoint is stored
-(with ``--checkpoint-every``), or the driver blocked right after it stored a run and before it told
-Optuna (``recorded``). The hook writes a marker file there; the driver is killed once the marker exists
-(no timing). Each kill point is a run of the reference not yet stored, among the next few in order.
+(``lyaptune.faults``, ``LYAPTUNE_FAULT_INJECTION``): a run blocked at its start, right after its first
+checkpoint is stored (with ``--checkpoint-every``), or the driver blocked right after it stored a run
+and before it told Optuna (``recorded``). The hook writes a marker file there; the driver is killed
+once the marker exists (no timing). Each kill point is a run of the reference not yet stored, among
+the next few in order.
 
 Then the two trials tables are compared: the same trial ids; per run the same status, parameters,
 objective and final metrics (floats equal to the last bit: same machine, one thread per trial), and
