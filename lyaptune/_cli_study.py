@@ -194,7 +194,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir)
     spec = store.read_spec()
     info = store.read_study_info()
-    trials = store.trials()
+    trials = store.trials(columns=["arm", "phase", "status", "objective"])  # pushed down: no JSON read
     from lyaptune._lock import run_state
 
     state = run_state(args.run_dir, info)

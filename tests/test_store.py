@@ -836,3 +836,19 @@ def test_readme_one_line_reads_are_correct_after_a_compaction_and_a_retry(store:
             ("t1", 3.0),
             ("t2", 2.0),
         ]
+
+
+def test_trials_columns_are_pushed_down_with_the_newest_copy(store: RunStore):
+    store.record_trial(_row("t1", "a", objective=1.0, optuna_number=0, param_lr=0.1), _records(2))
+    store.record_trial(_row("t2", "b", objective=2.0, optuna_number=None), _records(2))
+    store.compact()
+    store.record_trial(_row("t1", "a", objective=5.0, optuna_number=0, status="diverged"), _records(1))
+    some = store.trials(columns=["arm", "status", "objective", "optuna_number"])
+    assert list(some.columns) == ["arm", "status", "objective", "optuna_number"]
+    assert some.to_dict("records") == [
+        {"arm": "a", "status": "diverged", "objective": 5.0, "optuna_number": 0},
+        {"arm": "b", "status": "completed", "objective": 2.0, "optuna_number": None},
+    ]
+    assert str(some["optuna_number"].dtype) == "Int64"
+    with pytest.raises(ValueError, match="unknown trials column 'param_lr'; choices: study, arm, trial_id"):
+        store.trials(columns=["arm", "param_lr"])

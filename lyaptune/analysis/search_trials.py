@@ -45,28 +45,44 @@ def search_trial_values(study: Study, arm: str) -> pd.DataFrame:
     if not len(rows):
         return pd.DataFrame(columns=cols)
     key = rows["optuna_number"].astype("object").where(rows["optuna_number"].notna(), rows["trial_id"])
-    out = []
-    for (rep, trial), g in rows.groupby([_repeat_col(rows), key], sort=False):
-        statuses = set(g["status"])
-        obj = pd.to_numeric(g["objective"], errors="coerce").to_numpy(float)
-        if "running" in statuses or len(g) < n_seeds:
-            state = "pending"
-        elif statuses == {"completed"} and np.all(np.isfinite(obj)):
-            state = "completed"
-        else:
-            state = "failed"
-        rec = {
-            "repeat": int(rep),
-            "trial": trial,
-            "value": float(obj.mean()) if state == "completed" else math.nan,
-            "state": state,
-            "runs": int(len(g)),
-            "wall_s": float(np.nansum(pd.to_numeric(g["wall_s"], errors="coerce").to_numpy(float))),
+    obj = pd.to_numeric(rows["objective"], errors="coerce")
+    status = rows["status"].astype("object")
+    runs = pd.DataFrame(
+        {
+            "repeat": _repeat_col(rows).to_numpy(),
+            "trial": key.to_numpy(),
+            "obj": obj.to_numpy(float),
+            "ok": ((status == "completed") & np.isfinite(obj)).to_numpy(),
+            "running": (status == "running").to_numpy(),
+            "wall_s": pd.to_numeric(rows["wall_s"], errors="coerce").to_numpy(float),
         }
-        first = g.iloc[0]
-        rec.update({p: first[p] for p in params})
-        out.append(rec)
-    df = pd.DataFrame(out, columns=cols)
+    )
+    # one row per (repeat, trial), in the order of each trial's first run (a vectorised groupby: a
+    # Python loop over 100,000 trials took minutes)
+    g = runs.groupby(["repeat", "trial"], sort=False)
+    agg = g.agg(
+        runs=("obj", "size"),
+        ok=("ok", "all"),
+        running=("running", "any"),
+        mean=("obj", "mean"),
+        wall_s=("wall_s", "sum"),
+    )
+    state = np.where(
+        agg["running"] | (agg["runs"] < n_seeds), "pending", np.where(agg["ok"], "completed", "failed")
+    )
+    first = rows.loc[~runs.duplicated(["repeat", "trial"]).to_numpy(), params]  # each trial's first run
+    df = pd.DataFrame(
+        {
+            "repeat": agg.index.get_level_values("repeat").astype("int64"),
+            "trial": list(agg.index.get_level_values("trial")),
+            "value": np.where(state == "completed", agg["mean"].to_numpy(float), math.nan),
+            "state": state,
+            "runs": agg["runs"].to_numpy("int64"),
+            "wall_s": agg["wall_s"].to_numpy(float),
+            **{p: first[p].to_numpy() for p in params},
+        },
+        columns=cols,
+    )
     order = pd.to_numeric(df["trial"], errors="coerce")
     if order.notna().all():
         df = df.assign(_o=order).sort_values(["repeat", "_o"], kind="stable").drop(columns="_o")
