@@ -1112,3 +1112,26 @@ def test_analysis_scripts(run_dir, tmp_path, capsys):
         assert (tmp_path / "figs" / f"{stem}.png").is_file(), stem
     assert _script("table_compare")([str(tmp_path / "nope")]) == 2
     assert "not a lyaptune run directory" in capsys.readouterr().err
+
+
+def test_a_runs_lr_is_param_lr_else_derived_lr_else_its_configs_fixed_lr():
+    from lyaptune.analysis.sensitivity import _run_lrs
+
+    configs = [
+        {},
+        {},
+        {"optimizer_args": {"lr": 0.04}},
+        {"optimizer_args": {"lr": 0.5}},
+        {"optimizer_args": {}},
+    ]
+    rows = pd.DataFrame(
+        {
+            "param_lr": [0.01, np.nan, np.nan, -1.0, np.nan],  # -1: not a step size, the next source decides
+            "derived_lr": [0.9, 0.02, np.nan, 0.03, np.nan],
+            "config_json": [json.dumps(c) for c in configs],
+        }
+    )
+    assert _run_lrs(rows) == pytest.approx([0.01, 0.02, 0.04, 0.03, np.nan], nan_ok=True)
+    assert _run_lrs(rows.drop(columns=["derived_lr"])) == pytest.approx(
+        [0.01, np.nan, 0.04, 0.5, np.nan], nan_ok=True
+    )

@@ -203,16 +203,28 @@ def run_device_seconds(rows: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _info_seconds(rows: pd.DataFrame, key: str) -> np.ndarray:
-    """``info_json[key]`` of each run as seconds (NaN where the run did not record it)."""
+def _info_seconds(rows: pd.DataFrame, *keys: str) -> dict[str, np.ndarray]:
+    """``info_json[key]`` of each run as seconds, for each of ``keys`` (NaN where the run did not
+    record it); the JSON of each run is parsed once for all keys."""
     if "info_json" not in rows or not len(rows):
-        return np.full(len(rows), np.nan)
-    vals = [i.get(key) for i in parse_json_column(rows["info_json"])]
-    return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in vals], dtype=float)
+        return {k: np.full(len(rows), np.nan) for k in keys}
+    infos = parse_json_column(rows["info_json"])
+
+    def seconds(key: str) -> np.ndarray:
+        vals = (i.get(key) for i in infos)
+        return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in vals], dtype=float)
+
+    return {k: seconds(k) for k in keys}
 
 
 def _lipschitz_each(rows: pd.DataFrame) -> np.ndarray:
-    return _info_seconds(rows, "lipschitz_seconds")
+    return _info_seconds(rows, "lipschitz_seconds")["lipschitz_seconds"]
+
+
+def _train_seconds(rows: pd.DataFrame, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    clocked = np.isfinite(train)
+    out = np.where(clocked, train, run_device_seconds(rows)) if len(rows) else train
+    return out, clocked
 
 
 def run_train_seconds(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -227,10 +239,7 @@ def run_train_seconds(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       ``(seconds, clocked)``: one value per row; ``clocked[i]`` is whether row i had ``train_s``.
     """
-    train = _info_seconds(rows, "train_s") if len(rows) else np.zeros(0)
-    clocked = np.isfinite(train)
-    out = np.where(clocked, train, run_device_seconds(rows)) if len(rows) else train
-    return out, clocked
+    return _train_seconds(rows, _info_seconds(rows, "train_s")["train_s"])
 
 
 def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
@@ -239,11 +248,13 @@ def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
     search runs' evaluation seconds are recorded beside it (``search_eval_s``), never counted."""
     t = study.trials
     arm_rows = t[t["arm"] == arm] if len(t) else t
-    rows = arm_rows[arm_rows["phase"] == "search"] if len(arm_rows) else arm_rows
+    searching = (arm_rows["phase"] == "search").to_numpy(bool) if len(arm_rows) else np.zeros(0, bool)
+    rows = arm_rows[searching]
     key = rows["optuna_number"].astype("object").where(rows["optuna_number"].notna(), rows["trial_id"])
-    train, clocked = run_train_seconds(rows)
+    seconds = _info_seconds(arm_rows, "train_s", "eval_s", "lipschitz_seconds")  # one parse per run
+    train, clocked = _train_seconds(rows, seconds["train_s"][searching])
     search_s = float(np.nansum(train)) if len(rows) else 0.0
-    khat = _lipschitz_each(arm_rows)
+    khat = seconds["lipschitz_seconds"]
     khat_s = float(np.nansum(khat)) if khat.size else 0.0
     pop_wall = math.nan
     if len(rows) and "population_wall_s" in rows and rows["population_wall_s"].notna().any():
@@ -258,7 +269,7 @@ def _tuning_cost(study: Study, arm: str) -> dict[str, Any]:
         "search_wall_s": float(np.nansum(_num_col(rows, "wall_s"))) if len(rows) else 0.0,
         "search_device_s": search_s,
         "search_runs_unclocked": int((~clocked).sum()) if len(rows) else 0,
-        "search_eval_s": float(np.nansum(_info_seconds(rows, "eval_s"))) if len(rows) else 0.0,
+        "search_eval_s": float(np.nansum(seconds["eval_s"][searching])) if len(rows) else 0.0,
         "khat_s": khat_s,
         "khat_runs": int(np.isfinite(khat).sum()) if khat.size else 0,
         "tuning_device_s": tuning,

@@ -162,15 +162,27 @@ def param_importance(
     return pd.DataFrame(rows, columns=cols), notes
 
 
-def _run_lr(row: pd.Series, config: dict[str, Any]) -> float:
-    for v in (row.get("param_lr"), row.get("derived_lr"), (config.get("optimizer_args") or {}).get("lr")):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f) and f > 0:
-            return f
-    return math.nan
+def _positive(values: Any, n: int) -> np.ndarray:
+    """``values`` as floats, NaN where not a finite positive number."""
+    if values is None:
+        return np.full(n, math.nan)
+    x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    return np.where(np.isfinite(x) & (x > 0), x, math.nan)
+
+
+def _run_lrs(rows: pd.DataFrame) -> np.ndarray:
+    """Each run's base learning rate: ``param_lr``, else ``derived_lr``, else its config's fixed
+    ``optimizer_args.lr`` (the config JSON is parsed only for the runs the two columns leave open)."""
+    n = len(rows)
+    lr = _positive(rows["param_lr"].to_numpy() if "param_lr" in rows else None, n)
+    if "derived_lr" in rows:
+        lr = np.where(np.isfinite(lr), lr, _positive(rows["derived_lr"].to_numpy(), n))
+    open_ = np.flatnonzero(~np.isfinite(lr))
+    if open_.size and "config_json" in rows:
+        configs = parse_json_column(rows["config_json"].iloc[open_])
+        fixed = [(c.get("optimizer_args") or {}).get("lr") for c in configs]
+        lr[open_] = _positive([v if isinstance(v, (int, float, str)) else None for v in fixed], open_.size)
+    return lr
 
 
 def study_k_hat(trials: pd.DataFrame) -> float:
@@ -205,8 +217,7 @@ def divergence_vs_lr_khat(
     if not len(trials):
         return pd.DataFrame(columns=cols)
     rows = trials[trials["status"].isin(["completed", "diverged"])]
-    configs = parse_json_column(rows["config_json"]) if "config_json" in rows else [{}] * len(rows)
-    lr = np.array([_run_lr(r, c) for (_, r), c in zip(rows.iterrows(), configs)], dtype=float)
+    lr = _run_lrs(rows)
     own = pd.to_numeric(rows.get("k_hat", pd.Series(np.nan, index=rows.index)), errors="coerce").to_numpy(
         float
     )
