@@ -39,6 +39,8 @@ __all__ = [
     "ObjectiveSpec",
     "ResourcesSpec",
     "SearchSpec",
+    "TPE_HISTORY",
+    "TPE_MIN_HISTORY",
     "TaskSpec",
     "check_sampler",
 ]
@@ -152,6 +154,12 @@ def check_sampler(value: Any, path: str = "") -> str:
     return value
 
 
+#: The default window of TPE's history (``search.tpe_history``): the last 1,000 finished trials.
+TPE_HISTORY = 1000
+#: The smallest window: TPE's start-up phase (Optuna's ``n_startup_trials``, 10 random trials) must end.
+TPE_MIN_HISTORY = 10
+
+
 def _above_one(value: Any) -> float:
     rf = _number("", value, "a number > 1")
     if rf <= 1:
@@ -169,6 +177,7 @@ _SEARCH_CHECKS: dict[str, Callable[[Any], Any]] = {
     "scheduler": partial(_choice, "", choices=SCHEDULERS, kind="scheduler"),
     "grace_period": partial(_integer, "", minimum=1),
     "reduction_factor": _above_one,
+    "tpe_history": lambda v: None if v is None else _integer("", v, minimum=TPE_MIN_HISTORY),
 }
 
 
@@ -194,6 +203,12 @@ class SearchSpec:
         configurations.
       scheduler: ``none`` or ``asha`` (early stopping on the objective's metric).
       grace_period, reduction_factor: ASHA's minimum epochs before stopping and its halving rate.
+      tpe_history: TPE fits its density estimators to the last ``tpe_history`` finished trials of the
+        arm's study (default :data:`TPE_HISTORY`, >= :data:`TPE_MIN_HISTORY`; ``null``: every trial, as
+        Optuna's own ``TPESampler``). Optuna's TPE reads its whole history on every ask, so a study's
+        total TPE time grows with the square of its trials (9 ms an ask at 1,000 trials, 58 ms at
+        6,000 in ``benchmarks/driver.py``); an arm with fewer finished trials than the window gets
+        exactly Optuna's proposals (:class:`lyaptune.study.spaces.RecentHistoryTPESampler`).
     """
 
     _ROOT: ClassVar[str] = "search"
@@ -207,6 +222,7 @@ class SearchSpec:
     scheduler: str = "none"
     grace_period: int = 1
     reduction_factor: float = 3
+    tpe_history: int | None = TPE_HISTORY
 
     def __post_init__(self) -> None:
         p = self._ROOT

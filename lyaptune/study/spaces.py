@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 import optuna
@@ -24,12 +24,14 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import FrozenTrial, TrialState
 
 from lyaptune.errors import ConfigError
 from lyaptune.study.sections import SAMPLERS, check_sampler
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
 
 __all__ = [
+    "RecentHistoryTPESampler",
     "ask",
     "define_by_run",
     "distributions",
@@ -223,7 +225,79 @@ def make_sampler(
     if arm.grid is not None or search.sampler == "grid":
         grid_search_space(arm)  # a grid over a range is an error
         return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "tpe" and search.tpe_history is not None:
+        return RecentHistoryTPESampler(history=search.tpe_history, seed=seed)
     return _SAMPLERS[search.sampler](seed, base)
+
+
+class _RecentHistory:
+    """A view of an Optuna study whose trials are its last ``history`` finished ones (by number) and
+    every running one; everything else is the study's own."""
+
+    def __init__(self, study: optuna.Study, history: int) -> None:
+        self._study, self._history = study, history
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        finished = [t for t in trials if t.state != TrialState.RUNNING]
+        if len(finished) <= self._history:
+            return trials
+        keep = {t.number for t in sorted(finished, key=lambda t: t.number)[-self._history :]}
+        return [t for t in trials if t.state == TrialState.RUNNING or t.number in keep]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+
+class RecentHistoryTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE fitted to the last ``history`` finished trials of the study (``search.tpe_history``).
+
+    Optuna's ``TPESampler`` reads every trial of the study on each ask, so its time per ask grows with
+    the study and a study's total with the square of its size; ``TPESampler`` has no option for a window
+    (``n_startup_trials`` only sets the random start). This sampler hands TPE a view of the study that
+    holds the last ``history`` finished trials (by trial number) and the running ones (TPE's constant
+    liar): with no more finished trials than that, its proposals are Optuna's own, and beyond, those
+    Optuna's TPE would make on a study of the recent trials alone. Deterministic in the trials told, as
+    every sampler here (:func:`make_sampler`).
+
+    Args:
+      history: the window, in finished trials (>= 10, Optuna's start-up trials).
+      **kwargs: ``TPESampler``'s arguments (``seed``, ...).
+    """
+
+    def __init__(self, *, history: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._history = int(history)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return super().infer_relative_search_space(_RecentHistory(study, self._history), trial)
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        return super().sample_relative(_RecentHistory(study, self._history), trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        view = _RecentHistory(study, self._history)
+        return super().sample_independent(view, trial, param_name, param_distribution)
 
 
 def _qmc(seed: int, base: int) -> optuna.samplers.BaseSampler:
