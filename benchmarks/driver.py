@@ -1,6 +1,7 @@
 """The study driver at scale: Optuna journal open time and per-trial ask / tell / record overhead.
 
-    python benchmarks/driver.py   # random sampler 1,000 and 10,000; TPE 1,000 and 3,000
+    python benchmarks/driver.py   # random sampler and TPE (its default window), 1,000 and 10,000 trials
+    python benchmarks/driver.py --runner --sampler random   # the real runner, Ray Tune included
     python benchmarks/driver.py --sampler random --sizes 1000 10000 100000
     python benchmarks/driver.py --sampler tpe --sizes 500 1000 2000
 
@@ -16,6 +17,12 @@ Prints, per size N (the trials in the arm's study when measured):
   per trial             their sum, and its ratio to the smallest size (goal: within 1.5x at 10,000 vs 1,000);
   open                  seconds for a new process's driver to open the journal and read the study back
                         (``journal_storage`` + ``optuna.load_study`` + ``get_trials``), as a resume does.
+
+``--runner``: the real runner instead, Ray Tune's bookkeeping included. ``lyaptune run`` (a local Ray,
+``max_concurrent: 2``) of one arm with ``max(--sizes)`` search trials of a no-op task (a 1 x 2 FC
+network, one epoch of 6 synthetic examples: a few milliseconds of training); the per-trial figure at N
+is the mean interval between the driver's recordings of consecutive runs (``created_at``) over the
+``--window`` runs before the N-th, the study's throughput limit when the training costs nothing.
 """
 
 from __future__ import annotations
@@ -176,18 +183,87 @@ def measure(sampler: str, sizes: list[int], where: Path, window: int, n_epochs: 
     return rows
 
 
+_NOOP_TASK = {
+    "dataset": "synthetic",
+    "dataset_args": {"n_train": 8, "n_test": 4, "input_shape": [1, 2, 2], "num_classes": 2},
+    "model": "fc",
+    "model_args": {"depth": 1, "width": 2},
+    "epochs": 1,
+    "batch_size": "full",
+    "device": "cpu",
+    "validation_fraction": 0.25,
+}
+
+
+def measure_runner(sampler: str, sizes: list[int], where: Path, window: int) -> list[dict]:
+    """``lyaptune run`` of a no-op task with ``max(sizes)`` trials; per-trial intervals at each size."""
+    import pandas as pd
+    import yaml
+
+    from lyaptune.store import RunStore
+
+    n_max = max(sizes)
+    spec = {
+        "name": "noop",
+        "task": _NOOP_TASK,
+        "search": {"sampler": sampler, "trials_per_arm": n_max, "seeds": [0], "final_seeds": [1]},
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_concurrent": 2,
+        "arms": [{"name": "adam", "optimizer": "adam", "space": SPEC["arms"][0]["space"]}],
+    }
+    path = where / "noop.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "lyaptune.cli", "run", str(path), "--out", str(where / "out")]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    t = RunStore(where / "out" / "noop").trials(columns=["phase", "status", "created_at"])
+    search = t[t["phase"] == "search"].sort_values("created_at")
+    assert len(search) == n_max and (search["status"] == "completed").all(), search["status"].value_counts()
+    created = pd.to_datetime(search["created_at"])
+    stamps = (created - created.iloc[0]).dt.total_seconds().to_numpy()
+    gaps = np.diff(stamps)
+    rows = []
+    for n in sizes:
+        w = min(window, n - 1)
+        per = float(gaps[n - 1 - w : n - 1].mean()) * 1e3
+        rows.append({"n": n, "per_trial_ms": per, "study_s": float(stamps[n - 1] - stamps[0])})
+        print(
+            f"{sampler:>7} {n:>8} {per:>9.2f} {per / rows[0]['per_trial_ms']:>6.2f}x "
+            f"{rows[-1]['study_s']:>8.1f}s",
+            flush=True,
+        )
+    print(f"  lyaptune run of {n_max + 1} runs: {wall:.1f} s wall (Ray start and final run included)")
+    shutil.rmtree(where / "out", ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sampler", choices=["random", "tpe"], nargs="+", default=["random", "tpe"])
-    ap.add_argument(
-        "--sizes", type=int, nargs="+", default=None, help="default: random 1000 10000, tpe 1000 3000"
-    )
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default: 1000 10000")
     ap.add_argument("--window", type=int, default=200, help="trials averaged before each size")
     ap.add_argument("--epochs", type=int, default=20, help="epoch records per recorded run")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument(
+        "--runner", action="store_true", help="the real runner (lyaptune run, Ray Tune) on a no-op task"
+    )
     args = ap.parse_args()
-    if args.sizes is not None and any(n < 1 for n in args.sizes):
-        sys.exit(f"error: --sizes must be positive integers, got {args.sizes}")
+    if args.sizes is not None and any(n < 2 for n in args.sizes):
+        sys.exit(f"error: --sizes must be integers >= 2, got {args.sizes}")
+    if args.runner:
+        print(f"{'sampler':>7} {'trials':>8} {'per trial':>9} {'ratio':>7} {'study':>9}", flush=True)
+        where = Path(tempfile.mkdtemp(prefix="lyaptune-bench-runner-"))
+        try:
+            out = {
+                s: measure_runner(s, sorted(set(args.sizes or [1000, 10_000])), where, args.window)
+                for s in args.sampler
+            }
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+        return
     print(
         f"{'sampler':>7} {'trials':>8} {'ask ms':>8} {'tell ms':>8} {'rec ms':>8} {'per trial':>9} "
         f"{'ratio':>7} {'total':>9} {'open':>8} {'journal':>8}",
@@ -197,7 +273,7 @@ def main() -> None:
     out = {}
     try:
         for sampler in args.sampler:
-            sizes = args.sizes or ([1000, 10_000] if sampler == "random" else [1000, 3000])
+            sizes = args.sizes or [1000, 10_000]
             out[sampler] = measure(sampler, sorted(set(sizes)), where, args.window, args.epochs)
     finally:
         shutil.rmtree(where, ignore_errors=True)
