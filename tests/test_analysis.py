@@ -1135,3 +1135,20 @@ def test_a_runs_lr_is_param_lr_else_derived_lr_else_its_configs_fixed_lr():
     assert _run_lrs(rows.drop(columns=["derived_lr"])) == pytest.approx(
         [0.01, np.nan, 0.04, 0.5, np.nan], nan_ok=True
     )
+
+
+def test_dense_layers_are_rasterized_in_svg_and_the_rest_stays_vector(tmp_path):
+    from lyaptune.analysis.figures import RASTER_POINTS, _figure, save_figure
+
+    fig = _figure(4.0, 3.0)
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    dense = ax.scatter(rng.random(RASTER_POINTS + 1), rng.random(RASTER_POINTS + 1), s=4)
+    (sparse,) = ax.plot(np.arange(50), np.arange(50) / 50)
+    band = ax.fill_between(np.arange(RASTER_POINTS), 0.0, 1.0, alpha=0.1)
+    svg, png = save_figure(fig, tmp_path / "f", formats=("svg", "png"))
+    assert dense.get_rasterized() and band.get_rasterized() and not sparse.get_rasterized()
+    text = Path(svg).read_text()
+    assert text.count("<image") == 1  # the scatter and the band, drawn one after the other: one raster
+    assert len(text) < 200_000  # 5,001 vector markers alone would be about 1 MB
+    assert Path(png).stat().st_size > 0
