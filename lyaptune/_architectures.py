@@ -197,21 +197,31 @@ class VGG(nn.Module):
         return self.classifier(self.features(x))
 
 
+def _narrow(cfg: tuple[int | str, ...], divisor: int) -> tuple[int | str, ...]:
+    """``cfg`` with every channel count divided by ``divisor`` (at least 1 channel; pools kept)."""
+    return tuple(v if v == "M" else max(1, int(v) // divisor) for v in cfg)
+
+
 def _build_vgg9(
-    *, input_shape: tuple[int, ...], num_classes: int, batch_norm: bool, layout: str
+    *, input_shape: tuple[int, ...], num_classes: int, batch_norm: bool, layout: str, width_divisor: int
 ) -> nn.Module:
     shape = _image_shape("vgg9", input_shape)
     _check_bool("vgg9", "batch_norm", batch_norm)
     _check_choice("vgg9", "layout", layout, ["standard", "loss-landscape"])
-    if layout == "standard":
-        return VGG(VGG9_STANDARD, shape, num_classes, hidden=(512,), batch_norm=batch_norm, name="vgg9")
-    return VGG(VGG9_LOSS_LANDSCAPE, shape, num_classes, hidden=(256,), batch_norm=batch_norm, name="vgg9")
+    d = _check_int("vgg9", "width_divisor", width_divisor, 1)
+    cfg, hidden = (VGG9_STANDARD, 512) if layout == "standard" else (VGG9_LOSS_LANDSCAPE, 256)
+    return VGG(
+        _narrow(cfg, d), shape, num_classes, hidden=(max(1, hidden // d),), batch_norm=batch_norm, name="vgg9"
+    )
 
 
-def _build_vgg16(*, input_shape: tuple[int, ...], num_classes: int, batch_norm: bool) -> nn.Module:
+def _build_vgg16(
+    *, input_shape: tuple[int, ...], num_classes: int, batch_norm: bool, width_divisor: int
+) -> nn.Module:
     shape = _image_shape("vgg16", input_shape)
     _check_bool("vgg16", "batch_norm", batch_norm)
-    return VGG(VGG16_CFG, shape, num_classes, batch_norm=batch_norm, name="vgg16")
+    d = _check_int("vgg16", "width_divisor", width_divisor, 1)
+    return VGG(_narrow(VGG16_CFG, d), shape, num_classes, batch_norm=batch_norm, name="vgg16")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -223,20 +223,21 @@ register_model(
     "vgg9",
     _build_vgg9,
     default_sigma=0.045,
-    args={"batch_norm": False, "layout": "standard"},
+    args={"batch_norm": False, "layout": "standard", "width_divisor": 1},
     description="VGG-9 (7 conv + 2 Linear). layout 'standard': conv64-M-conv128-M-conv256x2-M-conv512x2-M-"
     "conv512-M, Linear(512, 512), Linear(512, classes) on 32x32; 'loss-landscape': Li et al.'s "
     "conv64x2-M-conv128x2-M-conv256x3-M, Linear(256*4*4, 256), Linear(256, classes) (their code uses "
-    "batch_norm true). batch_norm off by default (papers/003 uses no regularisation); (C, H, W) images",
+    "batch_norm true). batch_norm off by default (papers/003 uses no regularisation); width_divisor "
+    "divides every width (the CPU smoke stand-in uses 8); (C, H, W) images",
     reference="papers/003 Section 5.4 (sigma 0.045); Li et al. 2018, Visualizing the Loss Landscape",
 )
 register_model(
     "vgg16",
     _build_vgg16,
     default_sigma=GENERIC_SIGMA,
-    args={"batch_norm": True},
+    args={"batch_norm": True, "width_divisor": 1},
     description="CIFAR VGG-16 (configuration D, 13 conv with batch-norm, Linear(512, classes) on 32x32); "
-    "(C, H, W) images",
+    "width_divisor divides every width; (C, H, W) images",
     reference="Simonyan & Zisserman 2015; papers/000 (VGG-16 on CIFAR-10/100)",
 )
 for _arch in ("resnet18", "resnet50"):

@@ -24,6 +24,7 @@ from lyaptune.study.check import check_study
 from lyaptune.study.spec import StudySpec, resolve_spec_file
 from lyaptune.study.standin import (
     CPU_LIPSCHITZ_ITERS,
+    CPU_VGG_DIVISOR,
     STAND_IN_MAX_SIDE,
     STAND_IN_N_TEST,
     STAND_IN_N_TRAIN,
@@ -414,6 +415,31 @@ def test_fit_to_cpu_drops_gpus_and_shrinks_big_models():
     small = _spec({"dataset": "digits"})
     small = StudySpec.from_dict({**small.to_dict(), "resources": {"cpu": 1, "gpu": 0}})
     assert fit_to_cpu(small) == (small, [])
+
+
+def test_fit_to_cpu_narrows_every_vgg():
+    spec = _spec(
+        {"dataset": "synthetic", "dataset_args": {"input_shape": [3, 32, 32]}, "model": "vgg16"},
+        arms=[
+            {"name": "a", "optimizer": "adam", "optimizer_args": {"lr": 1e-3}},
+            {
+                "name": "ll",
+                "optimizer": "adam",
+                "optimizer_args": {"lr": 1e-3},
+                "task": {"model": "vgg9", "model_args": {"layout": "loss-landscape"}},
+            },
+        ],
+    )
+    fitted, messages = fit_to_cpu(spec)
+    assert fitted.task.model == "vgg9"
+    assert dict(fitted.task.model_args) == {"batch_norm": True, "width_divisor": CPU_VGG_DIVISOR}
+    ll = fitted.arm("ll").task_for(fitted.task)
+    assert ll.model == "vgg9"
+    assert dict(ll.model_args) == {"layout": "loss-landscape", "width_divisor": CPU_VGG_DIVISOR}
+    assert any(
+        m.startswith("stand-in: model vgg16 -> vgg9 {batch_norm: True, width_divisor: 8}") for m in messages
+    )
+    assert fit_to_cpu(fitted)[0] == fitted  # already narrowed: nothing left to change
 
 
 def test_fit_to_cpu_scales_fc_widths_so_width_arms_stay_distinct():

@@ -462,3 +462,24 @@ def test_lipschitz_sigma_is_the_given_one_else_the_models_default():
     assert lipschitz_sigma("fc", "normal", 0.5) == 0.5
     assert lipschitz_sigma("fc", "init") is None
     assert lipschitz_sigma("fc", "uniform") is None
+
+
+@pytest.mark.parametrize(
+    "layout, convs, hidden, flat",
+    [
+        ("standard", [(3, 8), (8, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 64)], 64, 64),
+        ("loss-landscape", [(3, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 32)], 32, 32 * 4 * 4),
+    ],
+)
+def test_vgg9_width_divisor_divides_every_width(layout, convs, hidden, flat):
+    model = create_model("vgg9", input_shape=(3, 32, 32), num_classes=10, layout=layout, width_divisor=8)
+    assert n_params(model) == sum(conv(i, o) for i, o in convs) + linear(flat, hidden) + linear(hidden, 10)
+    with pytest.raises(ConfigError, match=r"width_divisor for model 'vgg9': 0 \(must be an integer >= 1\)"):
+        create_model("vgg9", input_shape=(3, 32, 32), num_classes=10, width_divisor=0)
+
+
+def test_vgg16_width_divisor():
+    model = create_model("vgg16", input_shape=(3, 32, 32), num_classes=10, batch_norm=False, width_divisor=4)
+    chans = [c // 4 for c in (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)]
+    convs = list(zip([3, *chans[:-1]], chans))
+    assert n_params(model) == sum(conv(i, o) for i, o in convs) + linear(128, 10)

@@ -15,7 +15,8 @@ says what it changed, one line per change:
 - **CPU** (:func:`fit_to_cpu`, only where no CUDA device is visible): GPU reservations are dropped (a
   trial asking Ray for a GPU would wait forever on a CPU-only Ray), ``device: cuda`` becomes ``cpu``,
   the models too heavy for a 2-core CPU shrink to a small member of their family (ResNet-50 and
-  ResNet-18 -> timm's ResNet-10-T, VGG-16 -> VGG-9, ViT-B/16 and ViT-S/16 -> ViT-Tiny with patch 16 at
+  ResNet-18 -> timm's ResNet-10-T, VGG-16 -> VGG-9 and every VGG at 1/:data:`CPU_VGG_DIVISOR` of its
+  widths, ViT-B/16 and ViT-S/16 -> ViT-Tiny with patch 16 at
   the same image size, so the model still fits the data's shape; fully connected layers at most
   :data:`CPU_FC_WIDTH` wide), and K_hat estimates are cut to :data:`CPU_LIPSCHITZ_ITERS` power
   iterations and one batch per weight sample. Measured on 2 cores: a 2-epoch run on 64 images takes
@@ -24,7 +25,9 @@ says what it changed, one line per change:
   (32 training images, 2 power iterations) to keep the smoke runs of every spec in CI's budget: the
   6-arm ``000_cifar10_vgg16 --smoke`` (18 runs of VGG-9) went from 85 s to 28 s and
   ``003_increasing_batch --smoke`` (15 derived-step runs) from 59 s to 41 s (each the whole CLI
-  command, Ray's start included, on 2 shared cores).
+  command, Ray's start included, on 2 shared cores). VGG at 1/8 of its widths then took
+  ``003_vgg9_cifar10_schedulers --smoke`` from 33 s to 14 s and ``003_mini_cifar10_fullbatch --smoke``
+  from 37 s to 15 s (quiet 2 cores).
 
 Nothing here changes a full (non-smoke) run.
 """
@@ -42,6 +45,7 @@ from lyaptune.study.spec import ArmSpec, StudySpec, TaskSpec
 __all__ = [
     "CPU_FC_WIDTH",
     "CPU_LIPSCHITZ_ITERS",
+    "CPU_VGG_DIVISOR",
     "SMALL_RESNET",
     "STAND_IN_MAX_SIDE",
     "STAND_IN_N_TEST",
@@ -60,6 +64,8 @@ STAND_IN_N_TEST = 16
 """Test examples of a synthetic stand-in."""
 
 STAND_IN_MAX_SIDE = 64
+#: VGG's widths on a CPU smoke run are divided by this (VGG-9's 64 ... 512 channels become 8 ... 64).
+CPU_VGG_DIVISOR = 8
 """Largest image side of a synthetic stand-in: larger images (ImageNet's 224 px) shrink to it, in ratio."""
 
 POISON_STAND_IN = "digits"
@@ -270,7 +276,9 @@ def _smaller_model(
     if model in ("resnet50", "resnet18"):
         return SMALL_RESNET, {}
     if model == "vgg16":
-        return "vgg9", {"batch_norm": args.get("batch_norm", True)}
+        return "vgg9", {"batch_norm": args.get("batch_norm", True), "width_divisor": CPU_VGG_DIVISOR}
+    if model == "vgg9" and args.get("width_divisor", 1) < CPU_VGG_DIVISOR:
+        return "vgg9", {**args, "width_divisor": CPU_VGG_DIVISOR}
     if model in ("vit-b16", "vit-s16"):
         return "vit", {"variant": "tiny", "patch_size": 16, "img_size": args.get("img_size")}
     if model == "vit" and args.get("variant", "small") != "tiny":
@@ -306,7 +314,8 @@ def fit_to_cpu(spec: StudySpec) -> tuple[StudySpec, list[str]]:
     - ``resources.gpu`` -> 0 and ``resources.cpu`` -> at most 1 (a trial that reserves a GPU never
       starts on a Ray without one; one CPU each lets two trials share 2 cores);
     - ``device: cuda[:N]`` -> ``cpu`` (``auto`` already picks the CPU);
-    - ResNet-50 / ResNet-18 -> :data:`SMALL_RESNET`, VGG-16 -> VGG-9, ViT-B/16 / ViT-S/16 / ViT-S/B ->
+    - ResNet-50 / ResNet-18 -> :data:`SMALL_RESNET`, VGG-16 -> VGG-9, every VGG at
+      1/:data:`CPU_VGG_DIVISOR` of its widths, ViT-B/16 / ViT-S/16 / ViT-S/B ->
       ViT-Tiny (patch 16 for the /16 models, same image size), in the study's task and in arm
       overrides;
     - fully connected layers narrowed so the widest is :data:`CPU_FC_WIDTH`, the others in proportion
