@@ -376,3 +376,56 @@ def test_grid_sampler_is_a_plain_seeded_sampler_and_a_range_is_no_grid():
     ranged = ArmSpec(name="r", optimizer="adam", space={"lr": {"low": 1e-4, "high": 1e-1}})
     with pytest.raises(ConfigError, match="space.lr is a range"):
         make_sampler(SearchSpec(sampler="grid"), ranged)
+
+
+def test_the_next_trial_is_tunes_choice_without_a_pass_over_finished_trials():
+    """StudyFIFOScheduler picks what Tune's FIFOScheduler picks (the first PENDING, else the first
+    PAUSED trial) over a random history of new, started, finished, failed and requeued trials, while
+    looking at each finished trial once; its pickled state carries no trial."""
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from lyaptune.study.tune_adapter import StudyASHAScheduler, StudyFIFOScheduler
+
+    class T:
+        def __init__(self, i: int) -> None:
+            self.i, self.status = i, Trial.PENDING
+
+    class Controller:
+        def __init__(self) -> None:
+            self.trials: list[T] = []
+
+        def get_trials(self) -> list[T]:
+            return self.trials
+
+    rng = random.Random(0)
+    ours, tunes, ctl = StudyFIFOScheduler(), FIFOScheduler(), Controller()
+    for step in range(3000):
+        r = rng.random()
+        live = [
+            t for t in ctl.trials if t.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.ERROR)
+        ]
+        if r < 0.3 or not live:
+            ctl.trials.append(T(len(ctl.trials)))
+        elif r < 0.85:
+            t = rng.choice(live)
+            t.status = rng.choice(
+                [Trial.RUNNING, Trial.TERMINATED, Trial.TERMINATED, Trial.PAUSED, Trial.ERROR]
+            )
+        else:  # Tune's requeue of a failed trial: back to PENDING, moved to the end of its list
+            t = rng.choice(live)
+            t.status = Trial.PENDING
+            ctl.trials.remove(t)
+            ctl.trials.append(t)
+        mine, theirs = ours.choose_trial_to_run(ctl), tunes.choose_trial_to_run(ctl)
+        assert (mine is None) == (theirs is None), step
+        if theirs is not None:
+            assert mine.status == theirs.status, step
+        assert ours._open is not None and all(t.status != Trial.TERMINATED for t in ours._open)
+    finished = sum(t.status == Trial.TERMINATED for t in ctl.trials)
+    assert finished > 500 and len(ours._open) < len(ctl.trials) - finished + 1
+    state = pickle.loads(pickle.dumps(ours)).__dict__
+    assert "_open" not in state and "_seen" not in state
+    assert isinstance(StudyASHAScheduler(time_attr="epoch", max_t=3), FIFOScheduler)

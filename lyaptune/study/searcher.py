@@ -174,6 +174,9 @@ class _Repeat:
     study: optuna.Study
     budget: int
     asked: int = 0
+    # trials in the Optuna study (asked, told or enqueued): the next new trial's number, kept here
+    # because counting them (``len(study.get_trials())``) is a pass over every trial on each ask
+    n_trials: int = 0
     # optuna number -> {seed: objective or None (failed) }, for trials whose seeds are not all done
     open_trials: dict[int, dict[int, float | None]] = field(default_factory=dict)
     open_status: dict[int, str] = field(default_factory=dict)
@@ -293,6 +296,7 @@ class StudyPlan:
             # skipped, so a driver killed while enqueueing leaves no point out and none twice
             enqueue_grid(study, state.spec)
         trials = study.get_trials(deepcopy=False)
+        rep.n_trials = len(trials)
         rows = self.store.trials()
         for t in trials:
             if t.state == TrialState.WAITING:
@@ -330,9 +334,11 @@ class StudyPlan:
         # the sampler of this one ask, seeded from (sampler seed, arm, repeat, trial number): trial k's
         # configuration follows from the trials told before it, however many drivers ran (issue 21);
         # an enqueued grid point is taken as it is (the sampler does not draw)
-        number = len(study.get_trials(deepcopy=False))
+        number = rep.n_trials
         study.sampler = make_sampler(self.spec.search, state.spec, repeat=rep.index, trial=number)
         trial, params = ask(study, state.spec.resolved_space())
+        if trial.number == rep.n_trials:  # a new trial (an enqueued grid point has a smaller number)
+            rep.n_trials += 1
         trial.set_user_attr("params", params)
         rep.asked += 1
         rep.open_trials[trial.number] = {}
