@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from lyaptune import faults
 from lyaptune.errors import ConfigError
 from lyaptune.store import TRIAL_COLUMNS, RunStore, trial_row
+from lyaptune.study.journal import journal_storage
 from lyaptune.study.spaces import _values, ask, enqueue_grid, make_sampler
 from lyaptune.study.spec import ArmSpec, StudySpec
 from lyaptune.train import TrialResult
@@ -159,11 +158,6 @@ def objective_value(records: list[Mapping[str, Any]], metric: str, mode: str, at
     if not finite:
         return math.nan
     return min(finite) if mode == "min" else max(finite)
-
-
-def journal_storage(path: Path | str) -> JournalStorage:
-    """The Optuna journal of a run directory (``optuna-dashboard <path>`` opens it)."""
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
 @dataclass
