@@ -4,13 +4,16 @@ Optuna's ``Study.ask`` looks for an enqueued trial on every ask by asking the st
 ``WAITING`` trials, and Optuna's ``JournalStorage`` answers by passing over every trial of the study: at
 10,000 trials that pass was a third of the driver's time (issue 22). :class:`IndexedJournalStorage` keeps,
 per study, the ids of the trials not yet finished (``WAITING`` and ``RUNNING``) as the journal is
-replayed, so a query for unfinished states reads only those; every other query is Optuna's own. The
-journal file and its format are Optuna's (``optuna-dashboard`` opens it).
+replayed, so a query for unfinished states reads only those; every other query is Optuna's own. Its
+:meth:`~IndexedJournalStorage.get_recent_trials` answers TPE's window (``search.tpe_history``) from the
+end of the study, in time that grows with the window, not with the study. The journal file and its format
+are Optuna's (``optuna-dashboard`` opens it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import copy
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,22 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._storage import JournalStorageReplayResult
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["IndexedJournalStorage", "journal_storage"]
+__all__ = ["IndexedJournalStorage", "journal_storage", "recent_window"]
 
 _FINISHED = tuple(s for s in TrialState if s.is_finished())
+
+
+def recent_window(trials: Sequence[FrozenTrial], history: int) -> list[FrozenTrial]:
+    """The last ``history`` trials of ``trials`` that are not running (by number), and every running one.
+
+    TPE's window of a study (``search.tpe_history``, :class:`lyaptune.study.spaces.RecentHistoryTPESampler`):
+    the running trials stay for TPE's constant liar. ``trials`` in number order; the answer keeps it.
+    """
+    done = [t for t in trials if t.state != TrialState.RUNNING]
+    if len(done) <= history:
+        return list(trials)
+    keep = {t.number for t in sorted(done, key=lambda t: t.number)[-history:]}
+    return [t for t in trials if t.state == TrialState.RUNNING or t.number in keep]
 
 
 class _IndexedReplayResult(JournalStorageReplayResult):
@@ -52,6 +68,28 @@ class _IndexedReplayResult(JournalStorageReplayResult):
         trials = (self._trials[i] for i in self._open.get(study_id, {}))
         return [t for t in trials if t.state in states]
 
+    def recent_trials(
+        self, study_id: int, history: int, states: Container[TrialState] | None
+    ) -> list[FrozenTrial]:
+        """``recent_window(get_all_trials(study_id, states), history)``, read from the study's end."""
+        if study_id not in self._studies:
+            return super().get_all_trials(study_id, states)  # Optuna's KeyError
+        ids = self._study_id_to_trial_ids[study_id]
+        newest: list[FrozenTrial] = []
+        done, i = 0, len(ids)
+        while i and done < history:
+            i -= 1
+            trial = self._trials[ids[i]]
+            if states is None or trial.state in states:
+                newest.append(trial)
+                done += trial.state != TrialState.RUNNING
+        # before position i only running trials stay: all of them are in the index of unfinished ones
+        running: list[FrozenTrial] = []
+        if i and (states is None or TrialState.RUNNING in states):
+            older = (self._trials[j] for j in self._open.get(study_id, {}) if j < ids[i])
+            running = [t for t in older if t.state == TrialState.RUNNING]
+        return running + newest[::-1]
+
 
 class IndexedJournalStorage(JournalStorage):
     """Optuna's ``JournalStorage`` whose queries for unfinished trials (``states`` without a finished
@@ -72,6 +110,36 @@ class IndexedJournalStorage(JournalStorage):
         ):
             self._replay_result = _IndexedReplayResult(self._worker_id_prefix)
         super()._sync_with_backend()
+
+    def get_recent_trials(
+        self,
+        study_id: int,
+        history: int,
+        states: Container[TrialState] | None = None,
+        deepcopy: bool = True,
+    ) -> list[FrozenTrial]:
+        """The study's trials in ``states`` cut to TPE's window: :func:`recent_window` of them.
+
+        Reads the study from its end until ``history`` trials that are not running are found, and the
+        older running ones from the index: time in the window's size, not the study's.
+
+        Args:
+          study_id: the study's storage id.
+          history: the window, in trials that are not running.
+          states: the states to keep (``None``: all), as ``get_all_trials``'.
+          deepcopy: copy the trials (``get_all_trials``' argument).
+
+        Returns:
+          The trials in number order, as ``recent_window(get_all_trials(study_id, states=states), history)``.
+        """
+        with self._thread_lock:
+            self._sync_with_backend()
+            replay = self._replay_result
+            if isinstance(replay, _IndexedReplayResult):
+                trials = replay.recent_trials(study_id, history, states)
+            else:
+                trials = recent_window(replay.get_all_trials(study_id, states), history)
+            return copy.deepcopy(trials) if deepcopy else trials
 
 
 def journal_storage(path: Path | str) -> JournalStorage:

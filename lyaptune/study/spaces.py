@@ -27,6 +27,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from lyaptune.errors import ConfigError
+from lyaptune.study.journal import recent_window
 from lyaptune.study.sections import SAMPLERS, check_sampler
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec
 
@@ -243,12 +244,13 @@ class _RecentHistory:
     def _get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
+        # the journal answers from the study's end (IndexedJournalStorage): time in the window, not the
+        # study; its answer is the same list, and the driver is the journal's one writer during an ask
+        recent = getattr(self._study._storage, "get_recent_trials", None)
+        if recent is not None:
+            return recent(self._study._study_id, self._history, states, deepcopy)
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        finished = [t for t in trials if t.state != TrialState.RUNNING]
-        if len(finished) <= self._history:
-            return trials
-        keep = {t.number for t in sorted(finished, key=lambda t: t.number)[-self._history :]}
-        return [t for t in trials if t.state == TrialState.RUNNING or t.number in keep]
+        return recent_window(trials, self._history)
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
