@@ -23,6 +23,7 @@ from lyaptune.study.searcher import StudyPlan, journal_storage
 from lyaptune.study.spaces import ask, distributions, enqueue_grid, make_sampler, suggest
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec, StudySpec
 from lyaptune.study.tune_adapter import (
+    ForgetRunPayload,
     InterruptStopper,
     RunPayload,
     StudyErrorCallback,
@@ -95,6 +96,30 @@ def test_run_payload_survives_tunes_result_flattening():
     # intermediate reports are not payloads
     assert RunPayload.from_metrics(epoch_metrics("t", {"epoch": 1, "val_loss": 0.3}, "val_loss")) is None
     assert RunPayload.from_metrics(None) is None
+
+
+def test_an_ended_tune_trial_forgets_the_runs_payload_and_keeps_tunes_keys():
+    from ray.tune.experiment import Trial
+
+    records = [{"epoch": e, "val_loss": 1.0 / e, "train_loss": 2.0 / e} for e in range(1, 101)]
+    payload = RunPayload((TrialResult("completed", records, {"num_params": 10}, 1.5, ""),), 0)
+    trial = Trial("__fake", stub=True, trial_id="t0")
+    trial.update_last_result(
+        {**payload.to_metrics("adam-search-0000-s0", 0.01, 100), "training_iteration": 1}
+    )
+    state = trial.run_metadata.get_json_state()  # Tune's experiment state caches this text
+    assert len(state) > 5000 and '"epoch\\": 100' in state  # 100 records, JSON in JSON
+    ForgetRunPayload().on_trial_complete(0, [trial], trial)
+    assert "lyaptune_payload" not in trial.last_result
+    assert trial.last_result["objective"] == 0.01 and trial.last_result["training_iteration"] == 1
+    assert trial.last_result["lyaptune_trial_id"] == "adam-search-0000-s0"
+    after = trial.run_metadata.get_json_state()
+    assert len(after) < len(state) - 5000 and 'epoch\\"' not in after
+    # an errored trial's last epoch record and traceback go too
+    trial.update_last_result({**epoch_metrics("t", records[0], "val_loss"), "lyaptune_traceback": "tb"})
+    ForgetRunPayload().on_trial_error(0, [trial], trial)
+    assert not {"lyaptune_record", "lyaptune_traceback"} & set(trial.last_result)
+    assert trial.last_result["objective"] == 1.0
 
 
 def test_error_metrics_carry_one_line_and_the_traceback():

@@ -26,7 +26,12 @@ from lyaptune.errors import UserError
 # Settings a study applies to Ray while it runs (restored afterwards; nothing is changed at import):
 # Tune's CSV/JSON/TensorBoard loggers duplicate the store, its new console output prints a configuration
 # box, and its SIGINT handler prints a ``Tuner.restore`` hint; lyaptune handles interruptions itself.
+# Tune's experiment state (every trial's config and last result, rewritten every 20 times as long as
+# one write takes: a growing share of the driver's time and memory at 10,000 trials, issue 22) is
+# written at the end of the experiment only: lyaptune resumes from its store, journal and the trials'
+# own checkpoints, never from Tune's experiment state.
 _RAY_ENV = {
+    "TUNE_GLOBAL_CHECKPOINT_S": str(7 * 24 * 3600),
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_SIGINT_HANDLER": "1",

@@ -5,7 +5,7 @@
   translates Tune's calls), module level and picklable (the plan is left out of its pickled state).
 - :class:`StudyErrorCallback`: the one place where a Tune trial that failed after its last retry
   becomes an ``errored`` row (Tune tells the searcher before its callbacks, and only the callback sees
-  the exception).
+  the exception); :class:`ForgetRunPayload` then drops the run's payload from Tune's copy of the trial.
 - :class:`RunPayload`: one run's (or one population's) result as it travels in Tune's metrics, written
   by the trainable (:mod:`lyaptune.study.trainable`) and read by the searcher.
 - :class:`TuneCheckpoints` and :func:`read_checkpoint`: the checkpoints that earlier, killed drivers'
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "ForgetRunPayload",
     "InterruptCallback",
     "RunPayload",
     "StudyErrorCallback",
@@ -417,6 +418,33 @@ class StudyErrorCallback(tune.Callback):
         self.searcher.record_error(trial.trial_id, _error_message(trial))
 
 
+class ForgetRunPayload(tune.Callback):
+    """Drops lyaptune's payload, epoch record and traceback from an ended Tune trial's last result.
+
+    Tune keeps every trial of an experiment in the driver, each with its last result, for the whole
+    study, and writes them into its experiment state: the final payload holds every epoch's record of the
+    run (tens of KB for a run of 100 epochs). Once the trial has ended the searcher has stored the run
+    (Tune tells the searcher, then the error callback, before this callback; :func:`make_tuner` lists it
+    after :class:`StudyErrorCallback`), so the copy in Tune's trial is dropped. Tune's own keys and the
+    objective stay.
+    """
+
+    _DROP = (_PAYLOAD, _RECORD, _TRACEBACK)
+
+    def _forget(self, trial: Any) -> None:
+        result = trial.last_result
+        if any(k in result for k in self._DROP):
+            for key in self._DROP:
+                result.pop(key, None)
+            trial.run_metadata.invalidate_cache()
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._forget(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._forget(trial)
+
+
 class ResultFileCallback(LoggerCallback):
     """Writes each trial's ``result.json`` (one JSON line per report), without lyaptune's payload.
 
@@ -616,6 +644,7 @@ def make_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[
                 StudyErrorCallback(searcher),
+                ForgetRunPayload(),
                 ResultFileCallback(),
                 InterruptCallback(stop_all, on_stop),
             ],
