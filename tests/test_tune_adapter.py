@@ -23,11 +23,11 @@ from lyaptune.study.searcher import StudyPlan, journal_storage
 from lyaptune.study.spaces import ask, distributions, enqueue_grid, make_sampler, suggest
 from lyaptune.study.spec import ArmSpec, ParamSpec, SearchSpec, StudySpec
 from lyaptune.study.tune_adapter import (
-    ForgetRunPayload,
     InterruptStopper,
     RunPayload,
     StudyErrorCallback,
     StudySearcher,
+    TrimEndedTrial,
     TuneCheckpoints,
     epoch_metrics,
     error_metrics,
@@ -98,7 +98,7 @@ def test_run_payload_survives_tunes_result_flattening():
     assert RunPayload.from_metrics(None) is None
 
 
-def test_an_ended_tune_trial_forgets_the_runs_payload_and_keeps_tunes_keys():
+def test_an_ended_tune_trial_forgets_the_runs_payload_and_metric_statistics():
     from ray.tune.experiment import Trial
 
     records = [{"epoch": e, "val_loss": 1.0 / e, "train_loss": 2.0 / e} for e in range(1, 101)]
@@ -109,15 +109,16 @@ def test_an_ended_tune_trial_forgets_the_runs_payload_and_keeps_tunes_keys():
     )
     state = trial.run_metadata.get_json_state()  # Tune's experiment state caches this text
     assert len(state) > 5000 and '"epoch\\": 100' in state  # 100 records, JSON in JSON
-    ForgetRunPayload().on_trial_complete(0, [trial], trial)
+    TrimEndedTrial().on_trial_complete(0, [trial], trial)
     assert "lyaptune_payload" not in trial.last_result
     assert trial.last_result["objective"] == 0.01 and trial.last_result["training_iteration"] == 1
     assert trial.last_result["lyaptune_trial_id"] == "adam-search-0000-s0"
+    assert trial.run_metadata.metric_analysis == {} == trial.run_metadata.metric_n_steps
     after = trial.run_metadata.get_json_state()
     assert len(after) < len(state) - 5000 and 'epoch\\"' not in after
     # an errored trial's last epoch record and traceback go too
     trial.update_last_result({**epoch_metrics("t", records[0], "val_loss"), "lyaptune_traceback": "tb"})
-    ForgetRunPayload().on_trial_error(0, [trial], trial)
+    TrimEndedTrial().on_trial_error(0, [trial], trial)
     assert not {"lyaptune_record", "lyaptune_traceback"} & set(trial.last_result)
     assert trial.last_result["objective"] == 1.0
 

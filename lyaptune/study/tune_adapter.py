@@ -5,7 +5,7 @@
   translates Tune's calls), module level and picklable (the plan is left out of its pickled state).
 - :class:`StudyErrorCallback`: the one place where a Tune trial that failed after its last retry
   becomes an ``errored`` row (Tune tells the searcher before its callbacks, and only the callback sees
-  the exception); :class:`ForgetRunPayload` then drops the run's payload from Tune's copy of the trial.
+  the exception); :class:`TrimEndedTrial` then drops Tune's copy of what the store holds.
 - :class:`RunPayload`: one run's (or one population's) result as it travels in Tune's metrics, written
   by the trainable (:mod:`lyaptune.study.trainable`) and read by the searcher.
 - :class:`TuneCheckpoints` and :func:`read_checkpoint`: the checkpoints that earlier, killed drivers'
@@ -45,12 +45,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "ForgetRunPayload",
     "InterruptCallback",
     "RunPayload",
     "StudyErrorCallback",
     "StudySearcher",
     "StudyStopped",
+    "TrimEndedTrial",
     "TuneCheckpoints",
     "epoch_metrics",
     "error_metrics",
@@ -418,25 +418,27 @@ class StudyErrorCallback(tune.Callback):
         self.searcher.record_error(trial.trial_id, _error_message(trial))
 
 
-class ForgetRunPayload(tune.Callback):
-    """Drops lyaptune's payload, epoch record and traceback from an ended Tune trial's last result.
+class TrimEndedTrial(tune.Callback):
+    """Drops what Tune keeps of an ended trial that the study's store already holds.
 
-    Tune keeps every trial of an experiment in the driver, each with its last result, for the whole
-    study, and writes them into its experiment state: the final payload holds every epoch's record of the
-    run (tens of KB for a run of 100 epochs). Once the trial has ended the searcher has stored the run
-    (Tune tells the searcher, then the error callback, before this callback; :func:`make_tuner` lists it
-    after :class:`StudyErrorCallback`), so the copy in Tune's trial is dropped. Tune's own keys and the
-    objective stay.
+    Tune keeps every trial of an experiment in the driver for the whole study: its last result, with
+    lyaptune's final payload (every epoch's record of the run: tens of KB for 100 epochs), and its
+    per-metric statistics (``run_metadata.metric_analysis`` and the ``metric_n_steps`` windows, about
+    20 KB a trial with lyaptune's metrics), which nothing in Tune reads once the trial has ended. At
+    100,000 trials that is gigabytes of the driver's memory (issue 22). Once a trial has ended the
+    searcher has stored its run (Tune tells the searcher, then the error callback, before this callback;
+    :func:`make_tuner` lists it after :class:`StudyErrorCallback`), so both are dropped; Tune's own keys
+    and the objective stay in the last result.
     """
 
     _DROP = (_PAYLOAD, _RECORD, _TRACEBACK)
 
     def _forget(self, trial: Any) -> None:
         result = trial.last_result
-        if any(k in result for k in self._DROP):
-            for key in self._DROP:
-                result.pop(key, None)
-            trial.run_metadata.invalidate_cache()
+        for key in self._DROP:
+            result.pop(key, None)
+        meta = trial.run_metadata
+        meta.metric_analysis, meta.metric_n_steps = {}, {}  # its setattr drops its cached JSON
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._forget(trial)
@@ -644,7 +646,7 @@ def make_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[
                 StudyErrorCallback(searcher),
-                ForgetRunPayload(),
+                TrimEndedTrial(),
                 ResultFileCallback(),
                 InterruptCallback(stop_all, on_stop),
             ],
