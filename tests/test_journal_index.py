@@ -96,10 +96,8 @@ def test_a_writer_in_another_storage_is_seen_by_the_index(tmp_path):
     assert [t.value for t in reader.get_all_trials(sid, states=(TrialState.COMPLETE,))] == [1.0]
 
 
-def test_the_look_for_enqueued_trials_does_not_read_the_finished_ones(tmp_path, monkeypatch):
-    study = optuna.create_study(study_name="s", storage=journal_storage(tmp_path / "j"))
-    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    study.add_trials([optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=1.0)] * 500)
+def _count_reads(study, monkeypatch) -> list[int]:
+    """The ids of the trials the study's journal replay reads from now on (a counting dict)."""
     replay = study._storage._replay_result
     seen: list[int] = []
 
@@ -109,6 +107,14 @@ def test_the_look_for_enqueued_trials_does_not_read_the_finished_ones(tmp_path, 
             return super().__getitem__(key)
 
     monkeypatch.setattr(replay, "_trials", Counting(replay._trials))
+    return seen
+
+
+def test_the_look_for_enqueued_trials_does_not_read_the_finished_ones(tmp_path, monkeypatch):
+    study = optuna.create_study(study_name="s", storage=journal_storage(tmp_path / "j"))
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study.add_trials([optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=1.0)] * 500)
+    seen = _count_reads(study, monkeypatch)
     assert study._pop_waiting_trial_id() is None
     assert seen == []  # Optuna's own JournalStorage reads all 500 trials here
     study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -144,15 +150,7 @@ def test_tpes_window_reads_the_window_not_the_study(tmp_path, monkeypatch):
     dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
     running = study.ask(fixed_distributions=dist)  # left RUNNING, the study's first trial
     study.add_trials([optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=1.0)] * 500)
-    replay = study._storage._replay_result
-    seen: list[int] = []
-
-    class Counting(dict):
-        def __getitem__(self, key):
-            seen.append(key)
-            return super().__getitem__(key)
-
-    monkeypatch.setattr(replay, "_trials", Counting(replay._trials))
+    seen = _count_reads(study, monkeypatch)
     got = study._storage.get_recent_trials(study._study_id, 20, (TrialState.COMPLETE, TrialState.RUNNING))
     assert [t.number for t in got] == [running.number] + list(range(481, 501))
     assert len(seen) == 21  # the 20 newest and the running one, of 501
