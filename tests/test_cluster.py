@@ -237,6 +237,30 @@ def test_override_runs_the_gpu_spec_on_cpus_with_only_lyaptune_lines(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_run_that_errored_makes_the_study_exit_1_and_is_named(tmp_path):
+    """A search run that fails on every attempt (the fault-injection hook raises at its start) is stored
+    as ``errored`` with its exception, the rest of the study completes, and ``lyaptune run`` exits 1:
+    a script that chains studies sees that one of its runs is missing."""
+    spec = {**SPEC, "max_failures": 0, "resources": {"cpu": 1, "gpu": 0}}
+    fault = {"match": "adam-search-0001", "times": 5, "dir": str(tmp_path / "faults")}
+    r = lyaptune(
+        "run",
+        write(tmp_path, spec),
+        "--out",
+        tmp_path / "runs",
+        env={"LYAPTUNE_FAULT_INJECTION": json.dumps(fault)},
+    )
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    trials = RunStore(tmp_path / "runs" / "clu").trials().set_index("trial_id")
+    assert trials.loc["adam-search-0001-s0", "status"] == "errored"
+    assert "injected fault" in trials.loc["adam-search-0001-s0", "message"]
+    assert trials.loc["adam-search-0000-s0", "status"] == "completed"
+    assert trials.loc["adam-final-s1", "status"] == "completed"  # the finals take the best of the rest
+    last = r.stdout.splitlines()[-1]
+    assert last.startswith("done: 3 runs") and "errored 1" in last, r.stdout
+
+
+@pytest.mark.integration
 def test_bad_resources_flag_is_one_line(tmp_path):
     r = lyaptune("run", write(tmp_path, SPEC), "--out", tmp_path / "runs", "--resources", "gpu=half")
     assert r.returncode == 2
