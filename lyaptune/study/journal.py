@@ -36,7 +36,7 @@ def recent_window(trials: Sequence[FrozenTrial], history: int) -> list[FrozenTri
     done = [t for t in trials if t.state != TrialState.RUNNING]
     if len(done) <= history:
         return list(trials)
-    keep = {t.number for t in sorted(done, key=lambda t: t.number)[-history:]}
+    keep = {t.number for t in done[-history:]}
     return [t for t in trials if t.state == TrialState.RUNNING or t.number in keep]
 
 

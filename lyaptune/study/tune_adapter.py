@@ -70,6 +70,8 @@ _RECORD = "lyaptune_record"
 _ERROR = "lyaptune_error"
 _TRACEBACK = "lyaptune_traceback"
 _TRIAL = "lyaptune_trial_id"
+# the bulky ones, which the store keeps: left out of result.json and dropped from ended Tune trials
+_BULK = (_PAYLOAD, _RECORD, _TRACEBACK)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,11 +433,9 @@ class TrimEndedTrial(tune.Callback):
     and the objective stay in the last result.
     """
 
-    _DROP = (_PAYLOAD, _RECORD, _TRACEBACK)
-
     def _forget(self, trial: Any) -> None:
         result = trial.last_result
-        for key in self._DROP:
+        for key in _BULK:
             result.pop(key, None)
         meta = trial.run_metadata
         meta.metric_analysis, meta.metric_n_steps = {}, {}  # its setattr drops its cached JSON
@@ -458,7 +458,7 @@ class ResultFileCallback(LoggerCallback):
     run's payload, epoch records and traceback (the store has them).
     """
 
-    _DROP = (_PAYLOAD, _RECORD, _TRACEBACK, "config")
+    _DROP = (*_BULK, "config")
 
     def __init__(self) -> None:
         self._files: dict[Any, Any] = {}
